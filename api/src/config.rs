@@ -1,0 +1,661 @@
+//! The microVM configuration: Firecracker's `--config-file` schema as serde types.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Most vCPUs a microVM may have.
+pub const MAX_VCPUS: u8 = 32;
+/// Least guest memory, in MiB: enough for the boot structures below 1 MiB and a small image.
+pub const MIN_MEM_MIB: u64 = 2;
+/// Kernel command line used when `boot-source.boot_args` is absent.
+pub const DEFAULT_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1";
+
+/// A whole microVM description, as read from a `--config-file`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// The kernel, initrd and command line.
+    #[serde(rename = "boot-source")]
+    pub boot_source: BootSource,
+    /// vCPUs and memory; Firecracker's defaults when absent.
+    #[serde(rename = "machine-config", default)]
+    pub machine_config: MachineConfig,
+    /// virtio-block devices.
+    #[serde(default)]
+    pub drives: Vec<Drive>,
+    /// virtio-net devices backed by host tap devices.
+    #[serde(rename = "network-interfaces", default)]
+    pub network_interfaces: Vec<NetworkInterface>,
+    /// The virtio-vsock device.
+    #[serde(default)]
+    pub vsock: Option<Vsock>,
+    /// The virtio-balloon device.
+    #[serde(default)]
+    pub balloon: Option<Balloon>,
+    /// The virtio-rng device.
+    #[serde(default)]
+    pub entropy: Option<Entropy>,
+    /// Where and how much the VMM logs.
+    #[serde(default)]
+    pub logger: Option<Logger>,
+    /// Where the VMM writes its metrics.
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+    /// The microVM metadata service.
+    #[serde(rename = "mmds-config", default)]
+    pub mmds_config: Option<MmdsConfig>,
+}
+
+/// `boot-source`: what to boot.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSource {
+    /// A Linux ELF vmlinux, a bzImage, or a Multiboot v1 ELF32 image.
+    pub kernel_image_path: PathBuf,
+    /// An initramfs (Linux) or the first Multiboot module.
+    #[serde(default)]
+    pub initrd_path: Option<PathBuf>,
+    /// The kernel command line; [`DEFAULT_BOOT_ARGS`] when absent.
+    #[serde(default)]
+    pub boot_args: Option<String>,
+}
+
+impl BootSource {
+    /// The command line to pass to the kernel.
+    pub fn boot_args(&self) -> &str {
+        self.boot_args.as_deref().unwrap_or(DEFAULT_BOOT_ARGS)
+    }
+}
+
+/// `machine-config`: vCPUs and memory.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfig {
+    /// Number of vCPUs, 1 to [`MAX_VCPUS`].
+    pub vcpu_count: u8,
+    /// Guest RAM in MiB.
+    pub mem_size_mib: u64,
+    /// Whether vCPUs are presented as hyperthread pairs.
+    #[serde(default)]
+    pub smt: bool,
+    /// Whether KVM logs dirty guest pages (for snapshots).
+    #[serde(default)]
+    pub track_dirty_pages: bool,
+    /// A Firecracker static CPU template name; only "None" is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_template: Option<String>,
+    /// Backing page size of guest memory: "None" (4 KiB) is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub huge_pages: Option<String>,
+}
+
+impl Default for MachineConfig {
+    /// Firecracker's defaults: one vCPU, 128 MiB.
+    fn default() -> Self {
+        MachineConfig {
+            vcpu_count: 1,
+            mem_size_mib: 128,
+            smt: false,
+            track_dirty_pages: false,
+            cpu_template: None,
+            huge_pages: None,
+        }
+    }
+}
+
+/// A token bucket of a rate limiter.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBucket {
+    /// Bucket size in bytes or operations.
+    pub size: u64,
+    /// Extra tokens available once at start.
+    #[serde(default)]
+    pub one_time_burst: Option<u64>,
+    /// Milliseconds to refill the whole bucket.
+    pub refill_time: u64,
+}
+
+/// A device rate limiter: a bandwidth and an operations bucket.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimiter {
+    /// Bytes per refill period.
+    #[serde(default)]
+    pub bandwidth: Option<TokenBucket>,
+    /// Operations per refill period.
+    #[serde(default)]
+    pub ops: Option<TokenBucket>,
+}
+
+/// One entry of `drives`: a virtio-block device.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drive {
+    /// Unique name of the drive.
+    pub drive_id: String,
+    /// Host file backing the drive.
+    #[serde(default)]
+    pub path_on_host: Option<PathBuf>,
+    /// Whether this drive is the guest's root device.
+    pub is_root_device: bool,
+    /// Whether the guest may only read it.
+    #[serde(default)]
+    pub is_read_only: Option<bool>,
+    /// Root partition UUID, for a root device with partitions.
+    #[serde(default)]
+    pub partuuid: Option<String>,
+    /// "Unsafe" or "Writeback".
+    #[serde(default)]
+    pub cache_type: Option<String>,
+    /// I/O limits.
+    #[serde(default)]
+    pub rate_limiter: Option<RateLimiter>,
+    /// "Sync" or "Async".
+    #[serde(default)]
+    pub io_engine: Option<String>,
+    /// A vhost-user-block backend socket.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+}
+
+/// One entry of `network-interfaces`: a virtio-net device on a tap device.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterface {
+    /// Unique name of the interface.
+    pub iface_id: String,
+    /// Host tap device name.
+    pub host_dev_name: String,
+    /// The guest's MAC address.
+    #[serde(default)]
+    pub guest_mac: Option<String>,
+    /// Receive limits.
+    #[serde(default)]
+    pub rx_rate_limiter: Option<RateLimiter>,
+    /// Transmit limits.
+    #[serde(default)]
+    pub tx_rate_limiter: Option<RateLimiter>,
+}
+
+/// `vsock`: the virtio-vsock device.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vsock {
+    /// Deprecated device name, accepted and ignored as in Firecracker.
+    #[serde(default)]
+    pub vsock_id: Option<String>,
+    /// The guest's context ID (3 or more).
+    pub guest_cid: u32,
+    /// Host Unix socket that guest connections are forwarded to.
+    pub uds_path: PathBuf,
+}
+
+/// `balloon`: the virtio-balloon device.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Balloon {
+    /// Target balloon size in MiB.
+    pub amount_mib: u32,
+    /// Whether the guest may deflate the balloon when it runs out of memory.
+    pub deflate_on_oom: bool,
+    /// Statistics polling interval in seconds; 0 disables statistics.
+    #[serde(default)]
+    pub stats_polling_interval_s: u16,
+}
+
+/// `entropy`: the virtio-rng device.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entropy {
+    /// Limits on bytes handed to the guest.
+    #[serde(default)]
+    pub rate_limiter: Option<RateLimiter>,
+}
+
+/// `logger`: the VMM's log.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logger {
+    /// File (or named pipe) the log goes to; standard error when absent.
+    #[serde(default)]
+    pub log_path: Option<PathBuf>,
+    /// Least severe level logged.
+    #[serde(default)]
+    pub level: Option<LogLevel>,
+    /// Whether each line carries its level.
+    #[serde(default)]
+    pub show_level: bool,
+    /// Whether each line carries the source file and line.
+    #[serde(default)]
+    pub show_log_origin: bool,
+    /// Only log from modules whose path starts with this.
+    #[serde(default)]
+    pub module: Option<String>,
+}
+
+/// `metrics`: the VMM's metrics sink.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// File (or named pipe) metrics are written to.
+    pub metrics_path: PathBuf,
+}
+
+/// `mmds-config`: the microVM metadata service.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmdsConfig {
+    /// "V1" or "V2".
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Interfaces (by `iface_id`) the service answers on.
+    pub network_interfaces: Vec<String>,
+    /// The service's IPv4 address.
+    #[serde(default)]
+    pub ipv4_address: Option<String>,
+}
+
+/// Severity threshold of the VMM's log, as Firecracker names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum LogLevel {
+    /// Nothing is logged.
+    Off,
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warning,
+    /// Also what the VMM decided and why (the default).
+    Info,
+    /// Also device and boot details.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Ok(LogLevel::Off),
+            "error" => Ok(LogLevel::Error),
+            "warning" | "warn" => Ok(LogLevel::Warning),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            "trace" => Ok(LogLevel::Trace),
+            _ => Err(format!(
+                "unknown log level `{s}` (expected Off, Error, Warning, Info, Debug or Trace)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a configuration was refused. Every variant names the file or the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The JSON is malformed or does not fit the schema.
+    #[error("{origin}: {field}: {message}")]
+    Parse {
+        /// The file (or "request body").
+        origin: String,
+        /// Dotted path of the field at fault ("config" for the whole document).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A field has a value outside what Ember accepts.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted path of the field at fault.
+        field: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn unsupported(field: &str, what: &str) -> Self {
+        Self::invalid(
+            field,
+            format!("{what} is not supported yet; remove this section"),
+        )
+    }
+}
+
+/// Limits that depend on the host, checked by [`VmConfig::validate`].
+#[derive(Debug, Clone, Copy)]
+pub struct HostLimits {
+    /// Most guest memory, in MiB, this host can back.
+    pub max_mem_mib: u64,
+}
+
+impl VmConfig {
+    /// Parses a config document; `origin` names it in errors (a path or "request body").
+    /// Unknown keys, wrong types and malformed JSON are errors naming the field.
+    pub fn from_json(text: &str, origin: &str) -> Result<VmConfig, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            let path = err.path().to_string();
+            ConfigError::Parse {
+                origin: origin.to_string(),
+                field: if path == "." {
+                    "config".to_string()
+                } else {
+                    path
+                },
+                message: err.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// Reads and parses a config file; errors name the file.
+    pub fn from_file(path: &Path) -> Result<VmConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// Checks ranges and cross-field rules; refuses sections whose device has not landed yet.
+    pub fn validate(&self, limits: &HostLimits) -> Result<(), ConfigError> {
+        if self.boot_source.kernel_image_path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "boot-source.kernel_image_path",
+                "must name a kernel image file",
+            ));
+        }
+        let args = self.boot_source.boot_args();
+        if args.bytes().any(|b| b == 0 || !b.is_ascii()) {
+            return Err(ConfigError::invalid(
+                "boot-source.boot_args",
+                "must be printable ASCII",
+            ));
+        }
+        self.machine_config.validate(limits)?;
+        if !self.drives.is_empty() {
+            return Err(ConfigError::unsupported("drives", "virtio-block"));
+        }
+        if !self.network_interfaces.is_empty() {
+            return Err(ConfigError::unsupported("network-interfaces", "virtio-net"));
+        }
+        if self.vsock.is_some() {
+            return Err(ConfigError::unsupported("vsock", "virtio-vsock"));
+        }
+        if self.balloon.is_some() {
+            return Err(ConfigError::unsupported("balloon", "virtio-balloon"));
+        }
+        if self.entropy.is_some() {
+            return Err(ConfigError::unsupported("entropy", "virtio-rng"));
+        }
+        if self.metrics.is_some() {
+            return Err(ConfigError::unsupported("metrics", "the metrics sink"));
+        }
+        if self.mmds_config.is_some() {
+            return Err(ConfigError::unsupported(
+                "mmds-config",
+                "the metadata service",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl MachineConfig {
+    fn validate(&self, limits: &HostLimits) -> Result<(), ConfigError> {
+        if !(1..=MAX_VCPUS).contains(&self.vcpu_count) {
+            return Err(ConfigError::invalid(
+                "machine-config.vcpu_count",
+                format!(
+                    "{} is out of range (allowed 1..={MAX_VCPUS})",
+                    self.vcpu_count
+                ),
+            ));
+        }
+        if self.smt && self.vcpu_count > 1 && self.vcpu_count % 2 != 0 {
+            return Err(ConfigError::invalid(
+                "machine-config.vcpu_count",
+                format!(
+                    "{} vCPUs with smt: true; must be 1 or even",
+                    self.vcpu_count
+                ),
+            ));
+        }
+        let max = limits.max_mem_mib.max(MIN_MEM_MIB);
+        if !(MIN_MEM_MIB..=max).contains(&self.mem_size_mib) {
+            return Err(ConfigError::invalid(
+                "machine-config.mem_size_mib",
+                format!(
+                    "{} is out of range (allowed {MIN_MEM_MIB}..={max}, this host's RAM)",
+                    self.mem_size_mib
+                ),
+            ));
+        }
+        if let Some(t) = self.cpu_template.as_deref().filter(|t| *t != "None") {
+            return Err(ConfigError::invalid(
+                "machine-config.cpu_template",
+                format!("CPU template `{t}` is not supported yet (allowed: \"None\")"),
+            ));
+        }
+        if let Some(p) = self.huge_pages.as_deref().filter(|p| *p != "None") {
+            return Err(ConfigError::invalid(
+                "machine-config.huge_pages",
+                format!("`{p}` is not supported yet (allowed: \"None\")"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: HostLimits = HostLimits { max_mem_mib: 4096 };
+
+    fn parse(text: &str) -> Result<VmConfig, ConfigError> {
+        VmConfig::from_json(text, "vm.json")
+    }
+
+    fn check(text: &str) -> Result<VmConfig, ConfigError> {
+        let cfg = parse(text)?;
+        cfg.validate(&LIMITS)?;
+        Ok(cfg)
+    }
+
+    fn err(text: &str) -> String {
+        check(text).unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = r#"{"boot-source": {"kernel_image_path": "vmlinux"}}"#;
+
+    #[test]
+    fn minimal_config_gets_firecracker_defaults() {
+        let cfg = check(MINIMAL).unwrap();
+        assert_eq!(cfg.machine_config, MachineConfig::default());
+        assert_eq!(cfg.boot_source.boot_args(), DEFAULT_BOOT_ARGS);
+        assert!(cfg.drives.is_empty() && cfg.vsock.is_none());
+    }
+
+    #[test]
+    fn full_machine_config_parses() {
+        let cfg = check(
+            r#"{"boot-source": {"kernel_image_path": "k", "initrd_path": "i", "boot_args": "a=b"},
+                "machine-config": {"vcpu_count": 2, "mem_size_mib": 512, "smt": true,
+                                   "track_dirty_pages": true, "huge_pages": "None"},
+                "logger": {"log_path": "/tmp/log", "level": "debug", "show_level": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.machine_config.vcpu_count, 2);
+        assert_eq!(cfg.machine_config.mem_size_mib, 512);
+        assert!(cfg.machine_config.smt && cfg.machine_config.track_dirty_pages);
+        assert_eq!(cfg.boot_source.boot_args(), "a=b");
+        assert_eq!(cfg.logger.unwrap().level, Some(LogLevel::Debug));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_section() {
+        let e = err(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "vcpus": 2}}"#,
+        );
+        assert!(e.contains("machine-config") && e.contains("unknown field `vcpus`"), "{e}");
+        let e = err(r#"{"boot-source": {"kernel_image_path": "k"}, "bogus": 1}"#);
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn vcpu_count_zero_names_field_and_range() {
+        let e = err(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "machine-config": {"vcpu_count": 0, "mem_size_mib": 64}}"#,
+        );
+        assert!(e.contains("machine-config.vcpu_count") && e.contains("1..=32"), "{e}");
+        let e = err(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "machine-config": {"vcpu_count": 33, "mem_size_mib": 64}}"#,
+        );
+        assert!(e.contains("33 is out of range"), "{e}");
+    }
+
+    #[test]
+    fn vcpu_count_of_wrong_type_is_named() {
+        let e = err(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "machine-config": {"vcpu_count": -1, "mem_size_mib": 64}}"#,
+        );
+        assert!(e.contains("machine-config.vcpu_count"), "{e}");
+    }
+
+    #[test]
+    fn odd_vcpus_with_smt_are_refused() {
+        let e = err(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "machine-config": {"vcpu_count": 3, "mem_size_mib": 64, "smt": true}}"#,
+        );
+        assert!(e.contains("must be 1 or even"), "{e}");
+    }
+
+    #[test]
+    fn memory_beyond_host_names_field_and_range() {
+        let e = err(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "machine-config": {"vcpu_count": 1, "mem_size_mib": 999999}}"#,
+        );
+        assert!(
+            e.contains("machine-config.mem_size_mib") && e.contains("2..=4096"),
+            "{e}"
+        );
+        let e = err(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "machine-config": {"vcpu_count": 1, "mem_size_mib": 0}}"#,
+        );
+        assert!(e.contains("0 is out of range"), "{e}");
+    }
+
+    #[test]
+    fn missing_kernel_is_named() {
+        let e = err(r#"{"boot-source": {"initrd_path": "i"}}"#);
+        assert!(
+            e.contains("boot-source") && e.contains("missing field `kernel_image_path`"),
+            "{e}"
+        );
+        let e = err(r#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}"#);
+        assert!(e.contains("missing field `boot-source`"), "{e}");
+        let e = err(r#"{"boot-source": {"kernel_image_path": ""}}"#);
+        assert!(e.contains("boot-source.kernel_image_path"), "{e}");
+    }
+
+    #[test]
+    fn malformed_json_gives_file_and_position() {
+        let e = err("{\"boot-source\": {\"kernel_image_path\": \"k\"},\n}");
+        assert!(e.starts_with("vm.json: ") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn sections_without_device_are_refused_not_ignored() {
+        for (section, body) in [
+            (
+                "drives",
+                r#"[{"drive_id": "root", "path_on_host": "d", "is_root_device": true}]"#,
+            ),
+            (
+                "network-interfaces",
+                r#"[{"iface_id": "eth0", "host_dev_name": "tap0"}]"#,
+            ),
+            ("vsock", r#"{"guest_cid": 3, "uds_path": "/tmp/v.sock"}"#),
+            ("balloon", r#"{"amount_mib": 0, "deflate_on_oom": true}"#),
+            ("entropy", r#"{}"#),
+            ("metrics", r#"{"metrics_path": "/tmp/m"}"#),
+            ("mmds-config", r#"{"network_interfaces": ["eth0"]}"#),
+        ] {
+            let text = format!(r#"{{"boot-source": {{"kernel_image_path": "k"}}, "{section}": {body}}}"#);
+            let e = err(&text);
+            assert!(
+                e.starts_with(section) && e.contains("not supported yet"),
+                "{section}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn templates_and_huge_pages_other_than_none_are_refused() {
+        let e = err(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "cpu_template": "T2"}}"#,
+        );
+        assert!(e.contains("machine-config.cpu_template"), "{e}");
+        let e = err(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"}}"#,
+        );
+        assert!(e.contains("machine-config.huge_pages"), "{e}");
+    }
+
+    #[test]
+    fn log_levels_parse_case_insensitively() {
+        assert_eq!("WARNING".parse::<LogLevel>(), Ok(LogLevel::Warning));
+        assert_eq!("trace".parse::<LogLevel>(), Ok(LogLevel::Trace));
+        assert!("loud".parse::<LogLevel>().is_err());
+        let e = err(r#"{"boot-source": {"kernel_image_path": "k"}, "logger": {"level": "loud"}}"#);
+        assert!(e.contains("logger.level") && e.contains("unknown log level"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_names_the_path() {
+        let e = VmConfig::from_file(Path::new("/nonexistent/vm.json")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/vm.json"), "{e}");
+    }
+}
