@@ -1,0 +1,5 @@
+//! Legacy PC devices on the I/O port bus.
+
+pub mod debug_exit;
+pub mod i8042;
+pub mod serial;

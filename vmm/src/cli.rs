@@ -1,0 +1,89 @@
+//! The `ember` command line.
+
+use std::path::PathBuf;
+
+use api::LogLevel;
+use clap::{Parser, ValueEnum};
+
+/// Which CPU runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Accel {
+    /// KVM when /dev/kvm is usable, else the software CPU.
+    Auto,
+    /// Hardware virtualization through KVM only.
+    Kvm,
+    /// Ember's software x86-64 CPU, on any host.
+    Interp,
+}
+
+/// Ember: a KVM-accelerated virtual machine monitor for Linux microVMs.
+///
+/// Boots the microVM described by a Firecracker `--config-file` JSON document. The guest's
+/// serial console (COM1) is this process's standard input and output; when standard input is
+/// a terminal it is put in raw mode, and Ctrl-A x quits (Ctrl-A Ctrl-A sends Ctrl-A).
+///
+/// Exit status: 0 when the guest powers off or reboots (a guest reboot ends the VMM, as in
+/// Firecracker) or Ctrl-A x is typed; (value << 1) | 1 when the guest writes value to the
+/// debug-exit port 0xf4; 2 for bad usage, configuration or guest images; 4 when the VM
+/// fails (triple fault, an instruction the hypervisor cannot run, a hypervisor error);
+/// 128 + N when ended by signal N.
+#[derive(Debug, Parser)]
+#[command(name = "ember", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// Boot the microVM described by this JSON file (Firecracker's --config-file schema:
+    /// boot-source, machine-config, drives, network-interfaces, vsock, balloon, entropy,
+    /// logger, metrics, mmds-config).
+    #[arg(long, value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+
+    /// Run without the REST API server; requires --config-file.
+    #[arg(long)]
+    pub no_api: bool,
+
+    /// Serve Firecracker's REST API on this Unix socket (not supported yet: use --no-api).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+
+    /// CPU backend: kvm (hardware virtualization), interp (software CPU, not available yet),
+    /// or auto (KVM when usable, else the software CPU).
+    #[arg(long, value_enum, default_value_t = Accel::Auto)]
+    pub accel: Accel,
+
+    /// Least severe log messages shown on standard error: Off, Error, Warning, Info, Debug or
+    /// Trace [default: Info; the config file's logger.level applies when this is absent].
+    #[arg(long, alias = "level", value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
+
+    /// The KVM device to open.
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
+    pub kvm_device: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_firecracker_style_invocation() {
+        let cli = Cli::try_parse_from([
+            "ember",
+            "--no-api",
+            "--config-file",
+            "vm.json",
+            "--level",
+            "debug",
+        ])
+        .unwrap();
+        assert!(cli.no_api);
+        assert_eq!(cli.config_file, Some(PathBuf::from("vm.json")));
+        assert_eq!(cli.log_level, Some(LogLevel::Debug));
+        assert_eq!(cli.accel, Accel::Auto);
+        assert_eq!(cli.kvm_device, PathBuf::from("/dev/kvm"));
+    }
+
+    #[test]
+    fn rejects_unknown_accelerator_and_level() {
+        assert!(Cli::try_parse_from(["ember", "--accel", "tcg"]).is_err());
+        assert!(Cli::try_parse_from(["ember", "--log-level", "loud"]).is_err());
+    }
+}

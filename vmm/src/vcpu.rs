@@ -1,0 +1,246 @@
+//! The vCPU backend seam and the exit loop every backend shares.
+//!
+//! A backend runs guest code until something needs the VMM (an I/O access, a fatal fault)
+//! and reports it as a [`VcpuExit`]; [`run_loop`] serves port and MMIO accesses from the
+//! device buses, so devices never learn which backend runs them.
+
+use std::fmt;
+
+use devices::bus::Bus;
+use devices::GuestExit;
+use kvm_bindings::{kvm_regs, kvm_sregs};
+
+use crate::stop::{StopReason, StopSignal};
+
+/// What a backend stopped running guest code for.
+pub enum VcpuExit<'a> {
+    /// `in`/`ins`: fill `data` (a multiple of `size` bytes, one element per repetition).
+    IoIn {
+        /// Port.
+        port: u16,
+        /// Access width in bytes.
+        size: usize,
+        /// Elements to fill.
+        data: &'a mut [u8],
+    },
+    /// `out`/`outs`: `data` holds one or more elements of `size` bytes.
+    IoOut {
+        /// Port.
+        port: u16,
+        /// Access width in bytes.
+        size: usize,
+        /// Elements written.
+        data: &'a [u8],
+    },
+    /// A read from a guest physical address that is not RAM.
+    MmioRead {
+        /// Guest physical address.
+        addr: u64,
+        /// Bytes to fill.
+        data: &'a mut [u8],
+    },
+    /// A write to a guest physical address that is not RAM.
+    MmioWrite {
+        /// Guest physical address.
+        addr: u64,
+        /// Bytes written.
+        data: &'a [u8],
+    },
+    /// Nothing to serve (a kick from another thread); look at the stop flag and go on.
+    Interrupted,
+    /// The guest asked the machine to power off or reset through the hypervisor.
+    Guest(GuestExit),
+    /// The vCPU cannot go on.
+    Fault(Box<FaultReport>),
+}
+
+/// A vCPU as the exit loop drives it.
+pub trait VcpuBackend: Send {
+    /// Runs guest code until the next exit.
+    fn run(&mut self) -> VcpuExit<'_>;
+}
+
+/// What a vCPU was doing when it failed: the reason, its registers, and the instruction.
+#[derive(Debug)]
+pub struct FaultReport {
+    /// Index of the vCPU.
+    pub vcpu: usize,
+    /// What happened, e.g. "KVM_EXIT_INTERNAL_ERROR: emulation failure (suberror 1)".
+    pub reason: String,
+    /// General registers, if they could be read.
+    pub regs: Option<kvm_regs>,
+    /// Special registers, if they could be read.
+    pub sregs: Option<kvm_sregs>,
+    /// Bytes at RIP (up to 15), if they could be read.
+    pub instruction: Vec<u8>,
+}
+
+impl fmt::Display for FaultReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "vCPU {} stopped: {}", self.vcpu, self.reason)?;
+        let (Some(r), Some(s)) = (&self.regs, &self.sregs) else {
+            return writeln!(f, "  (registers unavailable)");
+        };
+        let (mode, bits) = arch::disasm::cpu_mode(s);
+        write!(
+            f,
+            "  RIP {:#018x}  CS {:#06x} ({mode})",
+            r.rip, s.cs.selector
+        )?;
+        if self.instruction.is_empty() {
+            writeln!(f, "  instruction bytes unavailable")?;
+        } else {
+            let hex: Vec<String> = self
+                .instruction
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            write!(f, "\n  instruction: {}", hex.join(" "))?;
+            match arch::disasm::describe_instruction(&self.instruction, bits, r.rip) {
+                Some(text) => writeln!(f, "  ({text})")?,
+                None => writeln!(f)?,
+            }
+        }
+        let gprs = [
+            ("RAX", r.rax),
+            ("RBX", r.rbx),
+            ("RCX", r.rcx),
+            ("RDX", r.rdx),
+            ("RSI", r.rsi),
+            ("RDI", r.rdi),
+            ("RBP", r.rbp),
+            ("RSP", r.rsp),
+            ("R8", r.r8),
+            ("R9", r.r9),
+            ("R10", r.r10),
+            ("R11", r.r11),
+            ("R12", r.r12),
+            ("R13", r.r13),
+            ("R14", r.r14),
+            ("R15", r.r15),
+            ("RFLAGS", r.rflags),
+            ("CR0", s.cr0),
+            ("CR2", s.cr2),
+            ("CR3", s.cr3),
+            ("CR4", s.cr4),
+            ("EFER", s.efer),
+        ];
+        for row in gprs.chunks(4) {
+            write!(f, " ")?;
+            for (name, value) in row {
+                write!(f, " {name:>6} {value:#018x}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// The devices a vCPU reaches through port I/O and MMIO.
+pub struct Buses {
+    /// x86 I/O ports.
+    pub pio: Bus,
+    /// Memory-mapped I/O.
+    pub mmio: Bus,
+}
+
+/// Runs `vcpu` until the VM stops, serving its I/O from `buses`. A fault or guest exit stops
+/// the whole VM through `stop`.
+pub fn run_loop(vcpu: &mut dyn VcpuBackend, buses: &Buses, stop: &StopSignal) {
+    while !stop.is_stopping() {
+        match vcpu.run() {
+            VcpuExit::IoIn { port, size, data } => {
+                for element in data.chunks_mut(size.max(1)) {
+                    buses.pio.read(u64::from(port), element);
+                }
+            }
+            VcpuExit::IoOut { port, size, data } => {
+                for element in data.chunks(size.max(1)) {
+                    buses.pio.write(u64::from(port), element);
+                }
+            }
+            VcpuExit::MmioRead { addr, data } => buses.mmio.read(addr, data),
+            VcpuExit::MmioWrite { addr, data } => buses.mmio.write(addr, data),
+            VcpuExit::Interrupted => {}
+            VcpuExit::Guest(exit) => stop.stop(StopReason::Guest(exit)),
+            VcpuExit::Fault(report) => stop.stop(StopReason::Fault(report)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::bus::{BusDevice, BusKind};
+    use std::sync::{Arc, Mutex};
+
+    /// A scripted backend: returns its exits in order, then faults.
+    struct Script {
+        step: usize,
+        inbuf: [u8; 4],
+        seen_in: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl VcpuBackend for Script {
+        fn run(&mut self) -> VcpuExit<'_> {
+            self.step += 1;
+            match self.step {
+                1 => VcpuExit::IoOut {
+                    port: 0x80,
+                    size: 1,
+                    data: b"ab",
+                },
+                2 => VcpuExit::IoIn {
+                    port: 0x80,
+                    size: 2,
+                    data: &mut self.inbuf,
+                },
+                3 => {
+                    self.seen_in.lock().unwrap().extend_from_slice(&self.inbuf);
+                    VcpuExit::Interrupted
+                }
+                _ => VcpuExit::Guest(GuestExit::DebugExit(3)),
+            }
+        }
+    }
+
+    /// Records each access as one entry.
+    #[derive(Default)]
+    struct Port(Vec<Vec<u8>>);
+
+    impl BusDevice for Port {
+        fn read(&mut self, _offset: u64, data: &mut [u8]) {
+            self.0.push(vec![0; data.len()]);
+            data.fill(self.0.len() as u8);
+        }
+        fn write(&mut self, _offset: u64, data: &[u8]) {
+            self.0.push(data.to_vec());
+        }
+    }
+
+    #[test]
+    fn string_io_is_split_into_elements_and_guest_exit_stops() {
+        let port = Arc::new(Mutex::new(Port::default()));
+        let mut pio = Bus::new(BusKind::Pio);
+        pio.insert(port.clone(), 0x80, 1).unwrap();
+        let buses = Buses {
+            pio,
+            mmio: Bus::new(BusKind::Mmio),
+        };
+        let stop = StopSignal::new().unwrap();
+        let seen_in = Arc::new(Mutex::new(Vec::new()));
+        let mut vcpu = Script {
+            step: 0,
+            inbuf: [0; 4],
+            seen_in: seen_in.clone(),
+        };
+        run_loop(&mut vcpu, &buses, &stop);
+        assert!(stop.is_stopping());
+        assert_eq!(stop.wait().exit_status(), 7);
+        let accesses = &port.lock().unwrap().0;
+        assert_eq!(accesses[0], b"a");
+        assert_eq!(accesses[1], b"b");
+        assert_eq!(accesses.len(), 4, "two 2-byte reads");
+        assert_eq!(seen_in.lock().unwrap().as_slice(), &[3, 3, 4, 4]);
+    }
+}

@@ -1,0 +1,196 @@
+//! Building a microVM from its config and running it to the end.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use api::VmConfig;
+use arch::boot::{BootError, KernelSpec};
+use arch::cpuid::Topology;
+use arch::{layout, GuestMemory};
+use devices::bus::{Bus, BusError, BusKind, SharedDevice};
+use devices::legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS};
+use devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORTS};
+use devices::legacy::serial::{Serial, COM1_IRQ, COM1_PORT, UART_PORTS};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::cli::Accel;
+use crate::console::{self, RawTerminal};
+use crate::kvm::{KvmError, KvmMachine};
+use crate::stop::{StopReason, StopSignal};
+use crate::vcpu::{run_loop, Buses};
+
+/// How to run the VM, from the command line.
+pub struct VmOptions<'a> {
+    /// Requested CPU backend.
+    pub accel: Accel,
+    /// KVM device path.
+    pub kvm_device: &'a Path,
+}
+
+/// Why a VM could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// A guest image or the command line is unusable.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// KVM is missing or failed.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// The requested backend is not available.
+    #[error("{0}")]
+    Accel(String),
+    /// Guest memory could not be allocated.
+    #[error("cannot allocate {mib} MiB of guest memory: {reason}")]
+    Memory {
+        /// Size asked for.
+        mib: u64,
+        /// Why not.
+        reason: String,
+    },
+    /// Devices overlap (a bug in the machine layout).
+    #[error("device layout: {0}")]
+    Bus(#[from] BusError),
+    /// A host resource (thread, eventfd, signal handler) could not be set up.
+    #[error("{what}: {source}")]
+    Host {
+        /// What was being set up.
+        what: &'static str,
+        /// Why it failed.
+        source: io::Error,
+    },
+}
+
+impl VmError {
+    /// Whether the fault lies with what the user gave (config, images) rather than the host.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, VmError::Boot(_))
+    }
+}
+
+fn host(what: &'static str) -> impl FnOnce(io::Error) -> VmError {
+    move |source| VmError::Host { what, source }
+}
+
+/// How long stopping vCPUs may take before the VMM gives up waiting for them.
+const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Builds the VM `config` describes, runs it until it stops, and returns why it stopped.
+pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
+    let machine_config = &config.machine_config;
+    let mib = machine_config.mem_size_mib;
+    let mem =
+        GuestMemory::from_ranges(&layout::ram_ranges(mib << 20)).map_err(|e| VmError::Memory {
+            mib,
+            reason: e.to_string(),
+        })?;
+    let mem = Arc::new(mem);
+
+    let boot = &config.boot_source;
+    let setup = arch::boot::load(
+        &mem,
+        &KernelSpec {
+            kernel: &boot.kernel_image_path,
+            initrd: boot.initrd_path.as_deref(),
+            cmdline: boot.boot_args(),
+            rsdp_addr: None,
+            prefer_pvh: true,
+        },
+    )?;
+    log::info!(
+        "loaded {} as {:?} at {:#x}..{:#x}, entry {:#x}",
+        boot.kernel_image_path.display(),
+        setup.protocol,
+        setup.kernel_range.0,
+        setup.kernel_range.1,
+        setup.entry.rip
+    );
+
+    let machine = match opts.accel {
+        Accel::Interp => {
+            return Err(VmError::Accel(
+                "--accel interp: the software CPU is not available yet; use --accel kvm".into(),
+            ))
+        }
+        Accel::Kvm => KvmMachine::new(opts.kvm_device)?,
+        Accel::Auto => KvmMachine::new(opts.kvm_device).map_err(|e| {
+            VmError::Accel(format!(
+                "--accel auto: no usable KVM ({e}), and the software CPU is not available yet"
+            ))
+        })?,
+    };
+    log::info!("accelerator: KVM ({})", opts.kvm_device.display());
+    machine.register_memory(&mem, machine_config.track_dirty_pages)?;
+
+    let stop = Arc::new(StopSignal::new().map_err(host("eventfd"))?);
+    stop.catch_termination_signals()
+        .map_err(host("installing signal handlers"))?;
+
+    let stdout = console::stdout_writer().map_err(host("standard output"))?;
+    let serial = Serial::new(machine.interrupt_line(COM1_IRQ)?, Box::new(stdout))
+        .map_err(host("serial port"))?;
+    let serial = Arc::new(Mutex::new(serial));
+    let mut pio = Bus::new(BusKind::Pio);
+    pio.insert(serial.clone(), COM1_PORT, UART_PORTS)?;
+    let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(stop.clone())));
+    pio.insert(i8042, I8042_PORT, I8042_PORTS)?;
+    let debug_exit: SharedDevice = Arc::new(Mutex::new(DebugExit::new(stop.clone())));
+    pio.insert(debug_exit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)?;
+    let buses = Arc::new(Buses {
+        pio,
+        mmio: Bus::new(BusKind::Mmio),
+    });
+
+    let topology = Topology::new(machine_config.vcpu_count, machine_config.smt);
+    let vcpus = (0..usize::from(machine_config.vcpu_count))
+        .map(|i| machine.create_vcpu(i, &topology, (i == 0).then_some(&setup.entry), mem.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let terminal = RawTerminal::enter();
+    console::spawn_input(serial, stop.clone(), terminal.is_active())
+        .map_err(host("console input thread"))?;
+
+    register_signal_handler(SIGRTMIN(), on_kick).map_err(|e| VmError::Host {
+        what: "installing the vCPU kick handler",
+        source: io::Error::from_raw_os_error(e.errno()),
+    })?;
+    let mut threads = Vec::with_capacity(vcpus.len());
+    for (i, mut vcpu) in vcpus.into_iter().enumerate() {
+        let (buses, stop) = (buses.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu{i}"))
+            .spawn(move || run_loop(&mut vcpu, &buses, &stop))
+            .map_err(host("starting a vCPU thread"))?;
+        threads.push(thread);
+    }
+
+    let reason = stop.wait();
+    stop_vcpus(threads);
+    drop(terminal);
+    Ok(reason)
+}
+
+extern "C" fn on_kick(_num: libc::c_int, _info: *mut libc::siginfo_t, _unused: *mut libc::c_void) {
+    // Only there so the signal interrupts KVM_RUN; the vCPU loop then sees the stop flag.
+}
+
+/// Kicks every vCPU thread out of the guest until it notices the stop flag, then joins it.
+fn stop_vcpus(threads: Vec<JoinHandle<()>>) {
+    let deadline = Instant::now() + VCPU_STOP_TIMEOUT;
+    // A kick that lands just before a thread enters KVM_RUN is lost, so keep kicking.
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        for t in threads.iter().filter(|t| !t.is_finished()) {
+            let _ = t.kill(SIGRTMIN());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for t in threads {
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            log::warn!("a vCPU thread did not stop within {VCPU_STOP_TIMEOUT:?}");
+        }
+    }
+}
