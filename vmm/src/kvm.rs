@@ -13,11 +13,11 @@ use arch::GuestMemory;
 use devices::irq::{EventFdLine, InterruptLine};
 use devices::GuestExit;
 use kvm_bindings::{
-    kvm_fpu, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_run, kvm_userspace_memory_region, CpuId,
-    Msrs, KVM_EXIT_IO_IN, KVM_INTERNAL_ERROR_EMULATION,
-    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_MAX_CPUID_ENTRIES,
-    KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, KVM_SYSTEM_EVENT_RESET,
-    KVM_SYSTEM_EVENT_SHUTDOWN,
+    kvm_fpu, kvm_irqchip, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_run,
+    kvm_userspace_memory_region, CpuId, Msrs, KVM_EXIT_IO_IN, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit as KvmExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
@@ -57,6 +57,9 @@ pub enum KvmError {
 fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
     move |source| KvmError::Ioctl { what, source }
 }
+
+/// PIT access mode "low byte, then high byte" (also KVM's read/write state for it).
+const PIT_RW_LOBYTE_HIBYTE: u8 = 3;
 
 /// Capabilities the backend relies on.
 const REQUIRED_CAPS: [(Cap, &str); 6] = [
@@ -148,6 +151,51 @@ impl KvmMachine {
                 .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
         }
         Ok(())
+    }
+
+    /// Programs the in-kernel PICs and PIT the way a PC BIOS leaves them
+    /// (see [`arch::boot::bios`]).
+    pub fn set_bios_interrupt_state(&self) -> Result<(), KvmError> {
+        use arch::boot::bios;
+        for (chip_id, base, mask) in [
+            (
+                KVM_IRQCHIP_PIC_MASTER,
+                bios::PIC_MASTER_BASE,
+                bios::PIC_MASTER_MASK,
+            ),
+            (
+                KVM_IRQCHIP_PIC_SLAVE,
+                bios::PIC_SLAVE_BASE,
+                bios::PIC_SLAVE_MASK,
+            ),
+        ] {
+            let mut chip = kvm_irqchip {
+                chip_id,
+                ..Default::default()
+            };
+            self.vm
+                .get_irqchip(&mut chip)
+                .map_err(ioctl("KVM_GET_IRQCHIP"))?;
+            // SAFETY: `chip_id` names a PIC, so `pic` is the member KVM filled in.
+            let pic = unsafe { &mut chip.chip.pic };
+            pic.irq_base = base;
+            pic.imr = mask;
+            pic.init_state = 0;
+            pic.init4 = 1;
+            self.vm
+                .set_irqchip(&chip)
+                .map_err(ioctl("KVM_SET_IRQCHIP"))?;
+        }
+        let mut pit = self.vm.get_pit2().map_err(ioctl("KVM_GET_PIT2"))?;
+        let channel = &mut pit.channels[0];
+        channel.count = bios::PIT_CHANNEL0_RELOAD;
+        channel.mode = bios::PIT_CHANNEL0_MODE;
+        channel.rw_mode = PIT_RW_LOBYTE_HIBYTE;
+        channel.read_state = PIT_RW_LOBYTE_HIBYTE;
+        channel.write_state = PIT_RW_LOBYTE_HIBYTE;
+        channel.bcd = 0;
+        channel.gate = 1;
+        self.vm.set_pit2(&pit).map_err(ioctl("KVM_SET_PIT2"))
     }
 
     /// An edge-triggered line into the in-kernel IOAPIC/PIC input `gsi`.

@@ -123,6 +123,9 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     };
     log::info!("accelerator: KVM ({})", opts.kvm_device.display());
     machine.register_memory(&mem, machine_config.track_dirty_pages)?;
+    if setup.bios_interrupts {
+        machine.set_bios_interrupt_state()?;
+    }
 
     let stop = Arc::new(StopSignal::new().map_err(host("eventfd"))?);
     stop.catch_termination_signals()

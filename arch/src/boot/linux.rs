@@ -80,6 +80,7 @@ pub(super) fn load_elf(
             entry,
             kernel_range,
             initrd_range,
+            bios_interrupts: false,
         });
     }
     let hdr = setup_header {
@@ -95,6 +96,7 @@ pub(super) fn load_elf(
         entry: long_mode_entry(parsed.entry),
         kernel_range,
         initrd_range,
+        bios_interrupts: false,
     })
 }
 
@@ -172,6 +174,7 @@ pub(super) fn load_bzimage(
         entry: long_mode_entry(loaded.kernel_load.0 + STARTUP_64_OFFSET),
         kernel_range: (load, end),
         initrd_range,
+        bios_interrupts: false,
     })
 }
 

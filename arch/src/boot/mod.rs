@@ -5,6 +5,7 @@
 //! writes the boot protocol's structures, and returns the [`EntryState`] of the boot vCPU.
 //! Every error names the file or field at fault, and nothing is started before it succeeds.
 
+pub mod bios;
 mod elf;
 pub mod gdt;
 mod linux;
@@ -143,6 +144,9 @@ pub struct BootSetup {
     pub kernel_range: (u64, u64),
     /// Guest physical range of the initrd or module, if any.
     pub initrd_range: Option<(u64, u64)>,
+    /// Whether the guest expects the PIC and PIT a BIOS leaves (see [`bios`]); the IVT is
+    /// already in memory.
+    pub bios_interrupts: bool,
 }
 
 /// Why an image could not be booted. Each variant names the file or field at fault.

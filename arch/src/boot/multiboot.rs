@@ -7,8 +7,8 @@ use std::path::Path;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{
-    check_fits_low_ram, elf, initrd_err, kernel_err, BootError, BootSetup, CpuMode, EntryState,
-    KernelSpec, Protocol,
+    bios, elf, initrd_err, kernel_err, BootError, BootSetup, CpuMode, EntryState, KernelSpec,
+    Protocol,
 };
 use crate::layout::{self, CMDLINE_ADDR, CMDLINE_MAX_SIZE, MULTIBOOT_INFO_ADDR};
 
@@ -145,7 +145,9 @@ pub(super) fn load(
     };
     let start = chunks.iter().map(|c| c.paddr).min().unwrap_or(0);
     let end = chunks.iter().map(|c| c.mem_end).max().unwrap_or(0);
-    check_fits_low_ram(mem, "the Multiboot image", start, end).map_err(err)?;
+    for c in &chunks {
+        check_placement(mem, c.paddr, c.mem_end).map_err(err)?;
+    }
     for c in &chunks {
         let bytes = &image[c.file_offset as usize..(c.file_offset + c.filesz) as usize];
         mem.write_slice(bytes, GuestAddress(c.paddr))
@@ -172,8 +174,7 @@ pub(super) fn load(
     if let Some((path, data)) = initrd {
         let mod_start = end.next_multiple_of(0x1000);
         let mod_end = mod_start + data.len() as u64;
-        check_fits_low_ram(mem, "the module", mod_start, mod_end)
-            .map_err(|r| initrd_err(path, r))?;
+        check_placement(mem, mod_start, mod_end).map_err(|r| initrd_err(path, r))?;
         mem.write_slice(data, GuestAddress(mod_start))
             .map_err(|e| initrd_err(path, e.to_string()))?;
         let name = strings.add(mem, &path.display().to_string())?;
@@ -210,6 +211,7 @@ pub(super) fn load(
     mbi[16] = loader_name;
     mem.write_obj(mbi, GuestAddress(MULTIBOOT_INFO_ADDR))
         .map_err(|e| BootError::Memory(e.to_string()))?;
+    bios::write_ivt(mem).map_err(|e| BootError::Memory(e.to_string()))?;
 
     Ok(BootSetup {
         protocol: Protocol::Multiboot,
@@ -223,7 +225,37 @@ pub(super) fn load(
         },
         kernel_range: (start, end),
         initrd_range,
+        bios_interrupts: true,
     })
+}
+
+/// Areas Ember fills before a Multiboot image starts: the IVT, BIOS data and boot GDT; the
+/// information structure and command line; the EBDA and BIOS area.
+const RESERVED: [(u64, u64, &str); 3] = [
+    (0, 0x1000, "the interrupt vector table and boot GDT"),
+    (
+        MULTIBOOT_INFO_ADDR,
+        CMDLINE_ADDR + CMDLINE_MAX_SIZE as u64,
+        "the Multiboot information",
+    ),
+    (layout::EBDA_START, layout::BIOS_END, "the BIOS area"),
+];
+
+/// Checks that `[start, end)` is RAM below the MMIO gap and clear of [`RESERVED`] areas.
+fn check_placement(mem: &GuestMemoryMmap, start: u64, end: u64) -> Result<(), String> {
+    let limit = layout::low_ram_end(super::mem_size(mem));
+    if end > limit || start > end {
+        return Err(format!(
+            "needs guest memory {start:#x}..{end:#x}, beyond the guest's RAM below {limit:#x}; \
+             raise machine-config.mem_size_mib"
+        ));
+    }
+    match RESERVED.iter().find(|(lo, hi, _)| start < *hi && *lo < end) {
+        Some((lo, hi, what)) => Err(format!(
+            "loads at {start:#x}..{end:#x}, over {what} at {lo:#x}..{hi:#x}"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn write_cstr(mem: &GuestMemoryMmap, addr: u64, s: &str) -> Result<(), BootError> {
@@ -359,6 +391,29 @@ mod tests {
     }
 
     #[test]
+    fn real_mode_image_below_1mib_loads_with_a_bios_ivt() {
+        let mut code = header(0).to_vec();
+        code.extend_from_slice(&[0xf4; 4]);
+        let kernel = temp_file("rm", &elf::tests::build(false, 0x8000, &code, 0x6000));
+        let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
+        let spec = KernelSpec {
+            kernel: &kernel,
+            initrd: None,
+            cmdline: "",
+            rsdp_addr: None,
+            prefer_pvh: true,
+        };
+        let setup = load_image(&mem, &spec).unwrap();
+        assert_eq!(setup.kernel_range, (0x8000, 0xe000));
+        assert!(setup.bios_interrupts);
+        assert_eq!(
+            read_u32(&mem, 4 * 0x08),
+            0xf000_0010,
+            "IVT entry of the timer IRQ"
+        );
+    }
+
+    #[test]
     fn aout_kludge_image_loads_at_its_addresses() {
         // Header at file offset 0 describes: header_addr = load_addr = 0x10_0000, the whole
         // file, bss to 0x10_2000, entry just after the header.
@@ -383,10 +438,10 @@ mod tests {
     }
 
     #[test]
-    fn image_below_1mib_or_with_unknown_flags_is_refused() {
+    fn image_over_boot_structures_or_with_unknown_flags_is_refused() {
         let mut code = header(0).to_vec();
         code.extend_from_slice(&[0xf4; 4]);
-        let low = temp_file("low", &elf::tests::build(false, 0x8000, &code, 0x100));
+        let low = temp_file("low", &elf::tests::build(false, 0x1_8000, &code, 0x100));
         let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
         let spec = KernelSpec {
             kernel: &low,
@@ -396,7 +451,10 @@ mod tests {
             prefer_pvh: true,
         };
         let err = load_image(&mem, &spec).unwrap_err().to_string();
-        assert!(err.contains("low") && err.contains("0x8000"), "{err}");
+        assert!(
+            err.contains("low") && err.contains("Multiboot information"),
+            "{err}"
+        );
 
         let mut code = header(1 << 5).to_vec();
         code.extend_from_slice(&[0xf4; 4]);
