@@ -32,6 +32,8 @@ pub const CMDLINE_MAX_SIZE: usize = 0x1_0000;
 pub const EBDA_START: u64 = 0x9_fc00;
 /// ACPI tables, inside the BIOS area where Linux also scans for the RSDP.
 pub const ACPI_TABLES_ADDR: u64 = 0xe_0000;
+/// End of the ACPI tables area; the BIOS interrupt stubs follow.
+pub const ACPI_TABLES_END: u64 = 0xf_0000;
 /// End of the BIOS area and of the first megabyte.
 pub const BIOS_END: u64 = 0x10_0000;
 /// Start of high memory: kernels, initrds and Multiboot images load at or above this.

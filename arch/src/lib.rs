@@ -2,6 +2,7 @@
 //! protocols (Linux ELF/PVH/bzImage, Multiboot), the CPU state a guest starts in, CPUID
 //! topology, boot MSRs and local APIC setup.
 
+pub mod acpi;
 pub mod boot;
 pub mod cpuid;
 pub mod disasm;

@@ -140,7 +140,7 @@ impl Bus {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if logged.len() < MAX_LOGGED_UNASSIGNED && logged.insert(addr) {
-            log::warn!(
+            log::info!(
                 "guest {access} of {len} byte(s) at unassigned {} {addr:#x}{}",
                 self.kind,
                 if logged.len() == MAX_LOGGED_UNASSIGNED {

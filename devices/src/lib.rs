@@ -4,6 +4,7 @@
 //! interrupts through [`irq::InterruptLine`] and ask the VMM to stop through
 //! [`exit::ExitRequester`].
 
+pub mod acpi_pm;
 pub mod bus;
 pub mod exit;
 pub mod irq;

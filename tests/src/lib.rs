@@ -1,1 +1,163 @@
-//! End-to-end tests live in tests/.
+//! Helpers for Ember's end-to-end tests: find the `ember` binary, the test guests and the
+//! default Debian guest, write configs, and run the VMM with a hang guard.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The `ember` binary built in the same profile as this test (or `$EMBER_BIN`).
+pub fn ember_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("EMBER_BIN") {
+        return bin.into();
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/ember
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("ember");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p vmm, with --release for release tests)",
+        bin.display()
+    );
+    bin
+}
+
+/// A test guest built from `tests/guests/<name>.S`.
+pub fn test_guest(name: &str) -> PathBuf {
+    Path::new(env!("EMBER_TEST_GUESTS")).join(format!("{name}.elf"))
+}
+
+/// A file of the default guest built by `resources/build-guest.sh` (`$EMBER_GUEST_DIR` or
+/// `build/guest`).
+pub fn default_guest(file: &str) -> PathBuf {
+    let dir = std::env::var_os("EMBER_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("build/guest"));
+    let path = dir.join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run resources/build-guest.sh (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A directory for one test's files, emptied first.
+pub fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ember-test-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `json` as `<dir>/vm.json` and returns its path.
+pub fn write_config(dir: &Path, json: &str) -> PathBuf {
+    let path = dir.join("vm.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
+
+/// A config booting `kernel` with `boot_args`, `vcpus` and `mem_mib`.
+pub fn config_json(
+    kernel: &Path,
+    initrd: Option<&Path>,
+    boot_args: &str,
+    vcpus: u8,
+    mem_mib: u64,
+) -> String {
+    let initrd = initrd
+        .map(|p| format!(r#", "initrd_path": "{}""#, p.display()))
+        .unwrap_or_default();
+    format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{}"{initrd}, "boot_args": "{}"}},
+            "machine-config": {{"vcpu_count": {vcpus}, "mem_size_mib": {mem_mib}}}}}"#,
+        kernel.display(),
+        boot_args.replace('"', "\\\"")
+    )
+}
+
+/// What a finished `ember` run left behind.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// The guest's console.
+    pub stdout: String,
+    /// The VMM's messages.
+    pub stderr: String,
+}
+
+impl Run {
+    /// The exit code (panics if killed by a signal).
+    pub fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("ember was killed: {self:#?}"))
+    }
+}
+
+/// Runs `ember` with `args`, feeding `stdin`, and kills it after `limit` (a hang guard, not
+/// a performance assertion: a run that hits it fails the test with everything it printed).
+pub fn run_ember(args: &[&str], stdin: &[u8], limit: Duration) -> Run {
+    let mut child = Command::new(ember_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting ember");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        // The guest may exit before reading everything.
+        let _ = input.write_all(&data);
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout = String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned();
+            let stderr = String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned();
+            panic!("ember did not finish within {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = writer.join();
+    Run {
+        status,
+        stdout: String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned(),
+    }
+}
+
+/// Boots the config at `config` with `--no-api` and extra `args`.
+pub fn boot(config: &Path, args: &[&str], stdin: &[u8], limit: Duration) -> Run {
+    let config = config.to_str().unwrap();
+    let mut all = vec!["--no-api", "--config-file", config];
+    all.extend_from_slice(args);
+    run_ember(&all, stdin, limit)
+}

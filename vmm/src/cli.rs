@@ -50,7 +50,7 @@ pub struct Cli {
     pub accel: Accel,
 
     /// Least severe log messages shown on standard error: Off, Error, Warning, Info, Debug or
-    /// Trace [default: Info; the config file's logger.level applies when this is absent].
+    /// Trace [default: Warning; the config file's logger.level applies when this is absent].
     #[arg(long, alias = "level", value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
 

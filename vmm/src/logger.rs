@@ -53,7 +53,7 @@ pub fn configure(section: &api::Logger, cli_level: Option<LogLevel>) -> Result<(
         Some(path) => Some(open_log(path)?),
         None => None,
     };
-    let level = cli_level.or(section.level).unwrap_or(LogLevel::Info);
+    let level = cli_level.or(section.level).unwrap_or(LogLevel::Warning);
     init(level);
     if let Some(logger) = LOGGER.get() {
         let mut s = logger.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -30,7 +30,7 @@ fn bad_input(message: impl Into<String>) -> Failure {
 
 fn main() {
     let cli = Cli::parse();
-    logger::init(cli.log_level.unwrap_or(LogLevel::Info));
+    logger::init(cli.log_level.unwrap_or(LogLevel::Warning));
     let status = match run(&cli) {
         Ok(status) => status,
         Err(Failure(status, message)) => {

@@ -7,9 +7,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use api::VmConfig;
+use arch::acpi::{Platform, PmRegisters, Uart};
 use arch::boot::{BootError, KernelSpec};
 use arch::cpuid::Topology;
 use arch::{layout, GuestMemory};
+use devices::acpi_pm::{self, AcpiPm, ACPI_PM_PORT, ACPI_PM_PORTS};
 use devices::bus::{Bus, BusError, BusKind, SharedDevice};
 use devices::legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS};
 use devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORTS};
@@ -39,9 +41,12 @@ pub enum VmError {
     /// KVM is missing or failed.
     #[error(transparent)]
     Kvm(#[from] KvmError),
-    /// The requested backend is not available.
+    /// The requested backend does not exist yet.
     #[error("{0}")]
-    Accel(String),
+    Unsupported(String),
+    /// No backend can run on this host.
+    #[error("{0}")]
+    NoAccelerator(String),
     /// Guest memory could not be allocated.
     #[error("cannot allocate {mib} MiB of guest memory: {reason}")]
     Memory {
@@ -50,6 +55,9 @@ pub enum VmError {
         /// Why not.
         reason: String,
     },
+    /// The ACPI tables do not fit (a bug in the machine layout).
+    #[error("ACPI tables: {0}")]
+    Acpi(String),
     /// Devices overlap (a bug in the machine layout).
     #[error("device layout: {0}")]
     Bus(#[from] BusError),
@@ -66,7 +74,7 @@ pub enum VmError {
 impl VmError {
     /// Whether the fault lies with what the user gave (config, images) rather than the host.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, VmError::Boot(_))
+        matches!(self, VmError::Boot(_) | VmError::Unsupported(_))
     }
 }
 
@@ -88,6 +96,8 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
         })?;
     let mem = Arc::new(mem);
 
+    let rsdp_addr = arch::acpi::write_tables(&mem, &acpi_platform(machine_config.vcpu_count))
+        .map_err(VmError::Acpi)?;
     let boot = &config.boot_source;
     let setup = arch::boot::load(
         &mem,
@@ -95,7 +105,7 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
             kernel: &boot.kernel_image_path,
             initrd: boot.initrd_path.as_deref(),
             cmdline: boot.boot_args(),
-            rsdp_addr: None,
+            rsdp_addr: Some(rsdp_addr),
             prefer_pvh: true,
         },
     )?;
@@ -110,13 +120,13 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
 
     let machine = match opts.accel {
         Accel::Interp => {
-            return Err(VmError::Accel(
+            return Err(VmError::Unsupported(
                 "--accel interp: the software CPU is not available yet; use --accel kvm".into(),
             ))
         }
         Accel::Kvm => KvmMachine::new(opts.kvm_device)?,
         Accel::Auto => KvmMachine::new(opts.kvm_device).map_err(|e| {
-            VmError::Accel(format!(
+            VmError::NoAccelerator(format!(
                 "--accel auto: no usable KVM ({e}), and the software CPU is not available yet"
             ))
         })?,
@@ -141,6 +151,8 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     pio.insert(i8042, I8042_PORT, I8042_PORTS)?;
     let debug_exit: SharedDevice = Arc::new(Mutex::new(DebugExit::new(stop.clone())));
     pio.insert(debug_exit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)?;
+    let acpi_pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(stop.clone())));
+    pio.insert(acpi_pm, ACPI_PM_PORT, ACPI_PM_PORTS)?;
     let buses = Arc::new(Buses {
         pio,
         mmio: Bus::new(BusKind::Mmio),
@@ -173,6 +185,25 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     stop_vcpus(threads);
     drop(terminal);
     Ok(reason)
+}
+
+/// The platform the ACPI tables describe: the vCPUs, COM1 and the power-management ports.
+fn acpi_platform(vcpu_count: u8) -> Platform {
+    let port = |offset: u64| (ACPI_PM_PORT + offset) as u16;
+    Platform {
+        vcpu_count,
+        pm: PmRegisters {
+            sleep_control_port: port(acpi_pm::SLEEP_CONTROL),
+            sleep_status_port: port(acpi_pm::SLEEP_STATUS),
+            reset_port: port(acpi_pm::RESET),
+            reset_value: acpi_pm::RESET_VALUE,
+            s5_sleep_type: acpi_pm::S5_SLEEP_TYPE,
+        },
+        uarts: vec![Uart {
+            port: COM1_PORT as u16,
+            irq: COM1_IRQ,
+        }],
+    }
 }
 
 extern "C" fn on_kick(_num: libc::c_int, _info: *mut libc::siginfo_t, _unused: *mut libc::c_void) {

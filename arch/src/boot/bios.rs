@@ -19,8 +19,8 @@ pub const PIT_CHANNEL0_RELOAD: u32 = 0x1_0000;
 /// PIT channel 0 mode: rate generator.
 pub const PIT_CHANNEL0_MODE: u8 = 2;
 
-/// Segment of the interrupt stubs, in the BIOS area.
-const STUB_SEGMENT: u16 = 0xf000;
+/// Segment of the interrupt stubs, in the BIOS area right after the ACPI tables.
+const STUB_SEGMENT: u16 = (crate::layout::ACPI_TABLES_END >> 4) as u16;
 /// `iret`.
 const STUB_IRET: &[u8] = &[0xcf];
 /// `push ax; mov al, 0x20; out 0x20, al; pop ax; iret`: EOI to the master PIC.

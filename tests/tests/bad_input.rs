@@ -1,0 +1,192 @@
+//! Bad configs, images and flags: a non-zero exit status and a message naming the problem.
+
+use std::time::Duration;
+
+use ember_tests::{
+    boot, config_json, default_guest, run_ember, scratch_dir, test_guest, write_config, Run,
+};
+
+const LIMIT: Duration = Duration::from_secs(30);
+const EXIT_BAD_INPUT: i32 = 2;
+
+fn boot_json(test: &str, json: &str) -> Run {
+    let dir = scratch_dir(test);
+    boot(&write_config(&dir, json), &["--accel", "kvm"], b"", LIMIT)
+}
+
+fn assert_refused(run: &Run, needles: &[&str]) {
+    assert_eq!(run.code(), EXIT_BAD_INPUT, "{run:#?}");
+    assert!(run.stdout.is_empty(), "nothing may run: {run:#?}");
+    for needle in needles {
+        assert!(run.stderr.contains(needle), "missing {needle:?}: {run:#?}");
+    }
+}
+
+fn guest() -> String {
+    test_guest("modes").display().to_string()
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let json = format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{}"}},
+            "machine-config": {{"vcpu_count": 1, "mem_size_mib": 64, "cpus": 2}}}}"#,
+        guest()
+    );
+    let run = boot_json("unknown-key", &json);
+    assert_refused(&run, &["vm.json", "machine-config", "unknown field `cpus`"]);
+}
+
+#[test]
+fn zero_vcpus_names_field_and_range() {
+    let json = format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{}"}},
+            "machine-config": {{"vcpu_count": 0, "mem_size_mib": 64}}}}"#,
+        guest()
+    );
+    let run = boot_json("zero-vcpus", &json);
+    assert_refused(&run, &["machine-config.vcpu_count", "1..=32"]);
+}
+
+#[test]
+fn missing_kernel_names_the_path() {
+    let json = r#"{"boot-source": {"kernel_image_path": "/nonexistent/vmlinux"}}"#;
+    let run = boot_json("missing-kernel", json);
+    assert_refused(&run, &["/nonexistent/vmlinux", "No such file"]);
+}
+
+#[test]
+fn missing_initrd_names_the_path() {
+    let json = format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{}", "initrd_path": "/nonexistent/initrd"}}}}"#,
+        guest()
+    );
+    let run = boot_json("missing-initrd", &json);
+    assert_refused(&run, &["initrd /nonexistent/initrd"]);
+}
+
+#[test]
+fn malformed_json_gives_the_position() {
+    let run = boot_json(
+        "malformed",
+        "{\"boot-source\": {\n  \"kernel_image_path\": }\n}",
+    );
+    assert_refused(&run, &["vm.json", "line 2"]);
+}
+
+#[test]
+fn memory_beyond_the_host_names_field_and_range() {
+    let json = format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{}"}},
+            "machine-config": {{"vcpu_count": 1, "mem_size_mib": 100000000}}}}"#,
+        guest()
+    );
+    let run = boot_json("huge-memory", &json);
+    assert_refused(&run, &["machine-config.mem_size_mib", "out of range"]);
+}
+
+#[test]
+fn sections_without_a_device_are_refused() {
+    let json = format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{}"}},
+            "drives": [{{"drive_id": "root", "path_on_host": "/tmp/x", "is_root_device": true}}]}}"#,
+        guest()
+    );
+    let run = boot_json("drives", &json);
+    assert_refused(&run, &["drives", "not supported yet"]);
+}
+
+#[test]
+fn garbage_kernel_is_not_a_kernel() {
+    let dir = scratch_dir("garbage-kernel");
+    let kernel = dir.join("garbage");
+    std::fs::write(&kernel, vec![0x42u8; 1 << 16]).unwrap();
+    let config = write_config(&dir, &config_json(&kernel, None, "", 1, 64));
+    let run = boot(&config, &["--accel", "kvm"], b"", LIMIT);
+    assert_refused(&run, &["garbage", "not a kernel image"]);
+}
+
+#[test]
+fn truncated_kernel_is_refused_before_any_vcpu_runs() {
+    let dir = scratch_dir("truncated-kernel");
+    let full = std::fs::read(test_guest("modes")).unwrap();
+    let kernel = dir.join("truncated.elf");
+    std::fs::write(&kernel, &full[..full.len() / 2]).unwrap();
+    let config = write_config(&dir, &config_json(&kernel, None, "", 1, 64));
+    let run = boot(&config, &["--accel", "kvm"], b"", LIMIT);
+    assert_refused(&run, &["truncated.elf", "truncated"]);
+}
+
+#[test]
+fn kernel_larger_than_memory_is_refused() {
+    let dir = scratch_dir("kernel-too-big");
+    // The Debian vmlinux loads at 16 MiB and is tens of MiB long.
+    let vmlinux = default_guest("vmlinux");
+    let config = write_config(&dir, &config_json(&vmlinux, None, "", 1, 24));
+    let run = boot(&config, &["--accel", "kvm"], b"", LIMIT);
+    assert_refused(&run, &["vmlinux", "24 MiB", "mem_size_mib"]);
+}
+
+#[test]
+fn missing_config_file_names_it() {
+    let run = run_ember(
+        &["--no-api", "--config-file", "/nonexistent/vm.json"],
+        b"",
+        LIMIT,
+    );
+    assert_refused(&run, &["/nonexistent/vm.json"]);
+}
+
+#[test]
+fn api_socket_and_missing_no_api_are_refused_until_the_api_lands() {
+    let run = run_ember(&["--api-sock", "/tmp/ember.sock"], b"", LIMIT);
+    assert_refused(&run, &["--api-sock", "not supported yet"]);
+    let run = run_ember(&["--config-file", "vm.json"], b"", LIMIT);
+    assert_refused(&run, &["--no-api"]);
+}
+
+#[test]
+fn software_cpu_is_refused_until_it_lands() {
+    let dir = scratch_dir("interp");
+    let config = write_config(&dir, &config_json(&test_guest("modes"), None, "", 1, 64));
+    let run = boot(&config, &["--accel", "interp"], b"", LIMIT);
+    assert_refused(&run, &["--accel interp", "not available yet"]);
+}
+
+#[test]
+fn unusable_kvm_device_is_named() {
+    let dir = scratch_dir("no-kvm");
+    let config = write_config(&dir, &config_json(&test_guest("modes"), None, "", 1, 64));
+    let run = boot(
+        &config,
+        &["--accel", "kvm", "--kvm-device", "/nonexistent/kvm"],
+        b"",
+        LIMIT,
+    );
+    assert_eq!(run.code(), 4, "{run:#?}");
+    assert!(run.stderr.contains("/nonexistent/kvm"), "{run:#?}");
+}
+
+#[test]
+fn help_explains_every_flag_and_version_prints() {
+    let run = run_ember(&["--help"], b"", LIMIT);
+    assert_eq!(run.code(), 0);
+    for flag in [
+        "--config-file",
+        "--no-api",
+        "--api-sock",
+        "--accel",
+        "--log-level",
+        "--kvm-device",
+        "--version",
+        "Exit status",
+    ] {
+        assert!(run.stdout.contains(flag), "--help lacks {flag}: {run:#?}");
+    }
+    let run = run_ember(&["--version"], b"", LIMIT);
+    assert_eq!(run.code(), 0);
+    assert!(run.stdout.starts_with("ember "), "{run:#?}");
+    let run = run_ember(&["--accel", "tcg"], b"", LIMIT);
+    assert_eq!(run.code(), 2, "{run:#?}");
+    assert!(run.stderr.contains("tcg"), "{run:#?}");
+}

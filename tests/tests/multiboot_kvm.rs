@@ -1,0 +1,110 @@
+//! Tiny Multiboot guests (tests/guests) under KVM: mode switches, paging, exceptions, serial
+//! input and output, unassigned I/O, and exit statuses carried from the debug-exit port.
+
+use std::time::Duration;
+
+use ember_tests::{boot, config_json, scratch_dir, test_guest, write_config, Run};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn run_guest(name: &str, boot_args: &str, stdin: &[u8], extra: &[&str]) -> Run {
+    let dir = scratch_dir(&format!("mb-{name}"));
+    let config = write_config(
+        &dir,
+        &config_json(&test_guest(name), None, boot_args, 1, 64),
+    );
+    let mut args = vec!["--accel", "kvm"];
+    args.extend_from_slice(extra);
+    boot(&config, &args, stdin, LIMIT)
+}
+
+#[test]
+fn modes_guest_switches_modes_and_its_exit_code_becomes_the_status() {
+    let run = run_guest("modes", "exit=42", b"", &[]);
+    assert_eq!(
+        run.stdout, "pm32: ok\nreal: ok\nlong: ok\nexit code 42\n",
+        "{run:#?}"
+    );
+    assert_eq!(run.code(), (42 << 1) | 1, "{run:#?}");
+}
+
+#[test]
+fn modes_guest_without_exit_argument_exits_zero() {
+    let run = run_guest("modes", "", b"", &[]);
+    assert!(run.stdout.ends_with("exit code 0\n"), "{run:#?}");
+    assert_eq!(run.code(), 1);
+}
+
+#[test]
+fn paging_guest_sees_faults_with_right_cr2_and_error_codes() {
+    let run = run_guest("paging", "", b"", &[]);
+    assert!(run.stdout.contains("err=0x11"), "{run:#?}");
+    assert!(run.stdout.ends_with("paging: PASS\n"), "{run:#?}");
+    assert!(!run.stdout.contains("FAIL"), "{run:#?}");
+    assert_eq!(run.code(), 1);
+}
+
+#[test]
+fn unassigned_port_and_mmio_read_all_ones_and_are_logged_once() {
+    let run = run_guest("probe", "", b"", &["--log-level", "info"]);
+    assert!(
+        run.stdout
+            .contains("port 0x2f0: inb=0xff inw=0xffff inl=0xffffffff\n"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout
+            .contains("mmio 0xd0000000: readb=0xff readw=0xffff readl=0xffffffff\n"),
+        "{run:#?}"
+    );
+    assert_eq!(
+        run.stderr.matches("unassigned port 0x2f0").count(),
+        1,
+        "{run:#?}"
+    );
+    assert_eq!(
+        run.stderr
+            .matches("unassigned MMIO address 0xd0000000")
+            .count(),
+        1,
+        "{run:#?}"
+    );
+    assert_eq!(run.code(), 1);
+}
+
+#[test]
+fn serial_input_reaches_the_guest() {
+    let run = run_guest("echo", "", b"hello\nq", &[]);
+    assert!(run.stdout.starts_with("echo: ready\n"), "{run:#?}");
+    assert!(run.stdout.contains("hello"), "{run:#?}");
+    assert!(run.stdout.ends_with("bye\n"), "{run:#?}");
+    assert_eq!(run.code(), 1);
+}
+
+/// On hardware KVM every exception test passes. This machine's nested kvm_pvm cannot run
+/// `int3`; then the VMM must stop at once and report it, registers and instruction included.
+#[test]
+fn exceptions_guest_passes_or_the_failure_is_reported() {
+    let run = run_guest("exceptions", "", b"", &[]);
+    assert!(
+        run.stdout
+            .contains("#GP bad selector: vector=13 err=0x1000 rip=+0 ok"),
+        "{run:#?}"
+    );
+    if run.stdout.contains("exceptions: PASS") {
+        assert_eq!(run.code(), 1, "{run:#?}");
+    } else {
+        assert_eq!(run.code(), 4, "{run:#?}");
+        for needle in [
+            "KVM_EXIT_INTERNAL_ERROR",
+            "RIP 0x",
+            "(64-bit mode)",
+            "instruction: cc",
+            "(int3)",
+            "RAX 0x",
+            "EFER 0x",
+        ] {
+            assert!(run.stderr.contains(needle), "missing {needle}: {run:#?}");
+        }
+    }
+}
