@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The workspace root.
@@ -50,9 +51,13 @@ pub fn default_guest(file: &str) -> PathBuf {
     path
 }
 
-/// A directory for one test's files, emptied first.
+/// A fresh directory for one test's files, unique even among tests running in parallel.
 pub fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ember-test-{}-{test}", std::process::id()));
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = workspace()
+        .join("target/test-scratch")
+        .join(format!("{}-{n}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

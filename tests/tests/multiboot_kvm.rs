@@ -8,10 +8,14 @@ use ember_tests::{boot, config_json, scratch_dir, test_guest, write_config, Run}
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn run_guest(name: &str, boot_args: &str, stdin: &[u8], extra: &[&str]) -> Run {
-    let dir = scratch_dir(&format!("mb-{name}"));
+    run_guest_with(name, boot_args, 64, stdin, extra)
+}
+
+fn run_guest_with(name: &str, boot_args: &str, mem_mib: u64, stdin: &[u8], extra: &[&str]) -> Run {
+    let dir = scratch_dir(&format!("mb-{name}-{mem_mib}"));
     let config = write_config(
         &dir,
-        &config_json(&test_guest(name), None, boot_args, 1, 64),
+        &config_json(&test_guest(name), None, boot_args, 1, mem_mib),
     );
     let mut args = vec!["--accel", "kvm"];
     args.extend_from_slice(extra);
@@ -33,6 +37,13 @@ fn modes_guest_without_exit_argument_exits_zero() {
     let run = run_guest("modes", "", b"", &[]);
     assert!(run.stdout.ends_with("exit code 0\n"), "{run:#?}");
     assert_eq!(run.code(), 1);
+}
+
+#[test]
+fn guest_with_16_gib_of_memory_above_the_mmio_gap_runs() {
+    let run = run_guest_with("modes", "exit=3", 16 << 10, b"", &[]);
+    assert!(run.stdout.ends_with("exit code 3\n"), "{run:#?}");
+    assert_eq!(run.code(), 7);
 }
 
 #[test]

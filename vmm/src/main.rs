@@ -76,6 +76,7 @@ fn run(cli: &Cli) -> Result<i32, Failure> {
     })?;
     match &reason {
         StopReason::Fault(report) => eprint!("ember: {report}"),
+        StopReason::Internal(message) => eprintln!("ember: error: {message}"),
         other => log::info!("VM stopped: {other:?}"),
     }
     Ok(reason.exit_status())

@@ -21,6 +21,8 @@ pub enum StopReason {
     UserQuit,
     /// The VMM received this signal (SIGTERM, SIGINT, SIGHUP).
     Signal(i32),
+    /// A VMM thread failed (a bug); the message says which.
+    Internal(String),
 }
 
 impl StopReason {
@@ -29,7 +31,7 @@ impl StopReason {
         match self {
             StopReason::Guest(GuestExit::Reset | GuestExit::PowerOff) | StopReason::UserQuit => 0,
             StopReason::Guest(GuestExit::DebugExit(v)) => ((v << 1) | 1) as i32,
-            StopReason::Fault(_) => crate::EXIT_VM_FAILED,
+            StopReason::Fault(_) | StopReason::Internal(_) => crate::EXIT_VM_FAILED,
             StopReason::Signal(sig) => 128 + sig,
         }
     }

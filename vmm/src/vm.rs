@@ -176,7 +176,10 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
         let (buses, stop) = (buses.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name(format!("vcpu{i}"))
-            .spawn(move || run_loop(&mut vcpu, &buses, &stop))
+            .spawn(move || {
+                let _guard = StopWhenDone(&stop, i);
+                run_loop(&mut vcpu, &buses, &stop)
+            })
             .map_err(host("starting a vCPU thread"))?;
         threads.push(thread);
     }
@@ -185,6 +188,20 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     stop_vcpus(threads);
     drop(terminal);
     Ok(reason)
+}
+
+/// Stops the VM if a vCPU thread panics: the VM must not go on without that vCPU.
+struct StopWhenDone<'a>(&'a StopSignal, usize);
+
+impl Drop for StopWhenDone<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop(StopReason::Internal(format!(
+                "vCPU {} thread panicked",
+                self.1
+            )));
+        }
+    }
 }
 
 /// The platform the ACPI tables describe: the vCPUs, COM1 and the power-management ports.

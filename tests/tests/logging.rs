@@ -1,0 +1,73 @@
+//! The config file's `logger` section and `--log-level`.
+
+use std::time::Duration;
+
+use ember_tests::{boot, scratch_dir, test_guest, write_config};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn config_with_logger(dir: &std::path::Path, log: &std::path::Path) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{}", "boot_args": "exit=5"}},
+                "machine-config": {{"vcpu_count": 1, "mem_size_mib": 64}},
+                "logger": {{"log_path": "{}", "level": "Info", "show_level": true}}}}"#,
+            test_guest("modes").display(),
+            log.display()
+        ),
+    )
+}
+
+#[test]
+fn logger_section_sends_the_log_to_its_file_at_its_level() {
+    let dir = scratch_dir("logger");
+    let log = dir.join("ember.log");
+    let run = boot(
+        &config_with_logger(&dir, &log),
+        &["--accel", "kvm"],
+        b"",
+        LIMIT,
+    );
+    assert_eq!(run.code(), 11, "{run:#?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("ember: info: accelerator: KVM"), "{text}");
+    assert!(text.contains("VM stopped: Guest(DebugExit(5))"), "{text}");
+    assert!(
+        !run.stderr.contains("accelerator"),
+        "log must not go to stderr: {run:#?}"
+    );
+}
+
+#[test]
+fn log_level_flag_overrides_the_config() {
+    let dir = scratch_dir("logger-flag");
+    let log = dir.join("ember.log");
+    let config = config_with_logger(&dir, &log);
+    let run = boot(
+        &config,
+        &["--accel", "kvm", "--log-level", "error"],
+        b"",
+        LIMIT,
+    );
+    assert_eq!(run.code(), 11, "{run:#?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("info"), "{text}");
+}
+
+#[test]
+fn unwritable_log_path_is_named() {
+    let dir = scratch_dir("logger-bad");
+    let log = dir.join("no/such/dir/ember.log");
+    let run = boot(
+        &config_with_logger(&dir, &log),
+        &["--accel", "kvm"],
+        b"",
+        LIMIT,
+    );
+    assert_eq!(run.code(), 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("logger.log_path") && run.stderr.contains("no/such/dir"),
+        "{run:#?}"
+    );
+}
