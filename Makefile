@@ -1,0 +1,37 @@
+# Ember: the two commands are `make run` (boot the default guest) and `make test` (everything).
+# Both set up what they need on a fresh Debian machine: the Rust toolchain comes with the
+# machine; resources/build-guest.sh installs its tools with apt-get and builds the guest from
+# Debian packages into build/guest.
+
+CARGO     ?= cargo
+GUEST_DIR ?= build/guest
+EMBER     := target/release/ember
+# Extra flags for `make run`, e.g. EMBER_ARGS="--accel kvm --log-level info".
+EMBER_ARGS ?=
+
+.PHONY: build guest run test lint clean
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+guest:
+	resources/build-guest.sh $(GUEST_DIR)
+
+run: build guest
+	@status=0; $(EMBER) --no-api --config-file $(GUEST_DIR)/vm.json $(EMBER_ARGS) || status=$$?; \
+	if [ $$status -eq 4 ]; then \
+	  echo "make run: the VM failed (report above). On a nested kvm_pvm host like this one," \
+	       "KVM cannot emulate instructions the stock kernel needs (see docs/TESTING.md);" \
+	       "Ember's software CPU (--accel interp) is the way to boot it there once it lands." >&2; \
+	fi; exit $$status
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: build guest lint
+	$(CARGO) test --workspace --release
+
+clean:
+	$(CARGO) clean
+	rm -rf build
