@@ -6,6 +6,7 @@ pub mod acpi;
 pub mod boot;
 pub mod cpuid;
 pub mod disasm;
+pub mod interp;
 pub mod lapic;
 pub mod layout;
 pub mod msr;

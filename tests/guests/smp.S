@@ -12,8 +12,8 @@
  *   2. xAPIC at 0xfee00000: the BSP software-enables its LAPIC (SVR), copies
  *      the real-mode trampoline to 0x8000 and sends INIT (all excluding
  *      self, level, assert), then STARTUP with vector 0x08 (all excluding
- *      self). If not all APs are up after 2^24 polls it sends a second
- *      STARTUP and polls up to 2^26 more times. No timing values are
+ *      self). If not all APs are up after 2^20 polls it sends a second
+ *      STARTUP and polls up to 2^24 more times. No timing values are
  *      printed: the output depends only on the firmware tables.
  *   3. Each AP: real mode at 0800:0000 -> lgdt (the guest's GDT) -> 32-bit
  *      protected mode; reads its LAPIC ID (0xfee00020 bits 31:24); sets its
@@ -53,8 +53,12 @@
 #define TRAMP_BASE      0x8000          /* AP real-mode entry, 0800:0000 */
 #define SIPI_VECTOR     (TRAMP_BASE >> 12)
 
-#define WAIT_FIRST      (1 << 24)       /* polls after the first STARTUP */
-#define WAIT_SECOND     (1 << 26)       /* polls after the second one */
+/* Poll bounds. Under QEMU the APs are all up within 2^16 polls (TCG) or
+ * 2^11 (KVM), but one poll costs from a few ns (hardware) to ~0.3 us (TCG,
+ * where pause leaves the translated block) and ~3 us (nested KVM with
+ * paging off): 2^20 + 2^24 polls give up after ~5 s under TCG. */
+#define WAIT_FIRST      (1 << 20)       /* polls after the first STARTUP */
+#define WAIT_SECOND     (1 << 24)       /* polls after the second one */
 #define ICR_WAIT        (1 << 20)       /* polls for the delivery status */
 
 #define SIG_RSD         0x20445352      /* "RSD " */
@@ -73,7 +77,6 @@ ap_count:   .long 0             /* APs that reached 32-bit PM */
 online_map: .skip 32            /* bit per online APIC ID (0-255) */
 madt_map:   .skip 32            /* bit per enabled MADT APIC ID */
 madt_count: .long 0             /* N */
-bsp_id:     .long 0
 madt_ids:   .skip 256           /* APIC IDs in MADT order */
     .popsection
 
@@ -205,7 +208,6 @@ madt_done:
     /* ---- 2. BSP: own LAPIC ID, then INIT + STARTUP to the others ---- */
     mov LAPIC_ID, %eax
     shr $24, %eax
-    mov %eax, bsp_id
     lock btsl %eax, online_map
     cmpl $1, madt_count
     je all_online               /* uniprocessor: nothing to start */

@@ -44,8 +44,8 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
 
-    /// CPU backend: kvm (hardware virtualization), interp (software CPU, not available yet),
-    /// or auto (KVM when usable, else the software CPU).
+    /// CPU backend: kvm (hardware virtualization), interp (Ember's software x86-64 CPU, any
+    /// host), or auto (KVM when usable, else the software CPU).
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
 

@@ -4,6 +4,7 @@ mod cli;
 mod console;
 mod kvm;
 mod logger;
+mod soft;
 mod stop;
 mod vcpu;
 mod vm;

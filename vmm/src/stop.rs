@@ -63,6 +63,11 @@ impl StopSignal {
         self.stopping.load(Ordering::Acquire)
     }
 
+    /// The flag behind [`StopSignal::is_stopping`], for loops that poll it themselves.
+    pub fn flag(&self) -> &AtomicBool {
+        &self.stopping
+    }
+
     /// Asks for the VM to stop for `reason`, unless another reason came first.
     pub fn stop(&self, reason: StopReason) {
         let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());

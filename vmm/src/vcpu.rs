@@ -144,6 +144,24 @@ pub struct Buses {
     pub mmio: Bus,
 }
 
+impl arch::interp::IoBus for Buses {
+    fn pio_read(&self, port: u16, data: &mut [u8]) {
+        self.pio.read(u64::from(port), data);
+    }
+
+    fn pio_write(&self, port: u16, data: &[u8]) {
+        self.pio.write(u64::from(port), data);
+    }
+
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        self.mmio.read(addr, data);
+    }
+
+    fn mmio_write(&self, addr: u64, data: &[u8]) {
+        self.mmio.write(addr, data);
+    }
+}
+
 /// Runs `vcpu` until the VM stops, serving its I/O from `buses`. A fault or guest exit stops
 /// the whole VM through `stop`.
 pub fn run_loop(vcpu: &mut dyn VcpuBackend, buses: &Buses, stop: &StopSignal) {

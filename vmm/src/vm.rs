@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use api::VmConfig;
 use arch::acpi::{Platform, PmRegisters, Uart};
-use arch::boot::{BootError, KernelSpec};
+use arch::boot::{BootError, EntryState, KernelSpec};
 use arch::cpuid::Topology;
 use arch::{layout, GuestMemory};
 use devices::acpi_pm::{self, AcpiPm, ACPI_PM_PORT, ACPI_PM_PORTS};
 use devices::bus::{Bus, BusError, BusKind, SharedDevice};
+use devices::irq::InterruptLine;
 use devices::legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS};
 use devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORTS};
 use devices::legacy::serial::{Serial, COM1_IRQ, COM1_PORT, UART_PORTS};
@@ -21,8 +22,9 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use crate::cli::Accel;
 use crate::console::{self, RawTerminal};
 use crate::kvm::{KvmError, KvmMachine};
+use crate::soft::{SoftMachine, UnwiredLine};
 use crate::stop::{StopReason, StopSignal};
-use crate::vcpu::{run_loop, Buses};
+use crate::vcpu::{run_loop, Buses, VcpuBackend};
 
 /// How to run the VM, from the command line.
 pub struct VmOptions<'a> {
@@ -44,9 +46,6 @@ pub enum VmError {
     /// The requested backend does not exist yet.
     #[error("{0}")]
     Unsupported(String),
-    /// No backend can run on this host.
-    #[error("{0}")]
-    NoAccelerator(String),
     /// Guest memory could not be allocated.
     #[error("cannot allocate {mib} MiB of guest memory: {reason}")]
     Memory {
@@ -118,23 +117,12 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
         setup.entry.rip
     );
 
-    let machine = match opts.accel {
-        Accel::Interp => {
-            return Err(VmError::Unsupported(
-                "--accel interp: the software CPU is not available yet; use --accel kvm".into(),
-            ))
+    let backend = Backend::select(opts, machine_config.vcpu_count, &mem)?;
+    if let Backend::Kvm(kvm) = &backend {
+        kvm.register_memory(&mem, machine_config.track_dirty_pages)?;
+        if setup.bios_interrupts {
+            kvm.set_bios_interrupt_state()?;
         }
-        Accel::Kvm => KvmMachine::new(opts.kvm_device)?,
-        Accel::Auto => KvmMachine::new(opts.kvm_device).map_err(|e| {
-            VmError::NoAccelerator(format!(
-                "--accel auto: no usable KVM ({e}), and the software CPU is not available yet"
-            ))
-        })?,
-    };
-    log::info!("accelerator: KVM ({})", opts.kvm_device.display());
-    machine.register_memory(&mem, machine_config.track_dirty_pages)?;
-    if setup.bios_interrupts {
-        machine.set_bios_interrupt_state()?;
     }
 
     let stop = Arc::new(StopSignal::new().map_err(host("eventfd"))?);
@@ -142,7 +130,7 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
         .map_err(host("installing signal handlers"))?;
 
     let stdout = console::stdout_writer().map_err(host("standard output"))?;
-    let serial = Serial::new(machine.interrupt_line(COM1_IRQ)?, Box::new(stdout))
+    let serial = Serial::new(backend.interrupt_line(COM1_IRQ)?, Box::new(stdout))
         .map_err(host("serial port"))?;
     let serial = Arc::new(Mutex::new(serial));
     let mut pio = Bus::new(BusKind::Pio);
@@ -160,7 +148,10 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
 
     let topology = Topology::new(machine_config.vcpu_count, machine_config.smt);
     let vcpus = (0..usize::from(machine_config.vcpu_count))
-        .map(|i| machine.create_vcpu(i, &topology, (i == 0).then_some(&setup.entry), mem.clone()))
+        .map(|i| {
+            let entry = (i == 0).then_some(&setup.entry);
+            backend.create_vcpu(i, &topology, entry, &mem, &buses, &stop)
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let terminal = RawTerminal::enter();
@@ -178,7 +169,7 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
             .name(format!("vcpu{i}"))
             .spawn(move || {
                 let _guard = StopWhenDone(&stop, i);
-                run_loop(&mut vcpu, &buses, &stop)
+                run_loop(vcpu.as_mut(), &buses, &stop)
             })
             .map_err(host("starting a vCPU thread"))?;
         threads.push(thread);
@@ -188,6 +179,74 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     stop_vcpus(threads);
     drop(terminal);
     Ok(reason)
+}
+
+/// The CPU backend of a VM.
+enum Backend {
+    Kvm(KvmMachine),
+    Soft(SoftMachine),
+}
+
+impl Backend {
+    /// Picks the backend `--accel` asks for: KVM, the software CPU, or KVM when usable.
+    fn select(opts: &VmOptions, vcpu_count: u8, mem: &GuestMemory) -> Result<Backend, VmError> {
+        let soft = || {
+            if vcpu_count > 1 {
+                return Err(VmError::Unsupported(
+                    "the software CPU runs one vCPU for now; set machine-config.vcpu_count to 1"
+                        .into(),
+                ));
+            }
+            Ok(Backend::Soft(SoftMachine::new(mem)))
+        };
+        match opts.accel {
+            Accel::Interp => {
+                log::info!("accelerator: software CPU (--accel interp)");
+                soft()
+            }
+            Accel::Kvm => {
+                let kvm = KvmMachine::new(opts.kvm_device)?;
+                log::info!("accelerator: KVM ({})", opts.kvm_device.display());
+                Ok(Backend::Kvm(kvm))
+            }
+            Accel::Auto => match KvmMachine::new(opts.kvm_device) {
+                Ok(kvm) => {
+                    log::info!("accelerator: KVM ({} is usable)", opts.kvm_device.display());
+                    Ok(Backend::Kvm(kvm))
+                }
+                Err(e) => {
+                    log::warn!("accelerator: software CPU, because KVM is not usable: {e}");
+                    soft()
+                }
+            },
+        }
+    }
+
+    /// An interrupt line into the backend's interrupt controller for `gsi`.
+    fn interrupt_line(&self, gsi: u32) -> Result<Arc<dyn InterruptLine>, VmError> {
+        match self {
+            Backend::Kvm(kvm) => Ok(kvm.interrupt_line(gsi)?),
+            Backend::Soft(_) => Ok(Arc::new(UnwiredLine)),
+        }
+    }
+
+    /// Creates vCPU `index`; the boot vCPU gets `entry`.
+    fn create_vcpu(
+        &self,
+        index: usize,
+        topology: &Topology,
+        entry: Option<&EntryState>,
+        mem: &Arc<GuestMemory>,
+        buses: &Arc<Buses>,
+        stop: &Arc<StopSignal>,
+    ) -> Result<Box<dyn VcpuBackend>, VmError> {
+        Ok(match self {
+            Backend::Kvm(kvm) => Box::new(kvm.create_vcpu(index, topology, entry, mem.clone())?),
+            Backend::Soft(soft) => {
+                Box::new(soft.create_vcpu(index, topology, entry, buses.clone(), stop.clone()))
+            }
+        })
+    }
 }
 
 /// Stops the VM if a vCPU thread panics: the VM must not go on without that vCPU.

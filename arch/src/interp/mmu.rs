@@ -1,0 +1,584 @@
+//! Linear-address accesses: the software TLB, page walks (32-bit, PAE and 4-level, with
+//! accessed/dirty bits and U/S, R/W, NX checks) and MMIO for addresses that are not RAM.
+
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use super::fault::{Exception, Result};
+use super::state::{CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, EFER_NXE};
+use super::Cpu;
+
+/// What an access does, for permission checks and TLB selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Data read.
+    Read = 0,
+    /// Data write.
+    Write = 1,
+    /// Instruction fetch.
+    Fetch = 2,
+}
+
+const TLB_BITS: u32 = 8;
+const TLB_SIZE: usize = 1 << TLB_BITS;
+const INVALID: u64 = 1;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Linear page address, or INVALID.
+    tag: u64,
+    /// Host address of the page.
+    host: usize,
+    /// RAM page index (code tracking).
+    page: u32,
+    /// Survives CR3 reloads (global page with CR4.PGE).
+    global: bool,
+    /// log2 of the guest page size the entry came from (12, 21, 22 or 30).
+    size_shift: u8,
+}
+
+const EMPTY: Entry = Entry {
+    tag: INVALID,
+    host: 0,
+    page: 0,
+    global: false,
+    size_shift: 12,
+};
+
+/// Translations by access kind and privilege (supervisor/user).
+pub struct Tlb {
+    entries: Box<[[Entry; TLB_SIZE]; 6]>,
+    /// Incremented on every flush, so caches keyed by linear address can tell they are stale.
+    pub epoch: u32,
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb {
+            entries: Box::new([[EMPTY; TLB_SIZE]; 6]),
+            epoch: 0,
+        }
+    }
+}
+
+#[inline(always)]
+fn slot(access: Access, user: bool) -> usize {
+    access as usize * 2 + user as usize
+}
+
+#[inline(always)]
+fn index(lin: u64) -> usize {
+    (lin >> 12) as usize & (TLB_SIZE - 1)
+}
+
+impl Tlb {
+    /// Drops every translation, or every non-global one.
+    pub fn flush(&mut self, keep_global: bool) {
+        for table in self.entries.iter_mut() {
+            for e in table.iter_mut() {
+                if !(keep_global && e.global) {
+                    *e = EMPTY;
+                }
+            }
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// Drops the translations covering linear address `lin` (INVLPG).
+    pub fn flush_page(&mut self, lin: u64) {
+        for table in self.entries.iter_mut() {
+            for e in table.iter_mut() {
+                if e.tag != INVALID && (e.tag >> e.size_shift) == (lin >> e.size_shift) {
+                    *e = EMPTY;
+                }
+            }
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+}
+
+/// A page-walk result.
+#[derive(Debug, Clone, Copy)]
+pub struct Translation {
+    /// Physical address of the accessed byte.
+    pub phys: u64,
+    global: bool,
+    size_shift: u8,
+}
+
+const PTE_P: u64 = 1;
+const PTE_W: u64 = 1 << 1;
+const PTE_U: u64 = 1 << 2;
+const PTE_A: u64 = 1 << 5;
+const PTE_D: u64 = 1 << 6;
+const PTE_PS: u64 = 1 << 7;
+const PTE_G: u64 = 1 << 8;
+const PTE_NX: u64 = 1 << 63;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Where a piece of a store goes: host address and RAM page, or MMIO physical address.
+type Target = std::result::Result<(usize, u32), u64>;
+
+/// Page-fault error code bits.
+const PF_P: u32 = 1;
+const PF_W: u32 = 1 << 1;
+const PF_U: u32 = 1 << 2;
+const PF_RSVD: u32 = 1 << 3;
+const PF_I: u32 = 1 << 4;
+
+impl Cpu {
+    fn page_fault(
+        &self,
+        lin: u64,
+        access: Access,
+        user: bool,
+        present: bool,
+        rsvd: bool,
+    ) -> Exception {
+        let mut code = 0;
+        if present {
+            code |= PF_P;
+        }
+        if access == Access::Write {
+            code |= PF_W;
+        }
+        if user {
+            code |= PF_U;
+        }
+        if rsvd {
+            code |= PF_RSVD | PF_P;
+        }
+        if access == Access::Fetch && self.s.efer & EFER_NXE != 0 && self.s.cr4 & CR4_PAE != 0 {
+            code |= PF_I;
+        }
+        Exception::pf(lin, code)
+    }
+
+    /// Translates `lin` for `access` at privilege `user`, setting accessed/dirty bits.
+    pub(crate) fn walk(&mut self, lin: u64, access: Access, user: bool) -> Result<Translation> {
+        if !self.s.mode.paging {
+            return Ok(Translation {
+                phys: lin,
+                global: false,
+                size_shift: 12,
+            });
+        }
+        if self.s.cr4 & CR4_PAE == 0 {
+            return self.walk32(lin, access, user);
+        }
+        let nxe = self.s.efer & EFER_NXE != 0;
+        // Entries visited, from the top: (physical address of the entry, its value).
+        let mut path = [(0u64, 0u64); 4];
+        let (mut table, levels, first_shift) = if self.s.mode.long {
+            (self.s.cr3 & ADDR_MASK, 4, 39)
+        } else {
+            // PAE: the PDPT is 32-byte aligned and its entries have no R/W, U/S or NX.
+            let pdpte_addr = (self.s.cr3 & 0xffff_ffe0) + ((lin >> 30) & 3) * 8;
+            let pdpte = self.ram.read_u64(pdpte_addr).unwrap_or(0);
+            if pdpte & PTE_P == 0 {
+                return Err(self.page_fault(lin, access, user, false, false));
+            }
+            path[0] = (pdpte_addr, pdpte | PTE_W | PTE_U);
+            (pdpte & ADDR_MASK, 3, 21)
+        };
+        let start = if self.s.mode.long { 0 } else { 1 };
+        let (mut writable, mut usr, mut exec) = (true, true, true);
+        let mut shift = first_shift;
+        let mut depth = start;
+        let leaf = loop {
+            let addr = table + ((lin >> shift) & 511) * 8;
+            let entry = self.ram.read_u64(addr).unwrap_or(0);
+            if entry & PTE_P == 0 {
+                return Err(self.page_fault(lin, access, user, false, false));
+            }
+            if entry & PTE_NX != 0 && !nxe {
+                return Err(self.page_fault(lin, access, user, true, true));
+            }
+            path[depth] = (addr, entry);
+            writable &= entry & PTE_W != 0;
+            usr &= entry & PTE_U != 0;
+            exec &= !(nxe && entry & PTE_NX != 0);
+            depth += 1;
+            let is_leaf = shift == 12 || (entry & PTE_PS != 0 && (shift == 21 || shift == 30));
+            if is_leaf {
+                break entry;
+            }
+            table = entry & ADDR_MASK;
+            shift -= 9;
+        };
+        debug_assert!(depth <= levels);
+        self.check_permissions(lin, access, user, writable, usr, exec)?;
+        for &(addr, entry) in &path[start..depth] {
+            if entry & PTE_A == 0 {
+                self.ram.or_u64(addr, PTE_A);
+            }
+        }
+        let (leaf_addr, _) = path[depth - 1];
+        if access == Access::Write && leaf & PTE_D == 0 {
+            self.ram.or_u64(leaf_addr, PTE_D);
+        }
+        let page_mask = (1u64 << shift) - 1;
+        let base = leaf & ADDR_MASK & !page_mask;
+        Ok(Translation {
+            phys: base | (lin & page_mask),
+            global: leaf & PTE_G != 0 && self.s.cr4 & CR4_PGE != 0,
+            size_shift: shift as u8,
+        })
+    }
+
+    /// 32-bit paging (CR4.PAE clear), with 4 MiB pages when CR4.PSE is set.
+    fn walk32(&mut self, lin: u64, access: Access, user: bool) -> Result<Translation> {
+        let lin32 = lin & 0xffff_ffff;
+        let pde_addr = (self.s.cr3 & 0xffff_f000) + ((lin32 >> 22) & 0x3ff) * 4;
+        let pde = u64::from(self.ram.read_u32(pde_addr).unwrap_or(0));
+        if pde & PTE_P == 0 {
+            return Err(self.page_fault(lin, access, user, false, false));
+        }
+        if pde & PTE_PS != 0 && self.s.cr4 & CR4_PSE != 0 {
+            self.check_permissions(lin, access, user, pde & PTE_W != 0, pde & PTE_U != 0, true)?;
+            let mut bits = PTE_A;
+            if access == Access::Write {
+                bits |= PTE_D;
+            }
+            if pde & bits != bits {
+                self.ram.or_u32(pde_addr, bits as u32);
+            }
+            // Bits 13..21 of a 4 MiB entry are physical address bits 32..40.
+            let base = (pde & 0xffc0_0000) | ((pde >> 13) & 0xff) << 32;
+            return Ok(Translation {
+                phys: base | (lin32 & 0x3f_ffff),
+                global: pde & PTE_G != 0 && self.s.cr4 & CR4_PGE != 0,
+                size_shift: 22,
+            });
+        }
+        let pte_addr = (pde & 0xffff_f000) + ((lin32 >> 12) & 0x3ff) * 4;
+        let pte = u64::from(self.ram.read_u32(pte_addr).unwrap_or(0));
+        if pte & PTE_P == 0 {
+            return Err(self.page_fault(lin, access, user, false, false));
+        }
+        let writable = pde & pte & PTE_W != 0;
+        let usr = pde & pte & PTE_U != 0;
+        self.check_permissions(lin, access, user, writable, usr, true)?;
+        if pde & PTE_A == 0 {
+            self.ram.or_u32(pde_addr, PTE_A as u32);
+        }
+        let mut bits = PTE_A;
+        if access == Access::Write {
+            bits |= PTE_D;
+        }
+        if pte & bits != bits {
+            self.ram.or_u32(pte_addr, bits as u32);
+        }
+        Ok(Translation {
+            phys: (pte & 0xffff_f000) | (lin32 & 0xfff),
+            global: pte & PTE_G != 0 && self.s.cr4 & CR4_PGE != 0,
+            size_shift: 12,
+        })
+    }
+
+    fn check_permissions(
+        &self,
+        lin: u64,
+        access: Access,
+        user: bool,
+        writable: bool,
+        usr: bool,
+        exec: bool,
+    ) -> Result<()> {
+        let denied = (user && !usr)
+            || (access == Access::Write && !writable && (user || self.s.cr0 & CR0_WP != 0))
+            || (access == Access::Fetch && !exec);
+        if denied {
+            return Err(self.page_fault(lin, access, user, true, false));
+        }
+        Ok(())
+    }
+
+    /// Translates and, for RAM, caches the translation. Returns the host address of `lin`
+    /// for RAM, or Err(physical address) for MMIO.
+    #[inline(never)]
+    fn fill(
+        &mut self,
+        lin: u64,
+        access: Access,
+        user: bool,
+    ) -> Result<std::result::Result<(usize, u32), u64>> {
+        let t = self.walk(lin, access, user)?;
+        let Some(page) = self.ram.page(t.phys) else {
+            return Ok(Err(t.phys));
+        };
+        if access == Access::Write && self.code.has_code(page.index) {
+            // Not cached: every store to a page with decoded code goes the slow way.
+            return Ok(Ok((page.host + (t.phys & 0xfff) as usize, page.index)));
+        }
+        self.tlb.entries[slot(access, user)][index(lin)] = Entry {
+            tag: lin & !0xfff,
+            host: page.host,
+            page: page.index,
+            global: t.global,
+            size_shift: t.size_shift,
+        };
+        Ok(Ok((page.host + (t.phys & 0xfff) as usize, page.index)))
+    }
+
+    /// The host address for `lin` if the TLB has it for `access`.
+    #[inline(always)]
+    fn tlb_hit(&self, lin: u64, access: Access, user: bool) -> Option<(usize, u32)> {
+        let e = &self.tlb.entries[slot(access, user)][index(lin)];
+        (e.tag == lin & !0xfff).then(|| (e.host + (lin & 0xfff) as usize, e.page))
+    }
+
+    /// Reads `N` (1, 2, 4 or 8) bytes at linear `lin` as an unsigned value.
+    #[inline(always)]
+    pub(crate) fn read_lin<const N: usize>(&mut self, lin: u64, user: bool) -> Result<u64> {
+        if (lin & 0xfff) as usize + N <= 0x1000 {
+            if let Some((host, _)) = self.tlb_hit(lin, Access::Read, user) {
+                // SAFETY: the TLB only holds addresses inside live RAM mappings, and the
+                // access stays within one page.
+                return Ok(unsafe { load::<N>(host) });
+            }
+        }
+        self.read_slow::<N>(lin, user)
+    }
+
+    #[inline(never)]
+    fn read_slow<const N: usize>(&mut self, lin: u64, user: bool) -> Result<u64> {
+        let mut bytes = [0u8; 8];
+        self.read_bytes(lin, &mut bytes[..N], user)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// Reads `buf.len()` bytes at `lin`, across pages and MMIO as needed.
+    pub(crate) fn read_bytes(&mut self, lin: u64, buf: &mut [u8], user: bool) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let at = lin.wrapping_add(done as u64);
+            let chunk = (0x1000 - (at & 0xfff) as usize).min(buf.len() - done);
+            match self.fill(at, Access::Read, user)? {
+                Ok((host, _)) => {
+                    // SAFETY: `host..host+chunk` lies within one RAM page of a live mapping.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            host as *const u8,
+                            buf[done..].as_mut_ptr(),
+                            chunk,
+                        )
+                    };
+                }
+                Err(phys) => self.mmio_read(phys, &mut buf[done..done + chunk]),
+            }
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// Writes `N` bytes of `value` at linear `lin`.
+    #[inline(always)]
+    pub(crate) fn write_lin<const N: usize>(
+        &mut self,
+        lin: u64,
+        value: u64,
+        user: bool,
+    ) -> Result<()> {
+        if (lin & 0xfff) as usize + N <= 0x1000 {
+            if let Some((host, page)) = self.tlb_hit(lin, Access::Write, user) {
+                if !self.code.has_code(page) {
+                    // SAFETY: as in `read_lin`.
+                    unsafe { store::<N>(host, value) };
+                    return Ok(());
+                }
+            }
+        }
+        self.write_slow::<N>(lin, value, user)
+    }
+
+    #[inline(never)]
+    fn write_slow<const N: usize>(&mut self, lin: u64, value: u64, user: bool) -> Result<()> {
+        self.write_bytes(lin, &value.to_le_bytes()[..N], user)
+    }
+
+    /// Writes `data` at `lin`. Every page is translated (and checked) before any byte is
+    /// stored, so a faulting write changes nothing.
+    pub(crate) fn write_bytes(&mut self, lin: u64, data: &[u8], user: bool) -> Result<()> {
+        // At most three pieces: a store of up to 512 bytes (FXSAVE) spans at most two pages;
+        // longer callers split their data themselves.
+        let mut pieces = [(
+            0usize,
+            std::result::Result::<(usize, u32), u64>::Err(0),
+            0usize,
+        ); 3];
+        let mut n = 0;
+        let mut done = 0;
+        while done < data.len() {
+            let at = lin.wrapping_add(done as u64);
+            let chunk = (0x1000 - (at & 0xfff) as usize).min(data.len() - done);
+            if n == pieces.len() {
+                // Very long data: write what is translated so far, then go on.
+                self.store_pieces(data, &pieces[..n]);
+                n = 0;
+            }
+            pieces[n] = (done, self.fill(at, Access::Write, user)?, chunk);
+            n += 1;
+            done += chunk;
+        }
+        self.store_pieces(data, &pieces[..n]);
+        Ok(())
+    }
+
+    fn store_pieces(&mut self, data: &[u8], pieces: &[(usize, Target, usize)]) {
+        for &(offset, target, len) in pieces {
+            match target {
+                Ok((host, page)) => {
+                    // SAFETY: `host..host+len` lies within one RAM page of a live mapping.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(data[offset..].as_ptr(), host as *mut u8, len)
+                    };
+                    if self.code.has_code(page) {
+                        self.code.written(page);
+                        self.end_block = true;
+                    }
+                }
+                Err(phys) => self.mmio_write(phys, &data[offset..offset + len]),
+            }
+        }
+    }
+
+    /// The host address of `N` bytes at `lin` for a locked read-modify-write, or None when the
+    /// operand is MMIO, crosses a page or is misaligned (then the caller serializes).
+    pub(crate) fn rmw_host(&mut self, lin: u64, bytes: usize, user: bool) -> Result<Option<usize>> {
+        if (lin & 0xfff) as usize + bytes > 0x1000 {
+            // Translate both pages for the faults, then let the caller go the slow way.
+            let _ = self.fill(lin, Access::Write, user)?;
+            let _ = self.fill(lin.wrapping_add(bytes as u64 - 1), Access::Write, user)?;
+            return Ok(None);
+        }
+        let (host, page) = match self.tlb_hit(lin, Access::Write, user) {
+            Some(hit) => hit,
+            None => match self.fill(lin, Access::Write, user)? {
+                Ok(hit) => hit,
+                Err(_) => return Ok(None),
+            },
+        };
+        if self.code.has_code(page) {
+            self.code.written(page);
+            self.end_block = true;
+        }
+        Ok((host % bytes == 0).then_some(host))
+    }
+
+    fn mmio_read(&mut self, phys: u64, data: &mut [u8]) {
+        self.io.mmio_read(phys, data);
+    }
+
+    fn mmio_write(&mut self, phys: u64, data: &[u8]) {
+        self.io.mmio_write(phys, data);
+    }
+
+    /// Translates `lin` for an instruction fetch; returns the host address of the byte and
+    /// its RAM page index, or None if it is not RAM (executing MMIO is not supported).
+    pub(crate) fn fetch_host(&mut self, lin: u64, user: bool) -> Result<Option<(usize, u32)>> {
+        self.host_for(lin, Access::Fetch, user)
+    }
+
+    /// Translates `lin` for `access`; returns the host address and RAM page index, or None
+    /// for MMIO. Stores through the result must respect code pages themselves.
+    pub(crate) fn host_for(
+        &mut self,
+        lin: u64,
+        access: Access,
+        user: bool,
+    ) -> Result<Option<(usize, u32)>> {
+        if let Some(hit) = self.tlb_hit(lin, access, user) {
+            return Ok(Some(hit));
+        }
+        Ok(self.fill(lin, access, user)?.ok())
+    }
+}
+
+/// Loads `N` bytes little-endian from `host`.
+///
+/// # Safety
+/// `host..host+N` must be mapped guest RAM.
+#[inline(always)]
+pub(crate) unsafe fn load<const N: usize>(host: usize) -> u64 {
+    // SAFETY: the caller guarantees the range is mapped; unaligned access is fine on x86.
+    unsafe {
+        match N {
+            1 => u64::from(std::ptr::read(host as *const u8)),
+            2 => u64::from(std::ptr::read_unaligned(host as *const u16)),
+            4 => u64::from(std::ptr::read_unaligned(host as *const u32)),
+            _ => std::ptr::read_unaligned(host as *const u64),
+        }
+    }
+}
+
+/// Stores the low `N` bytes of `value` at `host`.
+///
+/// # Safety
+/// `host..host+N` must be mapped guest RAM.
+#[inline(always)]
+pub(crate) unsafe fn store<const N: usize>(host: usize, value: u64) {
+    // SAFETY: the caller guarantees the range is mapped; unaligned access is fine on x86.
+    unsafe {
+        match N {
+            1 => std::ptr::write(host as *mut u8, value as u8),
+            2 => std::ptr::write_unaligned(host as *mut u16, value as u16),
+            4 => std::ptr::write_unaligned(host as *mut u32, value as u32),
+            _ => std::ptr::write_unaligned(host as *mut u64, value),
+        }
+    }
+}
+
+/// A locked compare-and-exchange of `bytes` (1, 2, 4 or 8) at aligned `host`: returns the
+/// old value; the store happened if it equals `expected`.
+pub(crate) fn atomic_cmpxchg(host: usize, bytes: usize, expected: u64, new: u64) -> u64 {
+    // SAFETY (all arms): `host` is aligned to `bytes` and inside live guest RAM (`rmw_host`).
+    unsafe {
+        match bytes {
+            1 => {
+                let a = AtomicU8::from_ptr(host as *mut u8);
+                u64::from(
+                    match a.compare_exchange(
+                        expected as u8,
+                        new as u8,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    ) {
+                        Ok(v) | Err(v) => v,
+                    },
+                )
+            }
+            2 => {
+                let a = AtomicU16::from_ptr(host as *mut u16);
+                u64::from(
+                    match a.compare_exchange(
+                        expected as u16,
+                        new as u16,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    ) {
+                        Ok(v) | Err(v) => v,
+                    },
+                )
+            }
+            4 => {
+                let a = AtomicU32::from_ptr(host as *mut u32);
+                u64::from(
+                    match a.compare_exchange(
+                        expected as u32,
+                        new as u32,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    ) {
+                        Ok(v) | Err(v) => v,
+                    },
+                )
+            }
+            _ => {
+                let a = AtomicU64::from_ptr(host as *mut u64);
+                match a.compare_exchange(expected, new, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(v) | Err(v) => v,
+                }
+            }
+        }
+    }
+}

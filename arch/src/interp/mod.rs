@@ -1,0 +1,361 @@
+//! Ember's software x86-64 CPU: an interpreter of decoded basic blocks.
+//!
+//! [`Cpu`] runs guest code from guest RAM with the same architectural state a hypervisor
+//! vCPU has (it takes and gives `kvm_regs`/`kvm_sregs`/`kvm_fpu`), in real, protected and
+//! long mode, with paging, exceptions and interrupts. Port I/O and MMIO go to an [`IoBus`].
+//! Instructions are decoded once per basic block by iced-x86 and cached (see `block.rs`);
+//! guest memory is reached through a software TLB (`mmu.rs`).
+
+mod block;
+pub mod cpuid;
+mod decode;
+mod exec;
+pub mod fault;
+pub mod flags;
+pub mod fpu;
+mod insn;
+mod interrupt;
+mod mmu;
+mod msr;
+pub mod ram;
+mod segment;
+pub mod state;
+pub mod time;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
+
+use crate::cpuid::Topology;
+
+use block::BlockCache;
+use cpuid::CpuidTable;
+use interrupt::Source;
+use mmu::Tlb;
+use ram::{CodePages, GuestRam};
+use state::{DescTable, State};
+use time::Clock;
+
+/// Where the software CPU's port I/O and MMIO accesses go.
+pub trait IoBus: Send + Sync {
+    /// An `in` from `port`.
+    fn pio_read(&self, port: u16, data: &mut [u8]);
+    /// An `out` to `port`.
+    fn pio_write(&self, port: u16, data: &[u8]);
+    /// A read of guest physical address `addr` that is not RAM.
+    fn mmio_read(&self, addr: u64, data: &mut [u8]);
+    /// A write of guest physical address `addr` that is not RAM.
+    fn mmio_write(&self, addr: u64, data: &[u8]);
+}
+
+/// Why [`Cpu::run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// HLT: the vCPU waits for an interrupt (see [`Cpu::inject_interrupt`]).
+    Halted,
+    /// The stop flag was raised or the block budget ran out.
+    Yield,
+    /// The processor shut down (triple fault); the text says why.
+    Shutdown(String),
+}
+
+/// Default IA32_APIC_BASE: xAPIC enabled at 0xFEE00000.
+const APIC_BASE_DEFAULT: u64 = 0xfee0_0000 | (1 << 11);
+const APIC_BASE_BSP: u64 = 1 << 8;
+
+/// One software vCPU.
+pub struct Cpu {
+    /// Architectural state.
+    pub s: State,
+    pub(crate) tlb: Tlb,
+    pub(crate) ram: Arc<GuestRam>,
+    pub(crate) code: Arc<CodePages>,
+    pub(crate) io: Arc<dyn IoBus>,
+    pub(crate) clock: Clock,
+    pub(crate) cpuid: CpuidTable,
+    /// Set by a handler to end the current block after its instruction.
+    pub(crate) end_block: bool,
+    /// HLT executed; waiting for an interrupt.
+    pub(crate) halted: bool,
+    /// Triple fault (or another reason the processor cannot go on).
+    pub(crate) shutdown: Option<String>,
+    cache: BlockCache,
+    apic_base: u64,
+    tsc_deadline: u64,
+    pending_interrupt: Option<u8>,
+}
+
+impl Cpu {
+    /// A vCPU in the architectural reset state, as vCPU `apic_id` of a machine with
+    /// `topology`, over guest RAM `ram`.
+    pub fn new(
+        ram: Arc<GuestRam>,
+        code: Arc<CodePages>,
+        io: Arc<dyn IoBus>,
+        clock: Clock,
+        apic_id: u8,
+        topology: &Topology,
+    ) -> Self {
+        Cpu {
+            s: State::default(),
+            tlb: Tlb::default(),
+            ram,
+            code,
+            io,
+            clock,
+            cpuid: CpuidTable::new(apic_id, topology),
+            end_block: false,
+            halted: false,
+            shutdown: None,
+            cache: BlockCache::default(),
+            apic_base: APIC_BASE_DEFAULT | if apic_id == 0 { APIC_BASE_BSP } else { 0 },
+            tsc_deadline: 0,
+            pending_interrupt: None,
+        }
+    }
+
+    /// Runs guest code until it halts, shuts down, `stop` is raised, or `max_blocks` blocks
+    /// have run.
+    pub fn run(&mut self, stop: &AtomicBool, max_blocks: u64) -> Exit {
+        let mut budget = max_blocks;
+        loop {
+            if let Some(why) = self.shutdown.take() {
+                return Exit::Shutdown(why);
+            }
+            if self.s.interrupt_shadow {
+                self.s.interrupt_shadow = false;
+            } else if let Some(vector) = self.pending_interrupt {
+                if self.s.flags.has(flags::IF) {
+                    self.pending_interrupt = None;
+                    self.halted = false;
+                    if let Err(e) = self.deliver(vector, None, Source::External) {
+                        self.raise(e);
+                    }
+                    continue;
+                }
+            }
+            if self.halted {
+                return Exit::Halted;
+            }
+            match self.find_block() {
+                Ok(idx) => self.run_block(idx),
+                Err(e) => self.raise(e),
+            }
+            budget = budget.saturating_sub(1);
+            if budget == 0 || stop.load(Ordering::Relaxed) {
+                return Exit::Yield;
+            }
+        }
+    }
+
+    /// Makes an external interrupt with `vector` pending; it is delivered when RFLAGS.IF
+    /// allows, waking the vCPU from HLT.
+    pub fn inject_interrupt(&mut self, vector: u8) {
+        self.pending_interrupt = Some(vector);
+    }
+
+    /// Whether the vCPU is halted waiting for an interrupt.
+    pub fn is_halted(&self) -> bool {
+        self.halted
+    }
+
+    /// General registers.
+    pub fn regs(&self) -> kvm_regs {
+        let g = &self.s.gpr;
+        kvm_regs {
+            rax: g[0],
+            rcx: g[1],
+            rdx: g[2],
+            rbx: g[3],
+            rsp: g[4],
+            rbp: g[5],
+            rsi: g[6],
+            rdi: g[7],
+            r8: g[8],
+            r9: g[9],
+            r10: g[10],
+            r11: g[11],
+            r12: g[12],
+            r13: g[13],
+            r14: g[14],
+            r15: g[15],
+            rip: self.s.rip,
+            rflags: self.s.flags.get(),
+        }
+    }
+
+    /// Sets the general registers.
+    pub fn set_regs(&mut self, r: &kvm_regs) {
+        self.s.gpr[..16].copy_from_slice(&[
+            r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11,
+            r.r12, r.r13, r.r14, r.r15,
+        ]);
+        self.s.rip = r.rip;
+        self.s.flags.set(r.rflags);
+        self.s.update_mode();
+    }
+
+    /// Segment, descriptor-table and control registers.
+    pub fn sregs(&self) -> kvm_sregs {
+        let s = &self.s;
+        kvm_sregs {
+            es: s.seg[0],
+            cs: s.seg[1],
+            ss: s.seg[2],
+            ds: s.seg[3],
+            fs: s.seg[4],
+            gs: s.seg[5],
+            tr: s.tr,
+            ldt: s.ldt,
+            gdt: kvm_bindings::kvm_dtable {
+                base: s.gdt.base,
+                limit: s.gdt.limit,
+                padding: [0; 3],
+            },
+            idt: kvm_bindings::kvm_dtable {
+                base: s.idt.base,
+                limit: s.idt.limit,
+                padding: [0; 3],
+            },
+            cr0: s.cr0,
+            cr2: s.cr2,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            cr8: s.cr8,
+            efer: s.efer,
+            apic_base: self.apic_base,
+            interrupt_bitmap: [0; 4],
+        }
+    }
+
+    /// Sets the segment, descriptor-table and control registers.
+    pub fn set_sregs(&mut self, r: &kvm_sregs) {
+        let s = &mut self.s;
+        s.seg = [r.es, r.cs, r.ss, r.ds, r.fs, r.gs];
+        s.tr = r.tr;
+        s.ldt = r.ldt;
+        s.gdt = DescTable {
+            base: r.gdt.base,
+            limit: r.gdt.limit,
+        };
+        s.idt = DescTable {
+            base: r.idt.base,
+            limit: r.idt.limit,
+        };
+        s.cr0 = r.cr0;
+        s.cr2 = r.cr2;
+        s.cr3 = r.cr3;
+        s.cr4 = r.cr4;
+        s.cr8 = r.cr8;
+        s.efer = r.efer;
+        self.apic_base = r.apic_base;
+        s.update_mode();
+        self.tlb.flush(false);
+    }
+
+    /// x87 and SSE state.
+    pub fn fpu(&self) -> kvm_fpu {
+        let f = &self.s.fpu;
+        let mut out = kvm_fpu {
+            fcw: f.fcw,
+            fsw: f.fsw,
+            ftwx: f.ftw,
+            last_opcode: f.fop,
+            last_ip: f.fip,
+            last_dp: f.fdp,
+            mxcsr: f.mxcsr,
+            ..Default::default()
+        };
+        let top = f.top();
+        for st in 0..8 {
+            out.fpr[st][..10].copy_from_slice(&f.regs[(top + st) % 8]);
+        }
+        for (n, x) in f.xmm.iter().enumerate() {
+            out.xmm[n] = x.to_le_bytes();
+        }
+        out
+    }
+
+    /// Sets the x87 and SSE state.
+    pub fn set_fpu(&mut self, v: &kvm_fpu) {
+        let f = &mut self.s.fpu;
+        f.fcw = v.fcw;
+        f.fsw = v.fsw;
+        f.ftw = v.ftwx;
+        f.fop = v.last_opcode;
+        f.fip = v.last_ip;
+        f.fdp = v.last_dp;
+        f.mxcsr = v.mxcsr;
+        let top = f.top();
+        for st in 0..8 {
+            let mut r = [0u8; 10];
+            r.copy_from_slice(&v.fpr[st][..10]);
+            f.regs[(top + st) % 8] = r;
+        }
+        for (n, x) in f.xmm.iter_mut().enumerate() {
+            *x = u128::from_le_bytes(v.xmm[n]);
+        }
+    }
+
+    /// Reads an MSR as RDMSR would (None: the MSR does not exist).
+    pub fn get_msr(&mut self, index: u32) -> Option<u64> {
+        self.read_msr(index)
+    }
+
+    /// Writes an MSR as WRMSR would; false if it does not exist or the value is invalid.
+    pub fn set_msr(&mut self, index: u32, value: u64) -> bool {
+        self.write_msr(index, value)
+    }
+
+    /// The CPUID table this vCPU reports.
+    pub fn cpuid(&self) -> &CpuidTable {
+        &self.cpuid
+    }
+
+    pub(crate) fn apic_base(&self) -> u64 {
+        self.apic_base
+    }
+
+    pub(crate) fn set_apic_base(&mut self, value: u64) -> bool {
+        if value & !(0xf_ffff_f000 | (1 << 11) | (1 << 10) | APIC_BASE_BSP) != 0 {
+            return false;
+        }
+        self.apic_base = value;
+        true
+    }
+
+    pub(crate) fn tsc_deadline(&self) -> u64 {
+        self.tsc_deadline
+    }
+
+    pub(crate) fn set_tsc_deadline(&mut self, value: u64) {
+        self.tsc_deadline = value;
+    }
+}
+
+impl Cpu {
+    /// Reads up to `buf.len()` instruction bytes at CS:RIP (for fault reports); returns how
+    /// many could be read.
+    pub fn code_bytes(&mut self, buf: &mut [u8]) -> usize {
+        let cs_base = self.s.seg[state::CS].base;
+        let lin = if self.s.mode.code_bits == 64 {
+            self.s.rip
+        } else {
+            cs_base.wrapping_add(self.s.rip) & 0xffff_ffff
+        };
+        let user = self.user();
+        let mut n = 0;
+        while n < buf.len() {
+            match self.fetch_host(lin.wrapping_add(n as u64), user) {
+                Ok(Some((host, _))) => {
+                    // SAFETY: a fetch translation points at one byte of live guest RAM.
+                    buf[n] = unsafe { std::ptr::read(host as *const u8) };
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        n
+    }
+}
