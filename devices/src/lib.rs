@@ -7,6 +7,7 @@
 pub mod acpi_pm;
 pub mod bus;
 pub mod exit;
+pub mod intc;
 pub mod irq;
 pub mod legacy;
 

@@ -146,14 +146,6 @@ fn api_socket_and_missing_no_api_are_refused_until_the_api_lands() {
 }
 
 #[test]
-fn software_cpu_refuses_smp_until_it_lands() {
-    let dir = scratch_dir("interp-smp");
-    let config = write_config(&dir, &config_json(&test_guest("modes"), None, "", 2, 64));
-    let run = boot(&config, &["--accel", "interp"], b"", LIMIT);
-    assert_refused(&run, &["software CPU", "vcpu_count"]);
-}
-
-#[test]
 fn unusable_kvm_device_is_named() {
     let dir = scratch_dir("no-kvm");
     let config = write_config(&dir, &config_json(&test_guest("modes"), None, "", 1, 64));

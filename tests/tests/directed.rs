@@ -77,13 +77,15 @@ fn user_mode_and_syscall_on_the_software_cpu() {
 }
 
 #[test]
-fn every_vcpu_described_by_acpi_comes_up_under_kvm() {
-    for vcpus in [1u8, 2, 4] {
-        let kvm = run("smp", "kvm", "", vcpus, b"");
-        let ids: Vec<String> = (0..vcpus).map(|n| n.to_string()).collect();
-        let line = format!("online: {vcpus} cpus, apic ids {}\n", ids.join(" "));
-        assert!(kvm.stdout.contains(&line), "{kvm:#?}");
-        assert!(kvm.stdout.ends_with("smp: PASS\n"), "{kvm:#?}");
-        assert_eq!(kvm.code(), 1);
+fn every_vcpu_described_by_acpi_comes_up_on_both_backends() {
+    for accel in ["kvm", "interp"] {
+        for vcpus in [1u8, 2, 4] {
+            let run = run("smp", accel, "", vcpus, b"");
+            let ids: Vec<String> = (0..vcpus).map(|n| n.to_string()).collect();
+            let line = format!("online: {vcpus} cpus, apic ids {}\n", ids.join(" "));
+            assert!(run.stdout.contains(&line), "{accel}: {run:#?}");
+            assert!(run.stdout.ends_with("smp: PASS\n"), "{accel}: {run:#?}");
+            assert_eq!(run.code(), 1, "{accel}");
+        }
     }
 }

@@ -6,6 +6,7 @@ mod kvm;
 mod logger;
 mod soft;
 mod stop;
+mod timers;
 mod vcpu;
 mod vm;
 

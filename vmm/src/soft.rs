@@ -1,40 +1,126 @@
-//! The software CPU backend: Ember's x86-64 interpreter running the same memory and devices.
+//! The software CPU backend: Ember's x86-64 interpreter running the same memory and devices,
+//! with the interrupt controllers KVM would otherwise provide in the kernel: a local APIC per
+//! vCPU (in the interpreter), an IOAPIC on the MMIO bus, and a timer thread.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arch::boot::EntryState;
 use arch::cpuid::Topology;
+use arch::interp::apicbus::ApicBus;
+use arch::interp::lapic::{Inbox, TimerQueue};
 use arch::interp::ram::{CodePages, GuestRam};
 use arch::interp::time::Clock;
 use arch::interp::{Cpu, Exit, IoBus};
 use arch::GuestMemory;
+use devices::bus::lock;
+use devices::intc::ioapic::{InterruptMessages, IoApic};
+use devices::irq::InterruptLine;
 
 use crate::stop::StopSignal;
+use crate::timers::{TimerId, TimerService};
 use crate::vcpu::{FaultReport, VcpuBackend, VcpuExit};
 
 /// Blocks a software vCPU runs before it looks back at the VMM.
 const BLOCKS_PER_RUN: u64 = 100_000;
+/// How often a halted vCPU looks at the stop flag.
+const HALT_POLL: Duration = Duration::from_millis(50);
 
-/// What all software vCPUs of a VM share: RAM, code-page tracking and the time base.
+/// The IOAPIC's messages go to the local APICs.
+struct ApicMessages(Arc<ApicBus>);
+
+impl InterruptMessages for ApicMessages {
+    fn deliver(&self, dest: u32, logical: bool, mode: u8, vector: u8) {
+        self.0.deliver(dest, logical, mode, vector);
+    }
+}
+
+/// Local APIC timers on the timer thread.
+struct ApicTimers {
+    service: TimerService,
+    ids: Vec<TimerId>,
+}
+
+impl TimerQueue for ApicTimers {
+    fn arm(&self, cpu: usize, deadline: Option<Instant>) {
+        if let Some(&id) = self.ids.get(cpu) {
+            self.service.arm(id, deadline);
+        }
+    }
+}
+
+/// A device interrupt line into the IOAPIC.
+struct GsiLine {
+    ioapic: Arc<Mutex<IoApic>>,
+    pin: usize,
+}
+
+impl InterruptLine for GsiLine {
+    fn trigger(&self) -> std::io::Result<()> {
+        lock(&self.ioapic).pulse(self.pin);
+        Ok(())
+    }
+}
+
+/// What all software vCPUs of a VM share: RAM, code-page tracking, the time base and the
+/// interrupt controllers.
 pub struct SoftMachine {
     ram: Arc<GuestRam>,
     code: Arc<CodePages>,
     clock: Clock,
+    inboxes: Vec<Arc<Inbox>>,
+    apic_bus: Arc<ApicBus>,
+    timers: Arc<ApicTimers>,
+    ioapic: Arc<Mutex<IoApic>>,
 }
 
 impl SoftMachine {
-    /// A machine over `mem`, which must outlive it.
-    pub fn new(mem: &GuestMemory) -> Self {
+    /// A machine of `vcpus` vCPUs over `mem`, which must outlive it.
+    pub fn new(mem: &GuestMemory, vcpus: usize) -> std::io::Result<Self> {
         let ram = GuestRam::new(mem);
         let code = CodePages::new(ram.pages());
-        SoftMachine {
+        let inboxes: Vec<Arc<Inbox>> = (0..vcpus as u32)
+            .map(|id| Arc::new(Inbox::new(id)))
+            .collect();
+        let apic_bus = Arc::new(ApicBus::new(inboxes.clone()));
+        let service = TimerService::start()?;
+        let ids = inboxes
+            .iter()
+            .map(|inbox| {
+                let inbox = inbox.clone();
+                service.add(Arc::new(move || inbox.post(Inbox::TIMER)))
+            })
+            .collect();
+        let ioapic = Arc::new(Mutex::new(IoApic::new(Arc::new(ApicMessages(
+            apic_bus.clone(),
+        )))));
+        Ok(SoftMachine {
             ram: Arc::new(ram),
             code: Arc::new(code),
             clock: Clock::default(),
-        }
+            inboxes,
+            apic_bus,
+            timers: Arc::new(ApicTimers { service, ids }),
+            ioapic,
+        })
     }
 
-    /// Creates vCPU `index`; the boot vCPU starts at `entry`.
+    /// The IOAPIC, for the MMIO bus.
+    pub fn ioapic(&self) -> Arc<Mutex<IoApic>> {
+        self.ioapic.clone()
+    }
+
+    /// An interrupt line into IOAPIC input `gsi`.
+    pub fn interrupt_line(&self, gsi: u32) -> Arc<dyn InterruptLine> {
+        Arc::new(GsiLine {
+            ioapic: self.ioapic.clone(),
+            pin: gsi as usize,
+        })
+    }
+
+    /// Creates vCPU `index`; the boot vCPU starts at `entry`, the others wait for INIT and
+    /// STARTUP IPIs.
     pub fn create_vcpu(
         &self,
         index: usize,
@@ -48,9 +134,11 @@ impl SoftMachine {
             self.code.clone(),
             io,
             self.clock,
-            index as u8,
+            index,
             topology,
+            self.inboxes[index].clone(),
         );
+        cpu.connect(self.apic_bus.clone(), self.timers.clone(), None);
         for (msr, value) in arch::msr::boot_msrs() {
             if !cpu.set_msr(msr, value) {
                 log::warn!("software CPU refused boot MSR {msr:#x}");
@@ -85,25 +173,25 @@ impl SoftVcpu {
             instruction: bytes[..n].to_vec(),
         })
     }
-}
 
-impl VcpuBackend for SoftVcpu {
-    fn run(&mut self) -> VcpuExit<'_> {
-        match self.cpu.run(self.stop.flag(), BLOCKS_PER_RUN) {
-            Exit::Yield => VcpuExit::Interrupted,
-            Exit::Shutdown(why) => VcpuExit::Fault(self.fault(format!("software CPU: {why}"))),
-            Exit::Halted => VcpuExit::Fault(
-                self.fault("software CPU: HLT, and no interrupt controller can wake it yet".into()),
-            ),
+    /// Sleeps until an interrupt arrives, looking at the stop flag now and then.
+    fn halt(&self, stop: &AtomicBool) {
+        if !stop.load(Ordering::Relaxed) {
+            self.cpu.wait_until(Instant::now() + HALT_POLL);
         }
     }
 }
 
-/// An interrupt line that goes nowhere: the software CPU has no interrupt controller yet.
-pub struct UnwiredLine;
-
-impl devices::irq::InterruptLine for UnwiredLine {
-    fn trigger(&self) -> std::io::Result<()> {
-        Ok(())
+impl VcpuBackend for SoftVcpu {
+    fn run(&mut self) -> VcpuExit<'_> {
+        let stop = self.stop.clone();
+        match self.cpu.run(stop.flag(), BLOCKS_PER_RUN) {
+            Exit::Yield => VcpuExit::Interrupted,
+            Exit::Halted => {
+                self.halt(stop.flag());
+                VcpuExit::Interrupted
+            }
+            Exit::Shutdown(why) => VcpuExit::Fault(self.fault(format!("software CPU: {why}"))),
+        }
     }
 }

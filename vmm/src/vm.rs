@@ -13,6 +13,7 @@ use arch::cpuid::Topology;
 use arch::{layout, GuestMemory};
 use devices::acpi_pm::{self, AcpiPm, ACPI_PM_PORT, ACPI_PM_PORTS};
 use devices::bus::{Bus, BusError, BusKind, SharedDevice};
+use devices::intc::ioapic::{IOAPIC_ADDR, IOAPIC_SIZE};
 use devices::irq::InterruptLine;
 use devices::legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS};
 use devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORTS};
@@ -22,7 +23,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use crate::cli::Accel;
 use crate::console::{self, RawTerminal};
 use crate::kvm::{KvmError, KvmMachine};
-use crate::soft::{SoftMachine, UnwiredLine};
+use crate::soft::SoftMachine;
 use crate::stop::{StopReason, StopSignal};
 use crate::vcpu::{run_loop, Buses, VcpuBackend};
 
@@ -43,9 +44,6 @@ pub enum VmError {
     /// KVM is missing or failed.
     #[error(transparent)]
     Kvm(#[from] KvmError),
-    /// The requested backend does not exist yet.
-    #[error("{0}")]
-    Unsupported(String),
     /// Guest memory could not be allocated.
     #[error("cannot allocate {mib} MiB of guest memory: {reason}")]
     Memory {
@@ -73,7 +71,7 @@ pub enum VmError {
 impl VmError {
     /// Whether the fault lies with what the user gave (config, images) rather than the host.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, VmError::Boot(_) | VmError::Unsupported(_))
+        matches!(self, VmError::Boot(_))
     }
 }
 
@@ -141,10 +139,11 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     pio.insert(debug_exit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)?;
     let acpi_pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(stop.clone())));
     pio.insert(acpi_pm, ACPI_PM_PORT, ACPI_PM_PORTS)?;
-    let buses = Arc::new(Buses {
-        pio,
-        mmio: Bus::new(BusKind::Mmio),
-    });
+    let mut mmio = Bus::new(BusKind::Mmio);
+    if let Backend::Soft(soft) = &backend {
+        mmio.insert(soft.ioapic(), IOAPIC_ADDR, IOAPIC_SIZE)?;
+    }
+    let buses = Arc::new(Buses { pio, mmio });
 
     let topology = Topology::new(machine_config.vcpu_count, machine_config.smt);
     let vcpus = (0..usize::from(machine_config.vcpu_count))
@@ -191,13 +190,9 @@ impl Backend {
     /// Picks the backend `--accel` asks for: KVM, the software CPU, or KVM when usable.
     fn select(opts: &VmOptions, vcpu_count: u8, mem: &GuestMemory) -> Result<Backend, VmError> {
         let soft = || {
-            if vcpu_count > 1 {
-                return Err(VmError::Unsupported(
-                    "the software CPU runs one vCPU for now; set machine-config.vcpu_count to 1"
-                        .into(),
-                ));
-            }
-            Ok(Backend::Soft(SoftMachine::new(mem)))
+            SoftMachine::new(mem, usize::from(vcpu_count))
+                .map(Backend::Soft)
+                .map_err(host("starting the software CPU's timer thread"))
         };
         match opts.accel {
             Accel::Interp => {
@@ -226,7 +221,7 @@ impl Backend {
     fn interrupt_line(&self, gsi: u32) -> Result<Arc<dyn InterruptLine>, VmError> {
         match self {
             Backend::Kvm(kvm) => Ok(kvm.interrupt_line(gsi)?),
-            Backend::Soft(_) => Ok(Arc::new(UnwiredLine)),
+            Backend::Soft(soft) => Ok(soft.interrupt_line(gsi)),
         }
     }
 

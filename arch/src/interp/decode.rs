@@ -112,6 +112,7 @@ pub fn lower(ins: &Instruction, code_bits: u32) -> (Insn, Flow) {
         seg: 3,
         cc: 0,
         flags: 0,
+        op: ins.mnemonic(),
     };
     if ins.is_invalid() {
         return (i, Flow::End);

@@ -48,9 +48,6 @@ impl Default for Fpu {
     }
 }
 
-/// MXCSR bits that may be set.
-pub const MXCSR_MASK: u32 = 0xffff;
-
 impl Fpu {
     /// TOP of the register stack.
     #[inline]

@@ -4,6 +4,8 @@
 //! through `exec` with everything it needs already in the struct, so the hot path allocates
 //! nothing and re-decodes nothing.
 
+use iced_x86::Mnemonic;
+
 use super::fault::Result;
 use super::Cpu;
 
@@ -51,6 +53,8 @@ pub struct Insn {
     pub cc: u8,
     /// Handler-specific flags (e.g. LOCK, REP kind).
     pub flags: u8,
+    /// The mnemonic, for handlers that serve a family of instructions.
+    pub op: Mnemonic,
 }
 
 /// `flags`: the instruction has a LOCK prefix.

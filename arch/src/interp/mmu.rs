@@ -466,11 +466,17 @@ impl Cpu {
     }
 
     fn mmio_read(&mut self, phys: u64, data: &mut [u8]) {
-        self.io.mmio_read(phys, data);
+        match self.apic_page() {
+            Some(page) if phys & !0xfff == page => self.apic_read(phys & 0xfff, data),
+            _ => self.io.mmio_read(phys, data),
+        }
     }
 
     fn mmio_write(&mut self, phys: u64, data: &[u8]) {
-        self.io.mmio_write(phys, data);
+        match self.apic_page() {
+            Some(page) if phys & !0xfff == page => self.apic_write(phys & 0xfff, data),
+            _ => self.io.mmio_write(phys, data),
+        }
     }
 
     /// Translates `lin` for an instruction fetch; returns the host address of the byte and

@@ -6,6 +6,7 @@
 //! Instructions are decoded once per basic block by iced-x86 and cached (see `block.rs`);
 //! guest memory is reached through a software TLB (`mmu.rs`).
 
+pub mod apicbus;
 mod block;
 pub mod cpuid;
 mod decode;
@@ -15,12 +16,15 @@ pub mod flags;
 pub mod fpu;
 mod insn;
 mod interrupt;
+pub mod lapic;
 mod mmu;
 mod msr;
 pub mod ram;
 mod segment;
+pub mod simd;
 pub mod state;
 pub mod time;
+pub mod x87;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use crate::cpuid::Topology;
 use block::BlockCache;
 use cpuid::CpuidTable;
 use interrupt::Source;
+use lapic::{ExtIntController, Inbox, IpiBus, LocalApic, TimerQueue};
 use mmu::Tlb;
 use ram::{CodePages, GuestRam};
 use state::{DescTable, State};
@@ -52,7 +57,7 @@ pub trait IoBus: Send + Sync {
 /// Why [`Cpu::run`] returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
-    /// HLT: the vCPU waits for an interrupt (see [`Cpu::inject_interrupt`]).
+    /// HLT (or waiting for a STARTUP IPI): call [`Cpu::wait`], then run again.
     Halted,
     /// The stop flag was raised or the block budget ran out.
     Yield,
@@ -60,8 +65,10 @@ pub enum Exit {
     Shutdown(String),
 }
 
+/// IA32_APIC_BASE: the APIC is globally enabled.
+const APIC_BASE_ENABLE: u64 = 1 << 11;
 /// Default IA32_APIC_BASE: xAPIC enabled at 0xFEE00000.
-const APIC_BASE_DEFAULT: u64 = 0xfee0_0000 | (1 << 11);
+const APIC_BASE_DEFAULT: u64 = 0xfee0_0000 | APIC_BASE_ENABLE;
 const APIC_BASE_BSP: u64 = 1 << 8;
 
 /// One software vCPU.
@@ -82,20 +89,26 @@ pub struct Cpu {
     pub(crate) shutdown: Option<String>,
     cache: BlockCache,
     apic_base: u64,
-    tsc_deadline: u64,
-    pending_interrupt: Option<u8>,
+    lapic: LocalApic,
+    extint: Option<Arc<dyn ExtIntController>>,
+    /// The 8259 raised INTR and it has not been acknowledged yet.
+    extint_pending: bool,
+    /// An application processor waiting for its STARTUP IPI.
+    wait_for_sipi: bool,
 }
 
 impl Cpu {
-    /// A vCPU in the architectural reset state, as vCPU `apic_id` of a machine with
-    /// `topology`, over guest RAM `ram`.
+    /// A vCPU in the architectural reset state, as vCPU `index` (APIC ID `index`) of a
+    /// machine with `topology`, over guest RAM `ram`, receiving interrupts through `inbox`.
+    /// Application processors (`index` > 0) wait for INIT/STARTUP IPIs.
     pub fn new(
         ram: Arc<GuestRam>,
         code: Arc<CodePages>,
         io: Arc<dyn IoBus>,
         clock: Clock,
-        apic_id: u8,
+        index: usize,
         topology: &Topology,
+        inbox: Arc<Inbox>,
     ) -> Self {
         Cpu {
             s: State::default(),
@@ -104,15 +117,29 @@ impl Cpu {
             code,
             io,
             clock,
-            cpuid: CpuidTable::new(apic_id, topology),
+            cpuid: CpuidTable::new(index as u8, topology),
             end_block: false,
             halted: false,
             shutdown: None,
             cache: BlockCache::default(),
-            apic_base: APIC_BASE_DEFAULT | if apic_id == 0 { APIC_BASE_BSP } else { 0 },
-            tsc_deadline: 0,
-            pending_interrupt: None,
+            apic_base: APIC_BASE_DEFAULT | if index == 0 { APIC_BASE_BSP } else { 0 },
+            lapic: LocalApic::new(index, inbox),
+            extint: None,
+            extint_pending: false,
+            wait_for_sipi: index != 0,
         }
+    }
+
+    /// Connects the local APIC to the other APICs and the timer service, and (on the boot
+    /// vCPU) to the 8259 for ExtINT interrupts.
+    pub fn connect(
+        &mut self,
+        ipi: Arc<dyn IpiBus>,
+        timers: Arc<dyn TimerQueue>,
+        extint: Option<Arc<dyn ExtIntController>>,
+    ) {
+        self.lapic.connect(ipi, timers);
+        self.extint = extint;
     }
 
     /// Runs guest code until it halts, shuts down, `stop` is raised, or `max_blocks` blocks
@@ -123,11 +150,16 @@ impl Cpu {
             if let Some(why) = self.shutdown.take() {
                 return Exit::Shutdown(why);
             }
+            if self.lapic.inbox().is_pending() {
+                self.take_posted();
+            }
+            if self.wait_for_sipi {
+                return Exit::Halted;
+            }
             if self.s.interrupt_shadow {
                 self.s.interrupt_shadow = false;
-            } else if let Some(vector) = self.pending_interrupt {
-                if self.s.flags.has(flags::IF) {
-                    self.pending_interrupt = None;
+            } else if self.s.flags.has(flags::IF) {
+                if let Some(vector) = self.next_interrupt() {
                     self.halted = false;
                     if let Err(e) = self.deliver(vector, None, Source::External) {
                         self.raise(e);
@@ -149,15 +181,75 @@ impl Cpu {
         }
     }
 
-    /// Makes an external interrupt with `vector` pending; it is delivered when RFLAGS.IF
-    /// allows, waking the vCPU from HLT.
-    pub fn inject_interrupt(&mut self, vector: u8) {
-        self.pending_interrupt = Some(vector);
+    /// Blocks a halted vCPU until something is posted to its inbox or `deadline` passes.
+    pub fn wait_until(&self, deadline: std::time::Instant) {
+        self.lapic.inbox().wait(Some(deadline));
     }
 
-    /// Whether the vCPU is halted waiting for an interrupt.
-    pub fn is_halted(&self) -> bool {
-        self.halted
+    /// The vector of the interrupt to deliver now, if any (RFLAGS.IF is set).
+    fn next_interrupt(&mut self) -> Option<u8> {
+        if self.extint_pending && self.lapic.accepts_extint() {
+            self.extint_pending = false;
+            if let Some(v) = self.extint.as_ref().and_then(|pic| pic.acknowledge()) {
+                return Some(v);
+            }
+        }
+        if self.lapic.has_deliverable() {
+            return self.lapic.acknowledge();
+        }
+        None
+    }
+
+    /// Processes what other threads posted: vectors, timer expiry, INIT, STARTUP, NMI.
+    fn take_posted(&mut self) {
+        let (irr, events) = self.lapic.inbox().take();
+        self.lapic.accept_posted(irr);
+        if events & Inbox::TIMER != 0 {
+            self.lapic.timer_expired(&self.clock);
+        }
+        if events & Inbox::EXTINT != 0 {
+            self.extint_pending = true;
+        }
+        if events & Inbox::INIT != 0 && self.apic_base & APIC_BASE_BSP == 0 {
+            self.init_reset();
+        }
+        if events & Inbox::SIPI != 0 && self.wait_for_sipi {
+            let vector = self.lapic.inbox().sipi_vector();
+            self.start_at_sipi(vector);
+        }
+        if events & Inbox::NMI != 0 {
+            self.halted = false;
+            if let Err(e) = self.deliver(fault::NMI, None, Source::External) {
+                self.raise(e);
+            }
+        }
+        if self.lapic.has_deliverable() || self.extint_pending {
+            // A pending interrupt ends HLT even with IF clear only when delivered; keep
+            // halted until then.
+        }
+    }
+
+    /// INIT: the processor resets and waits for a STARTUP IPI.
+    fn init_reset(&mut self) {
+        let fpu = std::mem::take(&mut self.s.fpu);
+        let msr = self.s.msr.clone();
+        self.s = State::default();
+        self.s.fpu = fpu;
+        self.s.msr = msr;
+        self.lapic.init_reset();
+        self.tlb.flush(false);
+        self.halted = false;
+        self.wait_for_sipi = true;
+    }
+
+    /// STARTUP: begin in real mode at `vector` * 4096.
+    fn start_at_sipi(&mut self, vector: u8) {
+        let sel = u16::from(vector) << 8;
+        self.s.seg[state::CS] = state::real_mode_segment(sel, true);
+        self.s.rip = 0;
+        self.s.update_mode();
+        self.wait_for_sipi = false;
+        self.halted = false;
     }
 
     /// General registers.
@@ -222,7 +314,7 @@ impl Cpu {
             cr2: s.cr2,
             cr3: s.cr3,
             cr4: s.cr4,
-            cr8: s.cr8,
+            cr8: self.lapic.cr8(),
             efer: s.efer,
             apic_base: self.apic_base,
             interrupt_bitmap: [0; 4],
@@ -247,9 +339,9 @@ impl Cpu {
         s.cr2 = r.cr2;
         s.cr3 = r.cr3;
         s.cr4 = r.cr4;
-        s.cr8 = r.cr8;
         s.efer = r.efer;
         self.apic_base = r.apic_base;
+        self.lapic.set_cr8(r.cr8);
         s.update_mode();
         self.tlb.flush(false);
     }
@@ -318,19 +410,60 @@ impl Cpu {
     }
 
     pub(crate) fn set_apic_base(&mut self, value: u64) -> bool {
-        if value & !(0xf_ffff_f000 | (1 << 11) | (1 << 10) | APIC_BASE_BSP) != 0 {
+        // x2APIC (bit 10) is not offered; the BSP flag is read-only.
+        if value & !(0xf_ffff_f000 | APIC_BASE_ENABLE | APIC_BASE_BSP) != 0 {
             return false;
         }
-        self.apic_base = value;
+        self.apic_base = (value & !APIC_BASE_BSP) | (self.apic_base & APIC_BASE_BSP);
         true
     }
 
     pub(crate) fn tsc_deadline(&self) -> u64 {
-        self.tsc_deadline
+        self.lapic.tsc_deadline()
     }
 
     pub(crate) fn set_tsc_deadline(&mut self, value: u64) {
-        self.tsc_deadline = value;
+        let offset = self.s.msr.tsc_offset;
+        self.lapic.set_tsc_deadline(value, offset, &self.clock);
+    }
+
+    /// The physical page of the local APIC's registers, when the APIC is enabled.
+    #[inline(always)]
+    pub(crate) fn apic_page(&self) -> Option<u64> {
+        (self.apic_base & APIC_BASE_ENABLE != 0).then_some(self.apic_base & 0xf_ffff_f000)
+    }
+
+    /// A read of the local APIC page.
+    pub(crate) fn apic_read(&self, offset: u64, data: &mut [u8]) {
+        let v = self.lapic.read((offset & 0xff0) as u32, &self.clock);
+        let bytes = v.to_le_bytes();
+        let start = (offset & 3) as usize;
+        for (n, b) in data.iter_mut().enumerate() {
+            *b = bytes.get(start + n).copied().unwrap_or(0);
+        }
+    }
+
+    /// A write of the local APIC page (32-bit accesses to register offsets).
+    pub(crate) fn apic_write(&mut self, offset: u64, data: &[u8]) {
+        let mut bytes = [0u8; 4];
+        let n = data.len().min(4);
+        bytes[..n].copy_from_slice(&data[..n]);
+        let clock = self.clock;
+        self.lapic
+            .write((offset & 0xff0) as u32, u32::from_le_bytes(bytes), &clock);
+        // New interrupts may have become deliverable (TPR, EOI) or targets posted.
+        self.end_block = true;
+    }
+
+    /// CR8 (the APIC's task priority).
+    pub(crate) fn cr8(&self) -> u64 {
+        self.lapic.cr8()
+    }
+
+    /// Writes CR8.
+    pub(crate) fn set_cr8(&mut self, value: u64) {
+        self.lapic.set_cr8(value);
+        self.end_block = true;
     }
 }
 

@@ -234,8 +234,6 @@ pub struct State {
     pub cr3: u64,
     /// CR4.
     pub cr4: u64,
-    /// CR8 (task priority, 4 bits).
-    pub cr8: u64,
     /// EFER.
     pub efer: u64,
     /// DR0..DR3, DR6, DR7 (stored, breakpoints not implemented).
@@ -287,7 +285,6 @@ impl Default for State {
             cr2: 0,
             cr3: 0,
             cr4: 0,
-            cr8: 0,
             efer: 0,
             dr: [0, 0, 0, 0, 0xffff_0ff0, 0x400],
             msr: Msrs {

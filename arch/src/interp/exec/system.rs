@@ -36,7 +36,7 @@ pub fn mov_to_cr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
             if v & !0xf != 0 {
                 return Err(Exception::gp0());
             }
-            cpu.s.cr8 = v;
+            cpu.set_cr8(v);
             Ok(())
         }
         _ => Err(Exception::ud()),
@@ -104,7 +104,7 @@ pub fn mov_from_cr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
         2 => cpu.s.cr2,
         3 => cpu.s.cr3,
         4 => cpu.s.cr4,
-        8 => cpu.s.cr8,
+        8 => cpu.cr8(),
         _ => return Err(Exception::ud()),
     };
     let size = if cpu.s.mode.code_bits == 64 { 8 } else { 4 };
