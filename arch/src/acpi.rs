@@ -19,11 +19,10 @@ const OEM_ID: [u8; 6] = *b"EMBER ";
 const OEM_TABLE_ID: [u8; 8] = *b"EMBERVM ";
 const OEM_REVISION: u32 = 1;
 
-/// IA-PC boot architecture flags (FADT): no VGA, no MSI, no CMOS RTC. No 8042 flag either, so
-/// Linux does not probe a keyboard; `reboot=k` still resets through the i8042 port.
+/// IA-PC boot architecture flags (FADT): no VGA, no MSI. No 8042 flag, so Linux does not probe
+/// a keyboard; `reboot=k` still resets through the i8042 port.
 const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 const IAPC_MSI_NOT_SUPPORTED: u16 = 1 << 3;
-const IAPC_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 
 /// Power-management registers the FADT points at (I/O ports).
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +48,15 @@ pub struct Uart {
     pub irq: u32,
 }
 
+/// The CMOS real-time clock to describe.
+#[derive(Debug, Clone, Copy)]
+pub struct CmosRtc {
+    /// Index port (the data port follows).
+    pub port: u16,
+    /// CMOS register holding the century.
+    pub century_register: u8,
+}
+
 /// What the tables describe.
 #[derive(Debug, Clone)]
 pub struct Platform {
@@ -58,6 +66,8 @@ pub struct Platform {
     pub pm: PmRegisters,
     /// Serial ports.
     pub uarts: Vec<Uart>,
+    /// The real-time clock.
+    pub rtc: CmosRtc,
 }
 
 fn io_register(port: u16) -> GAS {
@@ -118,11 +128,20 @@ fn dsdt(platform: &Platform) -> Vec<u8> {
             )
         })
         .collect();
-    aml::Scope::new(
-        "_SB_".into(),
-        devices.iter().map(|d| d as &dyn Aml).collect(),
-    )
-    .to_aml_bytes(&mut body);
+    let rtc_hid = aml::EISAName::new("PNP0B00");
+    let rtc_io = aml::IO::new(platform.rtc.port, platform.rtc.port, 1, 2);
+    let rtc_crs = aml::ResourceTemplate::new(vec![&rtc_io]);
+    let rtc_names = [
+        aml::Name::new("_HID".into(), &rtc_hid),
+        aml::Name::new("_CRS".into(), &rtc_crs),
+    ];
+    let rtc = aml::Device::new(
+        "RTC_".into(),
+        rtc_names.iter().map(|x| x as &dyn Aml).collect(),
+    );
+    let mut children: Vec<&dyn Aml> = devices.iter().map(|d| d as &dyn Aml).collect();
+    children.push(&rtc);
+    aml::Scope::new("_SB_".into(), children).to_aml_bytes(&mut body);
 
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     table.append_slice(&body);
@@ -135,8 +154,8 @@ fn fadt(platform: &Platform, dsdt_addr: u64) -> Vec<u8> {
         .dsdt_64(dsdt_addr)
         .flag(Flags::HwReducedAcpi)
         .flag(Flags::ResetRegSup);
-    builder.iapc_boot_arch =
-        (IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED | IAPC_CMOS_RTC_NOT_PRESENT).into();
+    builder.iapc_boot_arch = (IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED).into();
+    builder.century = platform.rtc.century_register;
     builder.reset_reg = io_register(pm.reset_port);
     builder.reset_value = pm.reset_value;
     builder.sleep_control_reg = io_register(pm.sleep_control_port);
@@ -219,6 +238,10 @@ mod tests {
                 port: 0x3f8,
                 irq: 4,
             }],
+            rtc: CmosRtc {
+                port: 0x70,
+                century_register: 0x32,
+            },
         }
     }
 
@@ -265,6 +288,8 @@ mod tests {
         assert_eq!(&dsdt[..4], b"DSDT");
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
         assert!(dsdt.windows(4).any(|w| w == b"COM1"));
+        assert!(dsdt.windows(4).any(|w| w == b"RTC_"));
+        assert_eq!(fadt[108], 0x32, "century register");
 
         let madt = table(&mem, madt_addr);
         assert_eq!(&madt[..4], b"APIC");

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use api::VmConfig;
-use arch::acpi::{Platform, PmRegisters, Uart};
+use arch::acpi::{CmosRtc, Platform, PmRegisters, Uart};
 use arch::boot::{BootError, EntryState, KernelSpec};
 use arch::cpuid::Topology;
 use arch::{layout, GuestMemory};
@@ -17,6 +17,7 @@ use devices::intc::ioapic::{IOAPIC_ADDR, IOAPIC_SIZE};
 use devices::irq::InterruptLine;
 use devices::legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS};
 use devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORTS};
+use devices::legacy::rtc::{self, Rtc, RTC_PORT, RTC_PORTS};
 use devices::legacy::serial::{Serial, COM1_IRQ, COM1_PORT, UART_PORTS};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -137,6 +138,8 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     pio.insert(i8042, I8042_PORT, I8042_PORTS)?;
     let debug_exit: SharedDevice = Arc::new(Mutex::new(DebugExit::new(stop.clone())));
     pio.insert(debug_exit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)?;
+    let cmos: SharedDevice = Arc::new(Mutex::new(Rtc::new()));
+    pio.insert(cmos, RTC_PORT, RTC_PORTS)?;
     let acpi_pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(stop.clone())));
     pio.insert(acpi_pm, ACPI_PM_PORT, ACPI_PM_PORTS)?;
     let mut mmio = Bus::new(BusKind::Mmio);
@@ -274,6 +277,10 @@ fn acpi_platform(vcpu_count: u8) -> Platform {
             port: COM1_PORT as u16,
             irq: COM1_IRQ,
         }],
+        rtc: CmosRtc {
+            port: RTC_PORT as u16,
+            century_register: rtc::CENTURY,
+        },
     }
 }
 

@@ -2,4 +2,5 @@
 
 pub mod debug_exit;
 pub mod i8042;
+pub mod rtc;
 pub mod serial;
