@@ -783,28 +783,6 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
         | M::Sysexit
         | M::Sysexitq
         | M::Hlt
-        | M::Jo
-        | M::Jno
-        | M::Jb
-        | M::Jae
-        | M::Je
-        | M::Jne
-        | M::Jbe
-        | M::Ja
-        | M::Js
-        | M::Jns
-        | M::Jp
-        | M::Jnp
-        | M::Jl
-        | M::Jge
-        | M::Jle
-        | M::Jg
-        | M::Loopne
-        | M::Loope
-        | M::Loop
-        | M::Jcxz
-        | M::Jecxz
-        | M::Jrcxz
         | M::Ud0
         | M::Ud1
         | M::Ud2

@@ -1,18 +1,30 @@
 //! Exceptions raised while executing an instruction.
 
-/// An exception to deliver through the IDT (or IVT in real mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exception {
-    /// Vector, 0..=31.
-    pub vector: u8,
-    /// Error code pushed with it, for the vectors that have one.
-    pub error: Option<u32>,
-    /// Faulting linear address for #PF (goes to CR2).
-    pub cr2: Option<u64>,
-}
+use std::num::NonZeroU64;
+
+/// An exception to deliver through the IDT (or IVT in real mode): its vector and, for the
+/// vectors that have one, error code. Packed into eight bytes so that `Result<T, Exception>`
+/// travels in registers on the interpreter's hot paths; a #PF's address is kept by the CPU
+/// until the fault is delivered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Exception(NonZeroU64);
 
 /// What executing guest code can fail with.
 pub type Result<T> = std::result::Result<T, Exception>;
+
+/// Always set, so that vector 0 with no error code is not zero.
+const PRESENT: u64 = 1 << 15;
+/// Set when there is an error code (in bits 32..64).
+const HAS_ERROR: u64 = 1 << 16;
+
+impl std::fmt::Debug for Exception {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.error() {
+            Some(e) => write!(f, "Exception({}, {e:#x})", self.vector()),
+            None => write!(f, "Exception({})", self.vector()),
+        }
+    }
+}
 
 /// #DE divide error.
 pub const DE: u8 = 0;
@@ -52,19 +64,33 @@ pub const XM: u8 = 19;
 impl Exception {
     /// An exception without error code.
     pub const fn new(vector: u8) -> Self {
-        Exception {
-            vector,
-            error: None,
-            cr2: None,
+        match NonZeroU64::new(PRESENT | vector as u64) {
+            Some(v) => Exception(v),
+            None => unreachable!(),
         }
     }
 
     /// An exception with an error code.
     pub const fn with_error(vector: u8, error: u32) -> Self {
-        Exception {
-            vector,
-            error: Some(error),
-            cr2: None,
+        match NonZeroU64::new(PRESENT | HAS_ERROR | vector as u64 | (error as u64) << 32) {
+            Some(v) => Exception(v),
+            None => unreachable!(),
+        }
+    }
+
+    /// The vector.
+    #[inline]
+    pub const fn vector(&self) -> u8 {
+        self.0.get() as u8
+    }
+
+    /// The error code, if the exception has one.
+    #[inline]
+    pub const fn error(&self) -> Option<u32> {
+        if self.0.get() & HAS_ERROR != 0 {
+            Some((self.0.get() >> 32) as u32)
+        } else {
+            None
         }
     }
 
@@ -108,18 +134,14 @@ impl Exception {
         Self::new(NM)
     }
 
-    /// #PF at `addr` with page-fault error code `error`.
-    pub const fn pf(addr: u64, error: u32) -> Self {
-        Exception {
-            vector: PF,
-            error: Some(error),
-            cr2: Some(addr),
-        }
+    /// #PF with page-fault error code `error` (the address is recorded by the CPU).
+    pub const fn pf(error: u32) -> Self {
+        Self::with_error(PF, error)
     }
 
     /// Whether this is a contributory exception (for double-fault rules).
     pub const fn is_contributory(&self) -> bool {
-        matches!(self.vector, DE | TS | NP | SS | GP)
+        matches!(self.vector(), DE | TS | NP | SS | GP)
     }
 }
 

@@ -31,32 +31,33 @@ impl Cpu {
     /// Delivers `e` raised by the instruction at the current RIP, escalating to #DF and to a
     /// triple fault (shutdown) per the architecture's rules.
     pub(crate) fn raise(&mut self, e: Exception) {
-        if let Some(addr) = e.cr2 {
-            self.s.cr2 = addr;
+        if e.vector() == PF {
+            self.s.cr2 = self.fault_addr;
         }
         let first = e;
-        let Err(second) = self.deliver(e.vector, e.error, Source::Exception) else {
+        let Err(second) = self.deliver(e.vector(), e.error(), Source::Exception) else {
             return;
         };
-        if first.vector == DF {
+        if first.vector() == DF {
             self.triple_fault(format!(
                 "exception {} while delivering a double fault",
-                second.vector
+                second.vector()
             ));
             return;
         }
-        let benign = !(first.is_contributory() || first.vector == PF)
-            || !(second.is_contributory() || second.vector == PF)
-            || (first.is_contributory() && second.vector == PF);
+        let benign = !(first.is_contributory() || first.vector() == PF)
+            || !(second.is_contributory() || second.vector() == PF)
+            || (first.is_contributory() && second.vector() == PF);
         if benign {
             // Deliver the second exception instead.
-            if let Some(addr) = second.cr2 {
-                self.s.cr2 = addr;
+            if second.vector() == PF {
+                self.s.cr2 = self.fault_addr;
             }
-            if let Err(third) = self.deliver(second.vector, second.error, Source::Exception) {
+            if let Err(third) = self.deliver(second.vector(), second.error(), Source::Exception) {
                 self.triple_fault(format!(
                     "exception {} while delivering exception {}",
-                    third.vector, second.vector
+                    third.vector(),
+                    second.vector()
                 ));
             }
             return;
@@ -64,7 +65,9 @@ impl Cpu {
         if let Err(third) = self.deliver(DF, Some(0), Source::Exception) {
             self.triple_fault(format!(
                 "exception {} while delivering a double fault (after {} then {})",
-                third.vector, first.vector, second.vector
+                third.vector(),
+                first.vector(),
+                second.vector()
             ));
         }
     }

@@ -127,7 +127,7 @@ const PF_I: u32 = 1 << 4;
 
 impl Cpu {
     fn page_fault(
-        &self,
+        &mut self,
         lin: u64,
         access: Access,
         user: bool,
@@ -150,7 +150,8 @@ impl Cpu {
         if access == Access::Fetch && self.s.efer & EFER_NXE != 0 && self.s.cr4 & CR4_PAE != 0 {
             code |= PF_I;
         }
-        Exception::pf(lin, code)
+        self.fault_addr = lin;
+        Exception::pf(code)
     }
 
     /// Translates `lin` for `access` at privilege `user`, setting accessed/dirty bits.
@@ -276,7 +277,7 @@ impl Cpu {
     }
 
     fn check_permissions(
-        &self,
+        &mut self,
         lin: u64,
         access: Access,
         user: bool,

@@ -87,6 +87,8 @@ pub struct Cpu {
     pub(crate) halted: bool,
     /// Triple fault (or another reason the processor cannot go on).
     pub(crate) shutdown: Option<String>,
+    /// Linear address of the last page fault raised, for CR2 when it is delivered.
+    pub(crate) fault_addr: u64,
     cache: BlockCache,
     apic_base: u64,
     lapic: LocalApic,
@@ -121,6 +123,7 @@ impl Cpu {
             end_block: false,
             halted: false,
             shutdown: None,
+            fault_addr: 0,
             cache: BlockCache::default(),
             apic_base: APIC_BASE_DEFAULT | if index == 0 { APIC_BASE_BSP } else { 0 },
             lapic: LocalApic::new(index, inbox),
@@ -147,8 +150,8 @@ impl Cpu {
     pub fn run(&mut self, stop: &AtomicBool, max_blocks: u64) -> Exit {
         let mut budget = max_blocks;
         loop {
-            if let Some(why) = self.shutdown.take() {
-                return Exit::Shutdown(why);
+            if self.shutdown.is_some() {
+                return Exit::Shutdown(self.shutdown.take().unwrap_or_default());
             }
             if self.lapic.inbox().is_pending() {
                 self.take_posted();

@@ -35,6 +35,8 @@ pub fn jmp_rel(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 pub fn jcc(cpu: &mut Cpu, i: &Insn) -> Result<()> {
     if cpu.s.flags.condition(i.cc) {
         cpu.branch(i.imm)?;
+        // Blocks continue past conditional branches; a taken one ends the block.
+        cpu.end_block = true;
     }
     Ok(())
 }
@@ -61,6 +63,7 @@ pub fn loop_jcxz(cpu: &mut Cpu, i: &Insn) -> Result<()> {
     };
     if take {
         cpu.branch(i.imm)?;
+        cpu.end_block = true;
     }
     Ok(())
 }

@@ -457,7 +457,7 @@ pub fn descriptor_query(cpu: &mut Cpu, i: &Insn) -> Result<()> {
     } else {
         match cpu.read_descriptor(sel, GP) {
             Ok((raw, _)) => Some(raw),
-            Err(e) if e.vector == GP => None,
+            Err(e) if e.vector() == GP => None,
             Err(e) => return Err(e),
         }
     };
