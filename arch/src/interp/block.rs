@@ -14,7 +14,7 @@ use super::decode::{lower, Flow};
 use super::fault::Result;
 use super::insn::Insn;
 use super::state::CS;
-use super::Cpu;
+use super::Core;
 
 /// Most instructions in one block.
 const MAX_INSNS: usize = 64;
@@ -23,11 +23,23 @@ const JUMP_CACHE: usize = 4096;
 /// Past this many blocks the whole cache is dropped and rebuilt on demand.
 const MAX_BLOCKS: usize = 1 << 16;
 
+/// A block that followed another one, remembered so the next time the lookup is a compare.
+#[derive(Clone, Copy, Default)]
+struct Successor {
+    lin: u64,
+    cs_base: u64,
+    stamp: u64,
+    code_bits: u32,
+    block: u32,
+}
+
 /// A decoded basic block.
 #[derive(Default)]
 pub struct Block {
     /// The instructions.
     pub insns: Box<[Insn]>,
+    /// The last two distinct blocks that ran after this one (its branch targets, mostly).
+    successors: [Successor; 2],
     /// RAM pages the bytes came from, with their generation at decode time.
     pages: [(u32, u32); 2],
     npages: usize,
@@ -35,11 +47,14 @@ pub struct Block {
     host: usize,
 }
 
+/// A recent lookup: valid while the TLB (linear-to-physical) and the set of code pages
+/// written since (code epoch) are unchanged.
 #[derive(Clone, Copy)]
 struct JumpEntry {
     lin: u64,
     cs_base: u64,
     epoch: u32,
+    code_epoch: u32,
     code_bits: u32,
     block: u32,
 }
@@ -48,14 +63,14 @@ const NO_ENTRY: JumpEntry = JumpEntry {
     lin: u64::MAX,
     cs_base: 0,
     epoch: 0,
+    code_epoch: 0,
     code_bits: 0,
     block: 0,
 };
 
 /// Decoded blocks of one vCPU.
 pub struct BlockCache {
-    /// Block storage; the executor takes a block out while it runs it.
-    pub blocks: Vec<Block>,
+    blocks: Vec<Block>,
     map: HashMap<(u64, u64, u32), u32>,
     jump: Box<[JumpEntry]>,
 }
@@ -70,7 +85,7 @@ impl Default for BlockCache {
     }
 }
 
-impl Cpu {
+impl Core {
     /// Whether `block` still matches memory: its pages were not written since decoding.
     #[inline(always)]
     fn block_current(&self, block: &Block) -> bool {
@@ -78,67 +93,140 @@ impl Cpu {
             .iter()
             .all(|&(page, gen)| self.code.generation(page) == gen)
     }
+}
 
-    /// The block starting at CS:RIP, decoding it if needed. Errors are faults of the
-    /// instruction fetch (#PF).
-    pub(crate) fn find_block(&mut self) -> Result<u32> {
-        let cs_base = self.s.seg[CS].base;
-        let code_bits = self.s.mode.code_bits;
+impl BlockCache {
+    /// The block starting at the vCPU's CS:RIP, decoding it if needed. Errors are faults of
+    /// the instruction fetch (#PF).
+    pub(crate) fn find(&mut self, core: &mut Core, previous: Option<u32>) -> Result<u32> {
+        let cs_base = core.s.seg[CS].base;
+        let code_bits = core.s.mode.code_bits;
         let lin = if code_bits == 64 {
-            self.s.rip
+            core.s.rip
         } else {
-            cs_base.wrapping_add(self.s.rip) & 0xffff_ffff
+            cs_base.wrapping_add(core.s.rip) & 0xffff_ffff
         };
-        let slot = (lin as usize ^ (lin >> 12) as usize) & (JUMP_CACHE - 1);
-        let e = self.cache.jump[slot];
-        let epoch = self.tlb.epoch;
-        if e.lin == lin && e.cs_base == cs_base && e.code_bits == code_bits && e.epoch == epoch {
-            let block = &self.cache.blocks[e.block as usize];
-            if self.block_current(block) {
-                return Ok(e.block);
+        let epoch = core.tlb.epoch;
+        let code_epoch = core.code.epoch();
+        let stamp = (u64::from(epoch) << 32) | u64::from(code_epoch);
+        let from = previous.and_then(|p| self.blocks.get(p as usize));
+        if let Some(prev) = from {
+            for s in &prev.successors {
+                if s.lin == lin
+                    && s.stamp == stamp
+                    && s.cs_base == cs_base
+                    && s.code_bits == code_bits
+                {
+                    return Ok(s.block);
+                }
             }
         }
-        let user = self.user();
-        let Some((host, page)) = self.fetch_host(lin, user)? else {
-            return Err(self.execute_mmio(lin));
+        let idx = self.lookup(core, lin, cs_base, code_bits, epoch, code_epoch)?;
+        if let Some(prev) = previous.and_then(|p| self.blocks.get_mut(p as usize)) {
+            // Keep the most recent successor first.
+            prev.successors[1] = prev.successors[0];
+            prev.successors[0] = Successor {
+                lin,
+                cs_base,
+                stamp,
+                code_bits,
+                block: idx,
+            };
+        }
+        Ok(idx)
+    }
+
+    /// The jump-cache and hash-map lookup behind [`BlockCache::find`], decoding on a miss.
+    fn lookup(
+        &mut self,
+        core: &mut Core,
+        lin: u64,
+        cs_base: u64,
+        code_bits: u32,
+        epoch: u32,
+        code_epoch: u32,
+    ) -> Result<u32> {
+        let slot = (lin as usize ^ (lin >> 12) as usize) & (JUMP_CACHE - 1);
+        let e = self.jump[slot];
+        if e.lin == lin
+            && e.cs_base == cs_base
+            && e.code_bits == code_bits
+            && e.epoch == epoch
+            && e.code_epoch == code_epoch
+        {
+            return Ok(e.block);
+        }
+        let user = core.user();
+        let Some((host, page)) = core.fetch_host(lin, user)? else {
+            return Err(core.execute_mmio(lin));
         };
         let key = (lin, cs_base, code_bits);
-        let idx = match self.cache.map.get(&key).copied() {
+        let idx = match self.map.get(&key).copied() {
             Some(idx)
-                if self.block_current(&self.cache.blocks[idx as usize])
-                    && self.cache.blocks[idx as usize].host == host =>
+                if core.block_current(&self.blocks[idx as usize])
+                    && self.blocks[idx as usize].host == host =>
             {
                 idx
             }
             found => {
-                let block = self.translate(lin, code_bits, host, page)?;
+                let block = core.translate(lin, code_bits, host, page)?;
                 match found {
                     Some(idx) => {
-                        self.cache.blocks[idx as usize] = block;
+                        self.blocks[idx as usize] = block;
                         idx
                     }
                     None => {
-                        if self.cache.blocks.len() >= MAX_BLOCKS {
-                            self.cache = BlockCache::default();
+                        if self.blocks.len() >= MAX_BLOCKS {
+                            *self = BlockCache::default();
                         }
-                        let idx = self.cache.blocks.len() as u32;
-                        self.cache.blocks.push(block);
-                        self.cache.map.insert(key, idx);
+                        let idx = self.blocks.len() as u32;
+                        self.blocks.push(block);
+                        self.map.insert(key, idx);
                         idx
                     }
                 }
             }
         };
-        self.cache.jump[slot] = JumpEntry {
+        self.jump[slot] = JumpEntry {
             lin,
             cs_base,
             epoch,
+            code_epoch,
             code_bits,
             block: idx,
         };
         Ok(idx)
     }
 
+    /// Runs block `idx` on `core`: returns when it ends or an instruction faults (the fault
+    /// is delivered).
+    pub(crate) fn run(&self, idx: u32, core: &mut Core) {
+        let Some(block) = self.blocks.get(idx as usize) else {
+            return;
+        };
+        core.end_block = false;
+        for insn in block.insns.iter() {
+            core.s.rip = insn.next;
+            if let Err(e) = (insn.exec)(core, insn) {
+                let mask = match core.s.mode.code_bits {
+                    64 => u64::MAX,
+                    32 => 0xffff_ffff,
+                    _ => 0xffff,
+                };
+                core.s.rip = insn.next.wrapping_sub(u64::from(insn.len)) & mask;
+                core.end_block = false;
+                core.raise(e);
+                break;
+            }
+            if core.end_block {
+                core.end_block = false;
+                break;
+            }
+        }
+    }
+}
+
+impl Core {
     /// An instruction fetch from outside RAM: the VM cannot go on.
     fn execute_mmio(&mut self, lin: u64) -> super::fault::Exception {
         self.shutdown = Some(format!(
@@ -218,37 +306,10 @@ impl Cpu {
         }
         Ok(Block {
             insns: insns.into_boxed_slice(),
+            successors: Default::default(),
             pages,
             npages,
             host,
         })
-    }
-
-    /// Runs the block at cache index `idx`: returns when it ends or an instruction faults
-    /// (the fault is delivered).
-    pub(crate) fn run_block(&mut self, idx: u32) {
-        let block = std::mem::take(&mut self.cache.blocks[idx as usize]);
-        self.end_block = false;
-        for insn in block.insns.iter() {
-            self.s.rip = insn.next;
-            if let Err(e) = (insn.exec)(self, insn) {
-                let mask = match self.s.mode.code_bits {
-                    64 => u64::MAX,
-                    32 => 0xffff_ffff,
-                    _ => 0xffff,
-                };
-                self.s.rip = insn.next.wrapping_sub(u64::from(insn.len)) & mask;
-                self.end_block = false;
-                self.raise(e);
-                break;
-            }
-            if self.end_block {
-                self.end_block = false;
-                break;
-            }
-        }
-        if let Some(slot) = self.cache.blocks.get_mut(idx as usize) {
-            *slot = block;
-        }
     }
 }

@@ -7,10 +7,10 @@
 use iced_x86::Mnemonic;
 
 use super::fault::Result;
-use super::Cpu;
+use super::Core;
 
 /// Executes one decoded instruction. `cpu.s.rip` already points at the next instruction.
-pub type Handler = fn(&mut Cpu, &Insn) -> Result<()>;
+pub type Handler = fn(&mut Core, &Insn) -> Result<()>;
 
 /// Index of the always-zero register, used for absent base/index registers.
 pub const ZERO: u8 = 16;
@@ -100,7 +100,7 @@ pub fn sign_extend(v: u64, size: u32) -> u64 {
     }
 }
 
-impl Cpu {
+impl Core {
     /// Whether data accesses are user-mode accesses (CPL 3).
     #[inline(always)]
     pub(crate) fn user(&self) -> bool {

@@ -7,7 +7,7 @@ use super::flags::{AC, IF, NT, RF, TF, VM};
 use super::insn::size_mask;
 use super::segment::{from_descriptor, is_canonical};
 use super::state::{Segment, CS, DS, ES, FS, GS, RSP, SS};
-use super::Cpu;
+use super::Core;
 
 /// What raised an event, which decides RIP, privilege checks and the EXT error-code bit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,7 @@ const GATE_TRAP16: u8 = 0x7;
 const GATE_INT32: u8 = 0xe;
 const GATE_TRAP32: u8 = 0xf;
 
-impl Cpu {
+impl Core {
     /// Delivers `e` raised by the instruction at the current RIP, escalating to #DF and to a
     /// triple fault (shutdown) per the architecture's rules.
     pub(crate) fn raise(&mut self, e: Exception) {

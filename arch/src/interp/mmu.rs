@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::fault::{Exception, Result};
 use super::state::{CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, EFER_NXE};
-use super::Cpu;
+use super::Core;
 
 /// What an access does, for permission checks and TLB selection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +125,7 @@ const PF_U: u32 = 1 << 2;
 const PF_RSVD: u32 = 1 << 3;
 const PF_I: u32 = 1 << 4;
 
-impl Cpu {
+impl Core {
     fn page_fault(
         &mut self,
         lin: u64,

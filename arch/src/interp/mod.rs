@@ -1,6 +1,6 @@
 //! Ember's software x86-64 CPU: an interpreter of decoded basic blocks.
 //!
-//! [`Cpu`] runs guest code from guest RAM with the same architectural state a hypervisor
+//! [`Core`] runs guest code from guest RAM with the same architectural state a hypervisor
 //! vCPU has (it takes and gives `kvm_regs`/`kvm_sregs`/`kvm_fpu`), in real, protected and
 //! long mode, with paging, exceptions and interrupts. Port I/O and MMIO go to an [`IoBus`].
 //! Instructions are decoded once per basic block by iced-x86 and cached (see `block.rs`);
@@ -54,10 +54,10 @@ pub trait IoBus: Send + Sync {
     fn mmio_write(&self, addr: u64, data: &[u8]);
 }
 
-/// Why [`Cpu::run`] returned.
+/// Why [`Core::run`] returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
-    /// HLT (or waiting for a STARTUP IPI): call [`Cpu::wait`], then run again.
+    /// HLT (or waiting for a STARTUP IPI): call [`Core::wait`], then run again.
     Halted,
     /// The stop flag was raised or the block budget ran out.
     Yield,
@@ -71,8 +71,9 @@ const APIC_BASE_ENABLE: u64 = 1 << 11;
 const APIC_BASE_DEFAULT: u64 = 0xfee0_0000 | APIC_BASE_ENABLE;
 const APIC_BASE_BSP: u64 = 1 << 8;
 
-/// One software vCPU.
-pub struct Cpu {
+/// The state of one software vCPU that instruction handlers work on: registers, TLB,
+/// local APIC and the paths to memory and devices.
+pub struct Core {
     /// Architectural state.
     pub s: State,
     pub(crate) tlb: Tlb,
@@ -89,7 +90,6 @@ pub struct Cpu {
     pub(crate) shutdown: Option<String>,
     /// Linear address of the last page fault raised, for CR2 when it is delivered.
     pub(crate) fault_addr: u64,
-    cache: BlockCache,
     apic_base: u64,
     lapic: LocalApic,
     extint: Option<Arc<dyn ExtIntController>>,
@@ -99,11 +99,11 @@ pub struct Cpu {
     wait_for_sipi: bool,
 }
 
-impl Cpu {
+impl Core {
     /// A vCPU in the architectural reset state, as vCPU `index` (APIC ID `index`) of a
     /// machine with `topology`, over guest RAM `ram`, receiving interrupts through `inbox`.
     /// Application processors (`index` > 0) wait for INIT/STARTUP IPIs.
-    pub fn new(
+    pub(crate) fn new(
         ram: Arc<GuestRam>,
         code: Arc<CodePages>,
         io: Arc<dyn IoBus>,
@@ -112,7 +112,7 @@ impl Cpu {
         topology: &Topology,
         inbox: Arc<Inbox>,
     ) -> Self {
-        Cpu {
+        Core {
             s: State::default(),
             tlb: Tlb::default(),
             ram,
@@ -124,7 +124,6 @@ impl Cpu {
             halted: false,
             shutdown: None,
             fault_addr: 0,
-            cache: BlockCache::default(),
             apic_base: APIC_BASE_DEFAULT | if index == 0 { APIC_BASE_BSP } else { 0 },
             lapic: LocalApic::new(index, inbox),
             extint: None,
@@ -135,7 +134,7 @@ impl Cpu {
 
     /// Connects the local APIC to the other APICs and the timer service, and (on the boot
     /// vCPU) to the 8259 for ExtINT interrupts.
-    pub fn connect(
+    pub(crate) fn connect(
         &mut self,
         ipi: Arc<dyn IpiBus>,
         timers: Arc<dyn TimerQueue>,
@@ -145,47 +144,8 @@ impl Cpu {
         self.extint = extint;
     }
 
-    /// Runs guest code until it halts, shuts down, `stop` is raised, or `max_blocks` blocks
-    /// have run.
-    pub fn run(&mut self, stop: &AtomicBool, max_blocks: u64) -> Exit {
-        let mut budget = max_blocks;
-        loop {
-            if self.shutdown.is_some() {
-                return Exit::Shutdown(self.shutdown.take().unwrap_or_default());
-            }
-            if self.lapic.inbox().is_pending() {
-                self.take_posted();
-            }
-            if self.wait_for_sipi {
-                return Exit::Halted;
-            }
-            if self.s.interrupt_shadow {
-                self.s.interrupt_shadow = false;
-            } else if self.s.flags.has(flags::IF) {
-                if let Some(vector) = self.next_interrupt() {
-                    self.halted = false;
-                    if let Err(e) = self.deliver(vector, None, Source::External) {
-                        self.raise(e);
-                    }
-                    continue;
-                }
-            }
-            if self.halted {
-                return Exit::Halted;
-            }
-            match self.find_block() {
-                Ok(idx) => self.run_block(idx),
-                Err(e) => self.raise(e),
-            }
-            budget = budget.saturating_sub(1);
-            if budget == 0 || stop.load(Ordering::Relaxed) {
-                return Exit::Yield;
-            }
-        }
-    }
-
     /// Blocks a halted vCPU until something is posted to its inbox or `deadline` passes.
-    pub fn wait_until(&self, deadline: std::time::Instant) {
+    pub(crate) fn wait_until(&self, deadline: std::time::Instant) {
         self.lapic.inbox().wait(Some(deadline));
     }
 
@@ -256,7 +216,7 @@ impl Cpu {
     }
 
     /// General registers.
-    pub fn regs(&self) -> kvm_regs {
+    pub(crate) fn regs(&self) -> kvm_regs {
         let g = &self.s.gpr;
         kvm_regs {
             rax: g[0],
@@ -281,7 +241,7 @@ impl Cpu {
     }
 
     /// Sets the general registers.
-    pub fn set_regs(&mut self, r: &kvm_regs) {
+    pub(crate) fn set_regs(&mut self, r: &kvm_regs) {
         self.s.gpr[..16].copy_from_slice(&[
             r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11,
             r.r12, r.r13, r.r14, r.r15,
@@ -292,7 +252,7 @@ impl Cpu {
     }
 
     /// Segment, descriptor-table and control registers.
-    pub fn sregs(&self) -> kvm_sregs {
+    pub(crate) fn sregs(&self) -> kvm_sregs {
         let s = &self.s;
         kvm_sregs {
             es: s.seg[0],
@@ -325,7 +285,7 @@ impl Cpu {
     }
 
     /// Sets the segment, descriptor-table and control registers.
-    pub fn set_sregs(&mut self, r: &kvm_sregs) {
+    pub(crate) fn set_sregs(&mut self, r: &kvm_sregs) {
         let s = &mut self.s;
         s.seg = [r.es, r.cs, r.ss, r.ds, r.fs, r.gs];
         s.tr = r.tr;
@@ -350,7 +310,7 @@ impl Cpu {
     }
 
     /// x87 and SSE state.
-    pub fn fpu(&self) -> kvm_fpu {
+    pub(crate) fn fpu(&self) -> kvm_fpu {
         let f = &self.s.fpu;
         let mut out = kvm_fpu {
             fcw: f.fcw,
@@ -373,7 +333,7 @@ impl Cpu {
     }
 
     /// Sets the x87 and SSE state.
-    pub fn set_fpu(&mut self, v: &kvm_fpu) {
+    pub(crate) fn set_fpu(&mut self, v: &kvm_fpu) {
         let f = &mut self.s.fpu;
         f.fcw = v.fcw;
         f.fsw = v.fsw;
@@ -394,17 +354,17 @@ impl Cpu {
     }
 
     /// Reads an MSR as RDMSR would (None: the MSR does not exist).
-    pub fn get_msr(&mut self, index: u32) -> Option<u64> {
+    pub(crate) fn get_msr(&mut self, index: u32) -> Option<u64> {
         self.read_msr(index)
     }
 
     /// Writes an MSR as WRMSR would; false if it does not exist or the value is invalid.
-    pub fn set_msr(&mut self, index: u32, value: u64) -> bool {
+    pub(crate) fn set_msr(&mut self, index: u32, value: u64) -> bool {
         self.write_msr(index, value)
     }
 
     /// The CPUID table this vCPU reports.
-    pub fn cpuid(&self) -> &CpuidTable {
+    pub(crate) fn cpuid(&self) -> &CpuidTable {
         &self.cpuid
     }
 
@@ -470,10 +430,10 @@ impl Cpu {
     }
 }
 
-impl Cpu {
+impl Core {
     /// Reads up to `buf.len()` instruction bytes at CS:RIP (for fault reports); returns how
     /// many could be read.
-    pub fn code_bytes(&mut self, buf: &mut [u8]) -> usize {
+    pub(crate) fn code_bytes(&mut self, buf: &mut [u8]) -> usize {
         let cs_base = self.s.seg[state::CS].base;
         let lin = if self.s.mode.code_bits == 64 {
             self.s.rip
@@ -493,5 +453,144 @@ impl Cpu {
             }
         }
         n
+    }
+}
+
+/// One software vCPU: its state and its cache of decoded blocks.
+pub struct Cpu {
+    core: Core,
+    cache: BlockCache,
+}
+
+impl Cpu {
+    /// A vCPU in the architectural reset state, as vCPU `index` (APIC ID `index`) of a
+    /// machine with `topology`, over guest RAM `ram`, receiving interrupts through `inbox`.
+    /// Application processors (`index` > 0) wait for INIT/STARTUP IPIs.
+    pub fn new(
+        ram: Arc<GuestRam>,
+        code: Arc<CodePages>,
+        io: Arc<dyn IoBus>,
+        clock: Clock,
+        index: usize,
+        topology: &Topology,
+        inbox: Arc<Inbox>,
+    ) -> Self {
+        Cpu {
+            core: Core::new(ram, code, io, clock, index, topology, inbox),
+            cache: BlockCache::default(),
+        }
+    }
+
+    /// Connects the local APIC to the other APICs and the timer service, and (on the boot
+    /// vCPU) to the 8259 for ExtINT interrupts.
+    pub fn connect(
+        &mut self,
+        ipi: Arc<dyn IpiBus>,
+        timers: Arc<dyn TimerQueue>,
+        extint: Option<Arc<dyn ExtIntController>>,
+    ) {
+        self.core.connect(ipi, timers, extint);
+    }
+
+    /// Runs guest code until it halts, shuts down, `stop` is raised, or `max_blocks` blocks
+    /// have run.
+    pub fn run(&mut self, stop: &AtomicBool, max_blocks: u64) -> Exit {
+        let mut budget = max_blocks;
+        let mut previous = None;
+        loop {
+            if self.core.shutdown.is_some() {
+                return Exit::Shutdown(self.core.shutdown.take().unwrap_or_default());
+            }
+            if self.core.lapic.inbox().is_pending() {
+                self.core.take_posted();
+            }
+            if self.core.wait_for_sipi {
+                return Exit::Halted;
+            }
+            if self.core.s.interrupt_shadow {
+                self.core.s.interrupt_shadow = false;
+            } else if self.core.s.flags.has(flags::IF) {
+                if let Some(vector) = self.core.next_interrupt() {
+                    self.core.halted = false;
+                    if let Err(e) = self.core.deliver(vector, None, Source::External) {
+                        self.core.raise(e);
+                    }
+                    continue;
+                }
+            }
+            if self.core.halted {
+                return Exit::Halted;
+            }
+            match self.cache.find(&mut self.core, previous) {
+                Ok(idx) => {
+                    self.cache.run(idx, &mut self.core);
+                    previous = Some(idx);
+                }
+                Err(e) => {
+                    self.core.raise(e);
+                    previous = None;
+                }
+            }
+            budget = budget.saturating_sub(1);
+            if budget == 0 || stop.load(Ordering::Relaxed) {
+                return Exit::Yield;
+            }
+        }
+    }
+
+    /// Blocks a halted vCPU until something is posted to its inbox or `deadline` passes.
+    pub fn wait_until(&self, deadline: std::time::Instant) {
+        self.core.wait_until(deadline);
+    }
+
+    /// General registers.
+    pub fn regs(&self) -> kvm_regs {
+        self.core.regs()
+    }
+
+    /// Sets the general registers.
+    pub fn set_regs(&mut self, r: &kvm_regs) {
+        self.core.set_regs(r);
+    }
+
+    /// Segment, descriptor-table and control registers.
+    pub fn sregs(&self) -> kvm_sregs {
+        self.core.sregs()
+    }
+
+    /// Sets the segment, descriptor-table and control registers.
+    pub fn set_sregs(&mut self, r: &kvm_sregs) {
+        self.core.set_sregs(r);
+    }
+
+    /// x87 and SSE state.
+    pub fn fpu(&self) -> kvm_fpu {
+        self.core.fpu()
+    }
+
+    /// Sets the x87 and SSE state.
+    pub fn set_fpu(&mut self, v: &kvm_fpu) {
+        self.core.set_fpu(v);
+    }
+
+    /// Reads an MSR as RDMSR would (None: the MSR does not exist).
+    pub fn get_msr(&mut self, index: u32) -> Option<u64> {
+        self.core.get_msr(index)
+    }
+
+    /// Writes an MSR as WRMSR would; false if it does not exist or the value is invalid.
+    pub fn set_msr(&mut self, index: u32, value: u64) -> bool {
+        self.core.set_msr(index, value)
+    }
+
+    /// The CPUID table this vCPU reports.
+    pub fn cpuid(&self) -> &CpuidTable {
+        self.core.cpuid()
+    }
+
+    /// Reads up to `buf.len()` instruction bytes at CS:RIP (for fault reports); returns how
+    /// many could be read.
+    pub fn code_bytes(&mut self, buf: &mut [u8]) -> usize {
+        self.core.code_bytes(buf)
     }
 }

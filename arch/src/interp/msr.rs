@@ -2,7 +2,7 @@
 //! the rest.
 
 use super::state::{EFER_LMA, EFER_LME, EFER_NXE, EFER_SCE, FS, GS};
-use super::Cpu;
+use super::Core;
 use crate::msr::*;
 
 const IA32_APIC_BASE: u32 = 0x1b;
@@ -25,7 +25,7 @@ fn canonical(v: u64) -> bool {
     super::segment::is_canonical(v)
 }
 
-impl Cpu {
+impl Core {
     /// The value of MSR `index`, or None if it does not exist (the guest gets #GP).
     pub(crate) fn read_msr(&mut self, index: u32) -> Option<u64> {
         let m = &self.s.msr;

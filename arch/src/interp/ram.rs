@@ -118,6 +118,9 @@ impl GuestRam {
 pub struct CodePages {
     has_code: Vec<AtomicU8>,
     generation: Vec<AtomicU32>,
+    /// Moves whenever any page holding code is written: caches of recent lookups check it
+    /// instead of every page's generation.
+    epoch: AtomicU32,
 }
 
 impl CodePages {
@@ -126,6 +129,7 @@ impl CodePages {
         CodePages {
             has_code: (0..pages).map(|_| AtomicU8::new(0)).collect(),
             generation: (0..pages).map(|_| AtomicU32::new(0)).collect(),
+            epoch: AtomicU32::new(0),
         }
     }
 
@@ -147,6 +151,13 @@ impl CodePages {
         let i = index as usize;
         self.generation[i].fetch_add(1, Ordering::SeqCst);
         self.has_code[i].store(0, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The code epoch: it changes whenever a page with code is written.
+    #[inline(always)]
+    pub fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// The current generation of page `index`.

@@ -3,7 +3,7 @@
 
 use super::fault::{Exception, Result};
 use super::state::{Segment, CS, FS, GS, SS};
-use super::Cpu;
+use super::Core;
 
 /// Descriptor type bits (low nibble of the access byte) for code/data segments.
 const TYPE_CODE: u8 = 0x8;
@@ -43,7 +43,7 @@ fn selector_error(selector: u16) -> u32 {
     u32::from(selector & 0xfffc)
 }
 
-impl Cpu {
+impl Core {
     /// The linear address of `offset` in segment `seg` for an access of `size` bytes,
     /// after the mode's limit, type and canonical checks.
     #[inline(always)]

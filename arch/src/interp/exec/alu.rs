@@ -6,7 +6,7 @@ use super::super::flags::{parity, FlagOp, Flags, AF, CF, OF, PF, SF, ZF};
 use super::super::insn::{sign_extend, size_mask, Insn, LOCK, MEM_DST};
 use super::super::mmu::atomic_cmpxchg;
 use super::super::state::{RAX, RDX};
-use super::super::Cpu;
+use super::super::Core;
 
 /// ALU operation numbers, in the x86 `/digit` order of opcodes 80..83.
 pub const ADD: u8 = 0;
@@ -71,7 +71,7 @@ pub fn alu<const OP: u8>(f: &mut Flags, size: u32, a: u64, b: u64) -> u64 {
 }
 
 /// `reg OP reg`.
-pub fn alu_rr<const OP: u8>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn alu_rr<const OP: u8>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let a = cpu.get_reg(i.r0, size);
     let b = cpu.get_reg(i.r1, size);
@@ -83,7 +83,7 @@ pub fn alu_rr<const OP: u8>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// `reg OP imm`.
-pub fn alu_ri<const OP: u8>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn alu_ri<const OP: u8>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let a = cpu.get_reg(i.r0, size);
     let r = alu::<OP>(&mut cpu.s.flags, size, a, i.imm & size_mask(size));
@@ -94,7 +94,7 @@ pub fn alu_ri<const OP: u8>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// `reg OP [mem]`.
-pub fn alu_rm<const OP: u8>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn alu_rm<const OP: u8>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let b = cpu.mem_read(i, size)?;
     let a = cpu.get_reg(i.r0, size);
@@ -106,7 +106,7 @@ pub fn alu_rm<const OP: u8>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// `[mem] OP reg` (register in `r1`) or `[mem] OP imm` (`IMM`), LOCK-aware.
-pub fn alu_m<const OP: u8, const IMM: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn alu_m<const OP: u8, const IMM: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let b = if IMM {
         i.imm & size_mask(size)
@@ -143,7 +143,7 @@ static SPLIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Atomically replaces the memory operand `v` by `f(v)`; returns the old value.
 pub(crate) fn locked_rmw(
-    cpu: &mut Cpu,
+    cpu: &mut Core,
     i: &Insn,
     size: u32,
     f: impl Fn(u64) -> u64,
@@ -174,7 +174,7 @@ pub(crate) fn locked_rmw(
 
 /// Reads operand 0, applies `f`, writes it back; atomically when LOCKed.
 #[inline(always)]
-fn modify_op0(cpu: &mut Cpu, i: &Insn, f: impl Fn(u64) -> u64) -> Result<u64> {
+fn modify_op0(cpu: &mut Core, i: &Insn, f: impl Fn(u64) -> u64) -> Result<u64> {
     if i.flags & LOCK != 0 {
         return locked_rmw(cpu, i, u32::from(i.size), f);
     }
@@ -184,7 +184,7 @@ fn modify_op0(cpu: &mut Cpu, i: &Insn, f: impl Fn(u64) -> u64) -> Result<u64> {
 }
 
 /// TEST `reg`/`[mem]` with `reg` (r1) or `imm`.
-pub fn test<const IMM: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn test<const IMM: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let b = if IMM {
         i.imm & size_mask(size)
@@ -197,7 +197,7 @@ pub fn test<const IMM: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// INC (`DEC` false) or DEC of operand 0.
-pub fn inc_dec<const DEC: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn inc_dec<const DEC: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let carry = cpu.s.flags.cf();
     let old = modify_op0(cpu, i, |a| {
@@ -217,7 +217,7 @@ pub fn inc_dec<const DEC: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// NEG.
-pub fn neg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn neg(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let old = modify_op0(cpu, i, |a| a.wrapping_neg())?;
     cpu.s
@@ -227,7 +227,7 @@ pub fn neg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// NOT (no flags).
-pub fn not(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn not(cpu: &mut Core, i: &Insn) -> Result<()> {
     modify_op0(cpu, i, |a| !a)?;
     Ok(())
 }
@@ -256,7 +256,7 @@ pub(crate) fn set_result_flags(f: &mut Flags, res: u64, size: u32, cf: bool, of:
 }
 
 /// MUL / IMUL with one operand: rDX:rAX = rAX * operand (AX = AL * operand for bytes).
-pub fn mul1<const SIGNED: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mul1<const SIGNED: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let src = cpu.read_op0(i)?;
     let a = cpu.s.gpr[RAX] & size_mask(size);
@@ -283,7 +283,7 @@ pub fn mul1<const SIGNED: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 
 /// IMUL with two or three operands: r0 = (r0 or `imm2`-form operand) * operand.
 /// `THREE`: r0 = [r1/mem] * imm.
-pub fn imul_n<const THREE: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn imul_n<const THREE: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let src = cpu.read_op1(i)?;
     let other = if THREE {
@@ -301,7 +301,7 @@ pub fn imul_n<const THREE: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 
 /// DIV / IDIV: rAX = rDX:rAX / operand, rDX = remainder (AL/AH for bytes); #DE on a zero
 /// divisor or a quotient that does not fit.
-pub fn div<const SIGNED: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn div<const SIGNED: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let bits = size * 8;
     let divisor = cpu.read_op0(i)?;
@@ -348,7 +348,7 @@ pub fn div<const SIGNED: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// XADD: operand 0 gets the sum, register r1 the old operand 0.
-pub fn xadd(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn xadd(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let b = cpu.get_reg(i.r1, size);
     let old = modify_op0(cpu, i, |a| a.wrapping_add(b))?;
@@ -358,7 +358,7 @@ pub fn xadd(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CMPXCHG: if rAX equals operand 0, operand 0 = r1, else rAX = operand 0.
-pub fn cmpxchg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn cmpxchg(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let expected = cpu.s.gpr[RAX] & size_mask(size);
     let new = cpu.get_reg(i.r1, size);
@@ -384,7 +384,7 @@ pub fn cmpxchg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CMPXCHG8B (`size` 4) / CMPXCHG16B (`size` 8): compares rDX:rAX with the memory operand.
-pub fn cmpxchg_double(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn cmpxchg_double(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let total = 2 * size;
     let off = cpu.ea(i);
@@ -456,7 +456,7 @@ fn set_bcd_flags(f: &mut Flags, al: u64, cf: bool, af: bool) {
 }
 
 /// DAA (`SUB` false) / DAS.
-pub fn daa_das<const SUB: bool>(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn daa_das<const SUB: bool>(cpu: &mut Core, _: &Insn) -> Result<()> {
     let old_al = cpu.s.gpr[RAX] & 0xff;
     let old_cf = cpu.s.flags.cf();
     let mut al = old_al;
@@ -481,7 +481,7 @@ pub fn daa_das<const SUB: bool>(cpu: &mut Cpu, _: &Insn) -> Result<()> {
 }
 
 /// AAA (`SUB` false) / AAS.
-pub fn aaa_aas<const SUB: bool>(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn aaa_aas<const SUB: bool>(cpu: &mut Core, _: &Insn) -> Result<()> {
     let mut ax = cpu.s.gpr[RAX] & 0xffff;
     let adjust = ax & 0xf > 9 || cpu.s.flags.af();
     if adjust {
@@ -501,7 +501,7 @@ pub fn aaa_aas<const SUB: bool>(cpu: &mut Cpu, _: &Insn) -> Result<()> {
 }
 
 /// AAM imm8: AH = AL / imm, AL = AL % imm.
-pub fn aam(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn aam(cpu: &mut Core, i: &Insn) -> Result<()> {
     let base = i.imm & 0xff;
     if base == 0 {
         return Err(Exception::de());
@@ -514,7 +514,7 @@ pub fn aam(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// AAD imm8: AL = AH * imm + AL, AH = 0.
-pub fn aad(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn aad(cpu: &mut Core, i: &Insn) -> Result<()> {
     let ax = cpu.s.gpr[RAX];
     let al = (((ax >> 8) & 0xff) * (i.imm & 0xff) + (ax & 0xff)) & 0xff;
     cpu.put_reg(RAX as u8, 2, al);

@@ -5,7 +5,7 @@ use super::super::fault::Result;
 use super::super::flags::{AF, CF, DF, OF, PF, SF, ZF};
 use super::super::insn::{size_mask, Insn, LOCK, MEM_DST};
 use super::super::state::{RAX, RCX, RDX};
-use super::super::Cpu;
+use super::super::Core;
 use super::alu::{locked_rmw, set_result_flags};
 
 /// Shift/rotate kinds, in the `/digit` order of opcodes C0/C1/D0..D3.
@@ -34,7 +34,7 @@ fn msb(v: u64, size: u32) -> bool {
 
 /// Shift or rotate operand 0 by a count from `SRC`, CL or the immediate (`i.cc` holds the
 /// kind).
-pub fn shift<const SRC: u8>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn shift<const SRC: u8>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let bits = size * 8;
     let raw = if SRC == COUNT_CL {
@@ -135,7 +135,7 @@ fn rotr(a: u64, n: u32, bits: u32) -> u64 {
 
 /// SHLD (`RIGHT` false) / SHRD: shift operand 0, filling from register r1; count from CL
 /// (`i.cc` = 1) or the immediate.
-pub fn shift_double<const RIGHT: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn shift_double<const RIGHT: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let bits = size * 8;
     let raw = if i.cc == 1 { cpu.s.gpr[RCX] } else { i.imm };
@@ -186,7 +186,7 @@ pub const BTC: u8 = 3;
 
 /// Bit test (and set/reset/complement). With a register bit offset on a memory operand the
 /// offset is signed and may address outside the operand.
-pub fn bit_test<const IMM: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn bit_test<const IMM: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let bits = u64::from(size * 8);
     let offset = if IMM {
@@ -239,7 +239,7 @@ pub fn bit_test<const IMM: bool>(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// Bit scans and counts (`i.cc`): 0 BSF, 1 BSR, 2 TZCNT, 3 LZCNT, 4 POPCNT.
-pub fn bit_scan(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn bit_scan(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let bits = size * 8;
     let src = cpu.read_op1(i)?;
@@ -277,14 +277,14 @@ pub fn bit_scan(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// SETcc (condition in `i.cc`).
-pub fn setcc(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn setcc(cpu: &mut Core, i: &Insn) -> Result<()> {
     let v = u64::from(cpu.s.flags.condition(i.cc));
     cpu.write_op0(i, v)
 }
 
 /// CMOVcc: reads the source even when the condition is false; 32-bit destinations are
 /// zero-extended either way.
-pub fn cmov(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn cmov(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let src = cpu.read_op1(i)?;
     let v = if cpu.s.flags.condition(i.cc) {
@@ -297,7 +297,7 @@ pub fn cmov(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// BSWAP (16-bit operand: the result is zero, as on hardware).
-pub fn bswap(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn bswap(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let v = cpu.get_reg(i.r0, size);
     let r = match size {
@@ -310,7 +310,7 @@ pub fn bswap(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CBW/CWDE/CDQE: sign-extend the lower half of rAX into the operand size.
-pub fn sign_extend_ax(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn sign_extend_ax(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let half = cpu.s.gpr[RAX] & size_mask(size / 2);
     let v = super::super::insn::sign_extend(half, size / 2);
@@ -319,7 +319,7 @@ pub fn sign_extend_ax(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CWD/CDQ/CQO: fill rDX with the sign of rAX.
-pub fn sign_fill_dx(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn sign_fill_dx(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let negative = msb(cpu.s.gpr[RAX] & size_mask(size), size);
     cpu.put_reg(RDX as u8, size, if negative { u64::MAX } else { 0 });
@@ -327,7 +327,7 @@ pub fn sign_fill_dx(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// Flag instructions (`i.cc`): 0 CLC, 1 STC, 2 CMC, 3 CLD, 4 STD.
-pub fn flag_op(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn flag_op(cpu: &mut Core, i: &Insn) -> Result<()> {
     let f = &mut cpu.s.flags;
     match i.cc {
         0 => f.update_arith(CF, 0),
@@ -343,14 +343,14 @@ pub fn flag_op(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// LAHF: AH = SF:ZF:0:AF:0:PF:1:CF.
-pub fn lahf(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn lahf(cpu: &mut Core, _: &Insn) -> Result<()> {
     let v = (cpu.s.flags.arith() & (SF | ZF | AF | PF | CF)) | 2;
     cpu.put_reg(super::super::insn::HIGH_BYTE, 1, v);
     Ok(())
 }
 
 /// SAHF: SF, ZF, AF, PF, CF from AH.
-pub fn sahf(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn sahf(cpu: &mut Core, _: &Insn) -> Result<()> {
     let ah = (cpu.s.gpr[RAX] >> 8) & 0xff;
     let keep = cpu.s.flags.arith() & OF;
     cpu.s
@@ -360,7 +360,7 @@ pub fn sahf(cpu: &mut Cpu, _: &Insn) -> Result<()> {
 }
 
 /// SALC (undocumented in 16/32-bit mode): AL = CF ? 0xff : 0.
-pub fn salc(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn salc(cpu: &mut Core, _: &Insn) -> Result<()> {
     let v = if cpu.s.flags.cf() { 0xff } else { 0 };
     cpu.put_reg(RAX as u8, 1, v);
     Ok(())

@@ -7,9 +7,9 @@ use super::super::insn::{addr_mask, size_mask, Insn, MEM};
 use super::super::interrupt::Source;
 use super::super::segment::{from_descriptor, is_canonical};
 use super::super::state::{Segment, CS, EFER_LMA, EFER_SCE, RCX, RSP, SS};
-use super::super::Cpu;
+use super::super::Core;
 
-impl Cpu {
+impl Core {
     /// Sets RIP to a near branch target after the mode's checks: canonical in 64-bit mode,
     /// within the CS limit otherwise.
     #[inline(always)]
@@ -27,12 +27,12 @@ impl Cpu {
 }
 
 /// JMP rel.
-pub fn jmp_rel(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn jmp_rel(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.branch(i.imm)
 }
 
 /// Jcc rel.
-pub fn jcc(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn jcc(cpu: &mut Core, i: &Insn) -> Result<()> {
     if cpu.s.flags.condition(i.cc) {
         cpu.branch(i.imm)?;
         // Blocks continue past conditional branches; a taken one ends the block.
@@ -43,7 +43,7 @@ pub fn jcc(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 
 /// LOOP/LOOPE/LOOPNE/JCXZ (`i.cc`: 0 LOOPNE, 1 LOOPE, 2 LOOP, 3 JrCXZ); the counter width is
 /// the address size.
-pub fn loop_jcxz(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn loop_jcxz(cpu: &mut Core, i: &Insn) -> Result<()> {
     let mask = addr_mask(i.asize);
     let count = cpu.s.gpr[RCX] & mask;
     let take = if i.cc == 3 {
@@ -69,7 +69,7 @@ pub fn loop_jcxz(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// The target of an indirect branch: register r0 or memory.
-fn indirect_target(cpu: &mut Cpu, i: &Insn) -> Result<u64> {
+fn indirect_target(cpu: &mut Core, i: &Insn) -> Result<u64> {
     let size = u32::from(i.size);
     if i.flags & MEM != 0 {
         cpu.mem_read(i, size)
@@ -79,13 +79,13 @@ fn indirect_target(cpu: &mut Cpu, i: &Insn) -> Result<u64> {
 }
 
 /// JMP r/m.
-pub fn jmp_ind(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn jmp_ind(cpu: &mut Core, i: &Insn) -> Result<()> {
     let t = indirect_target(cpu, i)?;
     cpu.branch(t)
 }
 
 /// CALL rel.
-pub fn call_rel(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn call_rel(cpu: &mut Core, i: &Insn) -> Result<()> {
     let ret = cpu.s.rip;
     let sp = cpu.s.gpr[RSP];
     cpu.push(ret, u32::from(i.size))?;
@@ -97,7 +97,7 @@ pub fn call_rel(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CALL r/m.
-pub fn call_ind(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn call_ind(cpu: &mut Core, i: &Insn) -> Result<()> {
     let t = indirect_target(cpu, i)?;
     let ret = cpu.s.rip;
     let sp = cpu.s.gpr[RSP];
@@ -110,7 +110,7 @@ pub fn call_ind(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// RET [imm16].
-pub fn ret_near(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn ret_near(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let t = cpu.peek(0, size)?;
     cpu.branch(t)?;
@@ -121,7 +121,7 @@ pub fn ret_near(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 
 /// Loads CS:RIP for a far JMP or CALL to `sel:offset` (code segments only; gates and task
 /// switches raise #GP).
-fn far_transfer(cpu: &mut Cpu, sel: u16, offset: u64, call: bool, size: u32) -> Result<()> {
+fn far_transfer(cpu: &mut Core, sel: u16, offset: u64, call: bool, size: u32) -> Result<()> {
     cpu.end_block = true;
     let old_cs = u64::from(cpu.s.seg[CS].selector);
     let old_rip = cpu.s.rip;
@@ -171,12 +171,12 @@ fn far_transfer(cpu: &mut Cpu, sel: u16, offset: u64, call: bool, size: u32) -> 
 }
 
 /// JMP/CALL ptr16:16/32 (`i.cc` 1 for CALL): selector in `imm2`, offset in `imm`.
-pub fn far_direct(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn far_direct(cpu: &mut Core, i: &Insn) -> Result<()> {
     far_transfer(cpu, i.imm2 as u16, i.imm, i.cc == 1, u32::from(i.size))
 }
 
 /// JMP/CALL m16:16/32/64 (`i.cc` 1 for CALL).
-pub fn far_indirect(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn far_indirect(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let off = cpu.ea(i);
     let lin = cpu.linear(i.seg as usize, off, size + 2, false)?;
@@ -186,7 +186,7 @@ pub fn far_indirect(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// RETF [imm16], including returns to an outer privilege level.
-pub fn ret_far(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn ret_far(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.end_block = true;
     let size = u32::from(i.size);
     let n = u64::from(size);
@@ -248,7 +248,7 @@ pub fn ret_far(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// INT n (`i.imm`), INT3 (`i.cc` 1), INTO (`i.cc` 2), INT1/ICEBP (`i.cc` 3).
-pub fn int(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn int(cpu: &mut Core, i: &Insn) -> Result<()> {
     let (vector, source) = match i.cc {
         1 => (BP, Source::Software),
         2 => {
@@ -268,12 +268,12 @@ pub fn int(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// IRET/IRETD/IRETQ.
-pub fn iret(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn iret(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.iret(u32::from(i.size))
 }
 
 /// SYSCALL.
-pub fn syscall(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn syscall(cpu: &mut Core, _: &Insn) -> Result<()> {
     if cpu.s.efer & EFER_SCE == 0 || cpu.s.efer & EFER_LMA == 0 {
         return Err(Exception::ud());
     }
@@ -316,7 +316,7 @@ fn flat_segment(selector: u16, type_: u8, dpl: u8, code64: bool) -> Segment {
 }
 
 /// SYSRET (`i.size` 8 returns to 64-bit code, 4 to compatibility mode).
-pub fn sysret(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn sysret(cpu: &mut Core, i: &Insn) -> Result<()> {
     if cpu.s.efer & EFER_SCE == 0 || cpu.s.efer & EFER_LMA == 0 {
         return Err(Exception::ud());
     }
@@ -344,7 +344,7 @@ pub fn sysret(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// SYSENTER.
-pub fn sysenter(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn sysenter(cpu: &mut Core, _: &Insn) -> Result<()> {
     let cs_sel = (cpu.s.msr.sysenter_cs & 0xfffc) as u16;
     if !cpu.s.mode.protected || cs_sel == 0 {
         return Err(Exception::gp0());
@@ -369,7 +369,7 @@ pub fn sysenter(cpu: &mut Cpu, _: &Insn) -> Result<()> {
 }
 
 /// SYSEXIT (`i.size` 8 returns to 64-bit code).
-pub fn sysexit(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn sysexit(cpu: &mut Core, i: &Insn) -> Result<()> {
     let base = (cpu.s.msr.sysenter_cs & 0xfffc) as u16;
     if !cpu.s.mode.protected || cpu.s.mode.cpl != 0 || base == 0 {
         return Err(Exception::gp0());
@@ -395,7 +395,7 @@ pub fn sysexit(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// HLT: privileged; stops the vCPU until an interrupt.
-pub fn hlt(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn hlt(cpu: &mut Core, _: &Insn) -> Result<()> {
     if cpu.s.mode.cpl != 0 {
         return Err(Exception::gp0());
     }
@@ -405,12 +405,12 @@ pub fn hlt(cpu: &mut Cpu, _: &Insn) -> Result<()> {
 }
 
 /// UD0/UD1/UD2 and anything the decoder rejects.
-pub fn undefined(_: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn undefined(_: &mut Core, _: &Insn) -> Result<()> {
     Err(Exception::ud())
 }
 
 /// A privileged instruction executed outside ring 0 (checked by handlers as needed).
-pub fn require_cpl0(cpu: &Cpu) -> Result<()> {
+pub fn require_cpl0(cpu: &Core) -> Result<()> {
     if cpu.s.mode.protected && cpu.s.mode.cpl != 0 {
         return Err(Exception::gp0());
     }

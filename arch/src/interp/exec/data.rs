@@ -5,9 +5,9 @@ use super::super::fault::{Exception, Result};
 use super::super::flags::{AC, ARITH, DF, ID, IF, IOPL, NT, RF, TF, VM};
 use super::super::insn::{addr_mask, sign_extend, size_mask, Insn, MEM, MEM_DST};
 use super::super::state::{RAX, RBP, RBX, RSP, SS};
-use super::super::Cpu;
+use super::super::Core;
 
-impl Cpu {
+impl Core {
     /// The stack pointer mask for the current stack width.
     #[inline(always)]
     fn sp_mask(&self) -> u64 {
@@ -53,7 +53,7 @@ impl Cpu {
 }
 
 /// MOV reg, reg.
-pub fn mov_rr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_rr(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let v = cpu.get_reg(i.r1, size);
     cpu.put_reg(i.r0, size, v);
@@ -61,13 +61,13 @@ pub fn mov_rr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MOV reg, imm.
-pub fn mov_ri(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_ri(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.put_reg(i.r0, u32::from(i.size), i.imm);
     Ok(())
 }
 
 /// MOV reg, [mem].
-pub fn mov_rm(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_rm(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let v = cpu.mem_read(i, size)?;
     cpu.put_reg(i.r0, size, v);
@@ -75,19 +75,19 @@ pub fn mov_rm(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MOV [mem], reg.
-pub fn mov_mr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_mr(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let v = cpu.get_reg(i.r1, size);
     cpu.mem_write(i, size, v)
 }
 
 /// MOV [mem], imm.
-pub fn mov_mi(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_mi(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.mem_write(i, u32::from(i.size), i.imm)
 }
 
 /// MOVZX/MOVSX/MOVSXD: `i.imm` holds the source width in bytes, `i.cc` 1 for sign.
-pub fn mov_extend(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_extend(cpu: &mut Core, i: &Insn) -> Result<()> {
     let from = i.imm as u32;
     let v = if i.flags & MEM != 0 {
         cpu.mem_read(i, from)?
@@ -100,14 +100,14 @@ pub fn mov_extend(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// LEA.
-pub fn lea(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn lea(cpu: &mut Core, i: &Insn) -> Result<()> {
     let v = cpu.ea(i);
     cpu.put_reg(i.r0, u32::from(i.size), v);
     Ok(())
 }
 
 /// XCHG (always locked when memory is involved; atomic on the host).
-pub fn xchg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn xchg(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let b = cpu.get_reg(i.r1, size);
     let a = if i.flags & MEM_DST != 0 {
@@ -122,7 +122,7 @@ pub fn xchg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// PUSH reg/[mem]/imm (`i.cc`: 0 register r0, 1 memory, 2 immediate).
-pub fn push(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn push(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let v = match i.cc {
         0 => cpu.get_reg(i.r0, size),
@@ -133,7 +133,7 @@ pub fn push(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// POP reg/[mem]. A memory destination addressed through RSP uses the incremented RSP.
-pub fn pop(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn pop(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     if i.flags & MEM_DST != 0 {
         let v = cpu.peek(0, size)?;
@@ -151,13 +151,13 @@ pub fn pop(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// PUSH segment register (`i.r0`); 16-bit selector, zero-extended.
-pub fn push_sreg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn push_sreg(cpu: &mut Core, i: &Insn) -> Result<()> {
     let sel = u64::from(cpu.s.seg[i.r0 as usize].selector);
     cpu.push(sel, u32::from(i.size))
 }
 
 /// POP segment register.
-pub fn pop_sreg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn pop_sreg(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let sel = cpu.peek(0, size)? as u16;
     cpu.load_segment(i.r0 as usize, sel)?;
@@ -171,7 +171,7 @@ pub fn pop_sreg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MOV sreg, r/m16.
-pub fn mov_to_sreg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_to_sreg(cpu: &mut Core, i: &Insn) -> Result<()> {
     let sel = if i.flags & MEM != 0 {
         cpu.mem_read(i, 2)?
     } else {
@@ -189,7 +189,7 @@ pub fn mov_to_sreg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MOV r/m, sreg: stores the selector (register destinations are zero-extended).
-pub fn mov_from_sreg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_from_sreg(cpu: &mut Core, i: &Insn) -> Result<()> {
     let sel = u64::from(cpu.s.seg[i.r1 as usize].selector);
     if i.flags & MEM_DST != 0 {
         cpu.mem_write(i, 2, sel)
@@ -200,7 +200,7 @@ pub fn mov_from_sreg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// PUSHF: RFLAGS with VM and RF cleared.
-pub fn pushf(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn pushf(cpu: &mut Core, i: &Insn) -> Result<()> {
     if cpu.s.mode.v86 && cpu.iopl() < 3 {
         return Err(Exception::gp0());
     }
@@ -208,7 +208,7 @@ pub fn pushf(cpu: &mut Cpu, i: &Insn) -> Result<()> {
     cpu.push(v, u32::from(i.size))
 }
 
-impl Cpu {
+impl Core {
     /// RFLAGS.IOPL.
     #[inline]
     pub(crate) fn iopl(&self) -> u8 {
@@ -236,7 +236,7 @@ impl Cpu {
 }
 
 /// POPF.
-pub fn popf(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn popf(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     if cpu.s.mode.v86 && cpu.iopl() < 3 {
         return Err(Exception::gp0());
@@ -248,7 +248,7 @@ pub fn popf(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// PUSHA/PUSHAD.
-pub fn pusha(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn pusha(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let sp = cpu.s.gpr[RSP];
     let regs = [0, 1, 2, 3, 4, 5, 6, 7].map(|r| if r == RSP { sp } else { cpu.s.gpr[r] });
@@ -263,7 +263,7 @@ pub fn pusha(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// POPA/POPAD (the saved SP is discarded).
-pub fn popa(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn popa(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let mut vals = [0u64; 8];
     for (k, v) in vals.iter_mut().enumerate() {
@@ -280,7 +280,7 @@ pub fn popa(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// ENTER imm16, imm8 (`i.imm` frame size, `i.imm2` nesting level).
-pub fn enter(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn enter(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let level = i.imm2 & 31;
     let saved = (cpu.s.gpr[RSP], cpu.s.gpr[RBP]);
@@ -314,7 +314,7 @@ pub fn enter(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// LEAVE.
-pub fn leave(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn leave(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let saved = cpu.s.gpr[RSP];
     let bp = cpu.s.gpr[RBP];
@@ -332,7 +332,7 @@ pub fn leave(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// XLAT: AL = [seg:rBX + AL].
-pub fn xlat(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn xlat(cpu: &mut Core, i: &Insn) -> Result<()> {
     let off = cpu.s.gpr[RBX].wrapping_add(cpu.s.gpr[RAX] & 0xff) & addr_mask(i.asize);
     let lin = cpu.linear(i.seg as usize, off, 1, false)?;
     let v = cpu.read_sized(lin, 1)?;
@@ -341,7 +341,7 @@ pub fn xlat(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MOVBE: byte-swapping load or store.
-pub fn movbe(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn movbe(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let swap = |v: u64| match size {
         8 => v.swap_bytes(),
@@ -360,12 +360,12 @@ pub fn movbe(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 
 /// Instructions with no architectural effect here (NOP, PAUSE, fences, prefetches, cache
 /// flushes of coherent memory).
-pub fn nop(_: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn nop(_: &mut Core, _: &Insn) -> Result<()> {
     Ok(())
 }
 
 /// A memory-operand NOP-like instruction that still checks its operand (CLFLUSH).
-pub fn touch(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn touch(cpu: &mut Core, i: &Insn) -> Result<()> {
     let lin = cpu.linear(i.seg as usize, cpu.ea(i), 1, false)?;
     cpu.read_sized(lin, 1)?;
     Ok(())

@@ -8,7 +8,7 @@ use super::super::flags::{CF, OF, PF, SF, ZF};
 use super::super::insn::{Handler, Insn, MEM, MEM_DST};
 use super::super::simd::{data, float, int};
 use super::super::state::{CR0_EM, CR0_TS, CR4_OSXMMEXCPT, RAX, RCX, RDX};
-use super::super::Cpu;
+use super::super::Core;
 use super::x87::check_sse;
 
 /// `Insn::flags`: the memory operand must be 16-byte aligned.
@@ -239,7 +239,7 @@ fn is_float_op(m: Mnemonic) -> bool {
     float::float_op(m, 0, 0, 0, &mut mxcsr).is_some()
 }
 
-impl Cpu {
+impl Core {
     /// The MMX/XMM operand checks: #UD/#NM per CR0 and CR4.
     fn check_vector(&mut self, i: &Insn) -> Result<()> {
         if i.flags & MMX != 0 {
@@ -318,12 +318,12 @@ impl Cpu {
     }
 }
 
-fn xmm(cpu: &mut Cpu, n: u8) -> &mut u128 {
+fn xmm(cpu: &mut Core, n: u8) -> &mut u128 {
     &mut cpu.s.fpu.xmm[usize::from(n & 15)]
 }
 
 /// MOVAPS/MOVUPS/MOVDQA/MOVDQU/... in either direction.
-fn move128(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn move128(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     if i.flags & MEM_DST != 0 {
         let v = cpu.s.fpu.xmm[usize::from(i.r1)];
@@ -337,7 +337,7 @@ fn move128(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 
 /// MOVSS/MOVSD (the SSE2 scalar move): register forms merge the low lane, loads zero the
 /// rest, stores write the low lane.
-fn move_scalar(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn move_scalar(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let bits = u32::from(i.size) * 8;
     let low: u128 = (1u128 << bits) - 1;
@@ -357,7 +357,7 @@ fn move_scalar(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MOVD/MOVQ between XMM/MMX registers, GPRs and memory (`i.cc` bit n: operand n is a GPR).
-fn move_q_d(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn move_q_d(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let size = usize::from(i.size);
     let mask: u128 = if size >= 8 {
@@ -388,7 +388,7 @@ fn move_q_d(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MOVLPS/MOVLPD/MOVHPS/MOVHPD with memory (`i.cc` 1: high half).
-fn move_half(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn move_half(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let shift = if i.cc == 1 { 64 } else { 0 };
     if i.flags & MEM_DST != 0 {
@@ -403,7 +403,7 @@ fn move_half(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MOVQ2DQ / MOVDQ2Q.
-fn move_q2dq(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn move_q2dq(cpu: &mut Core, i: &Insn) -> Result<()> {
     check_sse(cpu)?;
     cpu.s.fpu.set_top(0);
     cpu.s.fpu.ftw = 0xff;
@@ -418,7 +418,7 @@ fn move_q2dq(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// PMOVMSKB/MOVMSKPS/MOVMSKPD to a GPR.
-fn mask_to_gpr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn mask_to_gpr(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let v = if i.flags & MMX != 0 {
         data::pmovmskb(u128::from(cpu.mm(i.r1))) & 0xff
@@ -435,7 +435,7 @@ fn mask_to_gpr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// PEXTRB/W/D/Q and EXTRACTPS to a GPR or memory.
-fn extract(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn extract(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let imm = i.imm as u8;
     let v = if i.flags & MMX != 0 {
@@ -459,7 +459,7 @@ fn extract(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// PINSRB/W/D/Q from a GPR or memory, and INSERTPS from memory.
-fn insert(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn insert(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let imm = i.imm as u8;
     let value = if i.flags & MEM != 0 {
@@ -483,7 +483,7 @@ fn insert(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// PTEST.
-fn ptest(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn ptest(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let src = cpu.vec_src(i)?;
     let (zf, cf) = data::ptest(cpu.s.fpu.xmm[usize::from(i.r0)], src);
@@ -494,7 +494,7 @@ fn ptest(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// PCMPESTRI/PCMPESTRM/PCMPISTRI/PCMPISTRM (`i.cc` 1: REX.W lengths).
-fn pcmpstr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn pcmpstr(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let b = cpu.vec_src(i)?;
     let a = cpu.s.fpu.xmm[usize::from(i.r0)];
@@ -522,7 +522,7 @@ fn pcmpstr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CRC32 r32/r64, r/m8..64 (`i.imm2` destination width in bytes).
-fn crc32(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn crc32(cpu: &mut Core, i: &Insn) -> Result<()> {
     let data = if i.flags & MEM != 0 {
         cpu.mem_read(i, u32::from(i.size))?
     } else {
@@ -535,7 +535,7 @@ fn crc32(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// PBLENDVB/BLENDVPS/BLENDVPD with the mask in XMM0.
-fn blend_xmm0(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn blend_xmm0(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let src = cpu.vec_src(i)?;
     let (dst, mask) = (cpu.s.fpu.xmm[usize::from(i.r0)], cpu.s.fpu.xmm[0]);
@@ -549,7 +549,7 @@ fn blend_xmm0(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// Integer XMM operations `xmm1 = op(xmm1, xmm2/m128[, imm8])`.
-fn xmm_int(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn xmm_int(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let src = cpu.vec_src(i)?;
     let dst = cpu.s.fpu.xmm[usize::from(i.r0)];
@@ -559,7 +559,7 @@ fn xmm_int(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// XMM shifts by an immediate.
-fn xmm_shift_imm(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn xmm_shift_imm(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let dst = cpu.s.fpu.xmm[usize::from(i.r0)];
     let r = int::int_shift_imm(i.op, dst, i.imm as u8).ok_or_else(Exception::ud)?;
@@ -568,7 +568,7 @@ fn xmm_shift_imm(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MMX integer operations.
-fn mmx_int(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn mmx_int(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let src = cpu.vec_src(i)? as u64;
     let dst = cpu.mm(i.r0);
@@ -578,7 +578,7 @@ fn mmx_int(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MMX shifts by an immediate.
-fn mmx_shift_imm(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn mmx_shift_imm(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let dst = cpu.mm(i.r0);
     let r = int::mmx_shift_imm(i.op, dst, i.imm as u8).ok_or_else(Exception::ud)?;
@@ -587,7 +587,7 @@ fn mmx_shift_imm(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// Shuffles, unpacks and blends.
-fn xmm_data(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn xmm_data(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let src = cpu.vec_src(i)?;
     let dst = cpu.s.fpu.xmm[usize::from(i.r0)];
@@ -597,7 +597,7 @@ fn xmm_data(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// Floating-point arithmetic, compares and conversions between XMM registers.
-fn xmm_float(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn xmm_float(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let src = cpu.vec_src(i)?;
     let dst = cpu.s.fpu.xmm[usize::from(i.r0)];
@@ -615,7 +615,7 @@ fn xmm_float(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// COMISS/COMISD/UCOMISS/UCOMISD.
-fn comis(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn comis(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let b = cpu.vec_src(i)?;
     let a = cpu.s.fpu.xmm[usize::from(i.r0)];
@@ -632,7 +632,7 @@ fn comis(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CVT(T)SS2SI / CVT(T)SD2SI (`i.imm2` result width in bits).
-fn cvt_to_int(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn cvt_to_int(cpu: &mut Core, i: &Insn) -> Result<()> {
     check_sse(cpu)?;
     let src = cpu.vec_src(i)?;
     let mut mxcsr = cpu.s.fpu.mxcsr;
@@ -648,7 +648,7 @@ fn cvt_to_int(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CVTSI2SS / CVTSI2SD (`i.imm2` source width in bits).
-fn cvt_from_int(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn cvt_from_int(cpu: &mut Core, i: &Insn) -> Result<()> {
     check_sse(cpu)?;
     let value = if i.flags & MEM != 0 {
         cpu.mem_read(i, u32::from(i.size))?

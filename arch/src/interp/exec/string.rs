@@ -9,7 +9,7 @@ use super::super::flags::DF;
 use super::super::insn::{addr_mask, size_mask, Insn, REP, REPNE};
 use super::super::mmu::Access;
 use super::super::state::{ES, RAX, RCX, RDI, RDX, RSI};
-use super::super::Cpu;
+use super::super::Core;
 use super::alu::{alu, CMP};
 
 /// String operation kinds (`i.cc`).
@@ -28,7 +28,7 @@ pub const INS: u8 = 5;
 pub const OUTS: u8 = 6;
 
 /// Executes one string instruction, repeated per its prefix.
-pub fn string(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn string(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let amask = addr_mask(i.asize);
     let rep = i.flags & (REP | REPNE) != 0;
@@ -67,7 +67,7 @@ pub fn string(cpu: &mut Cpu, i: &Insn) -> Result<()> {
     }
 }
 
-fn set_count(cpu: &mut Cpu, amask: u64, count: u64) {
+fn set_count(cpu: &mut Core, amask: u64, count: u64) {
     let r = &mut cpu.s.gpr[RCX];
     *r = if amask == 0xffff_ffff {
         count & amask
@@ -76,7 +76,7 @@ fn set_count(cpu: &mut Cpu, amask: u64, count: u64) {
     };
 }
 
-fn bump(cpu: &mut Cpu, reg: usize, amask: u64, delta: u64) {
+fn bump(cpu: &mut Core, reg: usize, amask: u64, delta: u64) {
     let v = cpu.s.gpr[reg].wrapping_add(delta) & amask;
     let r = &mut cpu.s.gpr[reg];
     *r = if amask == 0xffff_ffff {
@@ -87,7 +87,7 @@ fn bump(cpu: &mut Cpu, reg: usize, amask: u64, delta: u64) {
 }
 
 /// Moves rSI/rDI on by `n` elements of `size` bytes in the direction of DF.
-fn advance(cpu: &mut Cpu, i: &Insn, amask: u64, n: u64, size: u32) {
+fn advance(cpu: &mut Core, i: &Insn, amask: u64, n: u64, size: u32) {
     let delta = n.wrapping_mul(u64::from(size));
     let delta = if cpu.s.flags.has(DF) {
         delta.wrapping_neg()
@@ -103,7 +103,7 @@ fn advance(cpu: &mut Cpu, i: &Insn, amask: u64, n: u64, size: u32) {
 }
 
 /// One element.
-fn step(cpu: &mut Cpu, i: &Insn, size: u32, amask: u64) -> Result<()> {
+fn step(cpu: &mut Core, i: &Insn, size: u32, amask: u64) -> Result<()> {
     let si = cpu.s.gpr[RSI] & amask;
     let di = cpu.s.gpr[RDI] & amask;
     let seg = i.seg as usize;
@@ -160,7 +160,7 @@ fn step(cpu: &mut Cpu, i: &Insn, size: u32, amask: u64) -> Result<()> {
 /// Moves as many whole elements as fit in the current source and destination pages in one
 /// go. Returns how many were done, or None when this must go element by element (MMIO,
 /// decoded code, overlap, segment limits).
-fn bulk(cpu: &mut Cpu, i: &Insn, size: u32, amask: u64, count: u64) -> Result<Option<u64>> {
+fn bulk(cpu: &mut Core, i: &Insn, size: u32, amask: u64, count: u64) -> Result<Option<u64>> {
     let user = cpu.user();
     let di = cpu.s.gpr[RDI] & amask;
     let dst = cpu.linear(ES, di, size, true)?;
@@ -234,7 +234,7 @@ fn bulk(cpu: &mut Cpu, i: &Insn, size: u32, amask: u64, count: u64) -> Result<Op
     Ok(Some(n))
 }
 
-impl Cpu {
+impl Core {
     /// Whether `[offset, offset + bytes)` lies within segment `seg`'s (expand-up) limit.
     fn segment_covers(&self, seg: usize, offset: u64, bytes: u64) -> bool {
         let s = &self.s.seg[seg];

@@ -6,11 +6,11 @@ use super::super::flags::{IF, ZF};
 use super::super::insn::{size_mask, Insn, MEM, MEM_DST};
 use super::super::segment::{from_descriptor, is_canonical};
 use super::super::state::*;
-use super::super::Cpu;
+use super::super::Core;
 use super::control::require_cpl0;
 
 /// MOV CRn, reg (`i.r0` = n, value in register `i.r1`).
-pub fn mov_to_cr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_to_cr(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let size = if cpu.s.mode.code_bits == 64 { 8 } else { 4 };
     let v = cpu.get_reg(i.r1, size);
@@ -43,7 +43,7 @@ pub fn mov_to_cr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
     }
 }
 
-impl Cpu {
+impl Core {
     /// CR0 writes with their consistency checks and long-mode activation.
     pub(crate) fn write_cr0(&mut self, value: u64) -> Result<()> {
         let v = (value & 0xffff_ffff) | CR0_ET;
@@ -97,7 +97,7 @@ impl Cpu {
 }
 
 /// MOV reg, CRn.
-pub fn mov_from_cr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_from_cr(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let v = match i.r1 {
         0 => cpu.s.cr0,
@@ -113,7 +113,7 @@ pub fn mov_from_cr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// DR index into `State::dr` (DR4/DR5 alias DR6/DR7 unless CR4.DE).
-fn dr_slot(cpu: &Cpu, n: u8) -> Result<usize> {
+fn dr_slot(cpu: &Core, n: u8) -> Result<usize> {
     match n {
         0..=3 => Ok(usize::from(n)),
         4 | 5 if cpu.s.cr4 & CR4_DE != 0 => Err(Exception::ud()),
@@ -123,7 +123,7 @@ fn dr_slot(cpu: &Cpu, n: u8) -> Result<usize> {
 }
 
 /// MOV DRn, reg.
-pub fn mov_to_dr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_to_dr(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let slot = dr_slot(cpu, i.r0)?;
     let size = if cpu.s.mode.code_bits == 64 { 8 } else { 4 };
@@ -132,7 +132,7 @@ pub fn mov_to_dr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// MOV reg, DRn.
-pub fn mov_from_dr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn mov_from_dr(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let slot = dr_slot(cpu, i.r1)?;
     let size = if cpu.s.mode.code_bits == 64 { 8 } else { 4 };
@@ -141,7 +141,7 @@ pub fn mov_from_dr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// LGDT (`i.cc` 0) / LIDT (1): a 16-bit limit and a 24/32/64-bit base.
-pub fn load_dtr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn load_dtr(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let off = cpu.ea(i);
     let base_size = if cpu.s.mode.code_bits == 64 { 8 } else { 4 };
@@ -164,7 +164,7 @@ pub fn load_dtr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// SGDT (`i.cc` 0) / SIDT (1).
-pub fn store_dtr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn store_dtr(cpu: &mut Core, i: &Insn) -> Result<()> {
     check_umip(cpu)?;
     let table = if i.cc == 0 { cpu.s.gdt } else { cpu.s.idt };
     let base_size = if cpu.s.mode.code_bits == 64 { 8 } else { 4 };
@@ -174,7 +174,7 @@ pub fn store_dtr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
     cpu.write_sized(lin.wrapping_add(2), base_size, table.base)
 }
 
-fn check_umip(cpu: &Cpu) -> Result<()> {
+fn check_umip(cpu: &Core) -> Result<()> {
     if cpu.s.cr4 & CR4_UMIP != 0 && cpu.s.mode.cpl > 0 {
         return Err(Exception::gp0());
     }
@@ -182,7 +182,7 @@ fn check_umip(cpu: &Cpu) -> Result<()> {
 }
 
 /// Reads a 16-bit selector operand (register r1 or memory).
-fn selector_operand(cpu: &mut Cpu, i: &Insn) -> Result<u16> {
+fn selector_operand(cpu: &mut Core, i: &Insn) -> Result<u16> {
     Ok(if i.flags & MEM != 0 {
         cpu.mem_read(i, 2)?
     } else {
@@ -191,7 +191,7 @@ fn selector_operand(cpu: &mut Cpu, i: &Insn) -> Result<u16> {
 }
 
 /// Reads a system descriptor (16 bytes in long mode) for LLDT/LTR.
-fn system_descriptor(cpu: &mut Cpu, sel: u16) -> Result<(Segment, u64)> {
+fn system_descriptor(cpu: &mut Core, sel: u16) -> Result<(Segment, u64)> {
     if sel & 4 != 0 {
         return Err(Exception::gp(u32::from(sel & 0xfffc)));
     }
@@ -208,7 +208,7 @@ fn system_descriptor(cpu: &mut Cpu, sel: u16) -> Result<(Segment, u64)> {
 }
 
 /// LLDT.
-pub fn lldt(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn lldt(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let sel = selector_operand(cpu, i)?;
     if sel & 0xfffc == 0 {
@@ -231,7 +231,7 @@ pub fn lldt(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// LTR: loads an available TSS and marks it busy.
-pub fn ltr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn ltr(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let sel = selector_operand(cpu, i)?;
     if sel & 0xfffc == 0 {
@@ -259,7 +259,7 @@ pub fn ltr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// SLDT (`i.cc` 0) / STR (1) / SMSW (2).
-pub fn store_system(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn store_system(cpu: &mut Core, i: &Insn) -> Result<()> {
     check_umip(cpu)?;
     let v = match i.cc {
         0 => u64::from(cpu.s.ldt.selector),
@@ -275,7 +275,7 @@ pub fn store_system(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// LMSW: sets PE (never clears it), MP, EM, TS.
-pub fn lmsw(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn lmsw(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let v = selector_operand(cpu, i)? as u64;
     let keep_pe = cpu.s.cr0 & CR0_PE;
@@ -285,14 +285,14 @@ pub fn lmsw(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CLTS.
-pub fn clts(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn clts(cpu: &mut Core, _: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     cpu.s.cr0 &= !CR0_TS;
     Ok(())
 }
 
 /// INVLPG.
-pub fn invlpg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn invlpg(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let off = cpu.ea(i);
     let base = if cpu.s.mode.code_bits == 64 && (i.seg as usize) < FS {
@@ -306,12 +306,12 @@ pub fn invlpg(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// WBINVD / INVD: privileged no-ops on coherent emulated memory.
-pub fn cache_control(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn cache_control(cpu: &mut Core, _: &Insn) -> Result<()> {
     require_cpl0(cpu)
 }
 
 /// SWAPGS.
-pub fn swapgs(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn swapgs(cpu: &mut Core, _: &Insn) -> Result<()> {
     if cpu.s.mode.code_bits != 64 {
         return Err(Exception::ud());
     }
@@ -321,7 +321,7 @@ pub fn swapgs(cpu: &mut Cpu, _: &Insn) -> Result<()> {
 }
 
 /// RDTSC (`i.cc` 0) / RDTSCP (1).
-pub fn rdtsc(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn rdtsc(cpu: &mut Core, i: &Insn) -> Result<()> {
     if cpu.s.cr4 & CR4_TSD != 0 && cpu.s.mode.cpl > 0 {
         return Err(Exception::gp0());
     }
@@ -335,7 +335,7 @@ pub fn rdtsc(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// RDMSR.
-pub fn rdmsr(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn rdmsr(cpu: &mut Core, _: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let index = cpu.s.gpr[RCX] as u32;
     let v = cpu.read_msr(index).ok_or_else(Exception::gp0)?;
@@ -345,7 +345,7 @@ pub fn rdmsr(cpu: &mut Cpu, _: &Insn) -> Result<()> {
 }
 
 /// WRMSR.
-pub fn wrmsr(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn wrmsr(cpu: &mut Core, _: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let index = cpu.s.gpr[RCX] as u32;
     let v = (cpu.s.gpr[RDX] << 32) | (cpu.s.gpr[RAX] & 0xffff_ffff);
@@ -357,7 +357,7 @@ pub fn wrmsr(cpu: &mut Cpu, _: &Insn) -> Result<()> {
     }
 }
 
-impl Cpu {
+impl Core {
     /// Whether the current privilege may access `size` ports from `port` (IOPL, then the
     /// TSS I/O permission bitmap).
     pub(crate) fn check_io_permission(&mut self, port: u16, size: u32) -> Result<()> {
@@ -385,7 +385,7 @@ impl Cpu {
 
 /// IN/OUT (`i.cc` 0 IN, 1 OUT); port in `imm` (`i.flags & MEM` clear and `i.r1` = 0xff) or
 /// DX.
-pub fn io(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn io(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let port = if i.r1 == 0xff {
         i.imm as u16
@@ -409,7 +409,7 @@ pub fn io(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CLI (`i.cc` 0) / STI (1).
-pub fn cli_sti(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn cli_sti(cpu: &mut Core, i: &Insn) -> Result<()> {
     if cpu.s.mode.protected && cpu.s.mode.cpl > cpu.iopl() {
         return Err(Exception::gp0());
     }
@@ -426,7 +426,7 @@ pub fn cli_sti(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// CPUID.
-pub fn cpuid(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+pub fn cpuid(cpu: &mut Core, _: &Insn) -> Result<()> {
     let leaf = cpu.s.gpr[RAX] as u32;
     let sub = cpu.s.gpr[RCX] as u32;
     let [a, b, c, d] = cpu.cpuid.lookup(leaf, sub);
@@ -438,7 +438,7 @@ pub fn cpuid(cpu: &mut Cpu, _: &Insn) -> Result<()> {
 }
 
 /// RDRAND: a fresh random value from the host, CF set.
-pub fn rdrand(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn rdrand(cpu: &mut Core, i: &Insn) -> Result<()> {
     let v = super::super::time::host_random();
     cpu.put_reg(i.r0, u32::from(i.size), v);
     cpu.s.flags.set_arith(super::super::flags::CF);
@@ -446,7 +446,7 @@ pub fn rdrand(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// LAR (`i.cc` 0) / LSL (1) / VERR (2) / VERW (3): ZF tells whether the selector passed.
-pub fn descriptor_query(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+pub fn descriptor_query(cpu: &mut Core, i: &Insn) -> Result<()> {
     if !cpu.s.mode.protected || cpu.s.mode.v86 {
         return Err(Exception::ud());
     }

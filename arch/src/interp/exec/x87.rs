@@ -10,7 +10,7 @@ use super::super::state::{CR0_EM, CR0_NE, CR0_TS, CR4_OSFXSR};
 use super::super::x87::compute::{self, ArithForm, ArithOp, BinaryOp, CmpSrc, Const, UnaryOp};
 use super::super::x87::image::{self, EnvFormat, FxFormat, MXCSR_MASK};
 use super::super::x87::{ops, stack};
-use super::super::Cpu;
+use super::super::Core;
 
 fn st_index(reg: Register) -> Option<u8> {
     let v = reg as u32;
@@ -168,7 +168,7 @@ fn is_non_waiting(m: Mnemonic) -> bool {
     )
 }
 
-impl Cpu {
+impl Core {
     /// #NM for CR0.EM/TS, then #MF for a pending unmasked x87 exception on waiting
     /// instructions.
     fn check_x87(&mut self, i: &Insn) -> Result<()> {
@@ -214,7 +214,7 @@ fn u64_of(b: [u8; 10]) -> u64 {
 
 /// Control instructions: FNINIT, FNCLEX, FNSTCW, FLDCW, FNSTSW, FINCSTP, FDECSTP, FFREE(P),
 /// FNOP, FXCH, FWAIT.
-fn control(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn control(cpu: &mut Core, i: &Insn) -> Result<()> {
     use Mnemonic as M;
     cpu.check_x87(i)?;
     let f = &mut cpu.s.fpu;
@@ -251,7 +251,7 @@ fn control(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// FLD, FILD, FBLD.
-fn load(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn load(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_x87(i)?;
     cpu.note_x87(i);
     if i.flags & MEM == 0 {
@@ -279,7 +279,7 @@ fn load(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// FST, FSTP, FIST, FISTP, FISTTP, FBSTP.
-fn store(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn store(cpu: &mut Core, i: &Insn) -> Result<()> {
     use Mnemonic as M;
     cpu.check_x87(i)?;
     cpu.note_x87(i);
@@ -330,7 +330,7 @@ fn arith_op(m: Mnemonic) -> ArithOp {
 }
 
 /// Two-operand arithmetic in every form.
-fn arith(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn arith(cpu: &mut Core, i: &Insn) -> Result<()> {
     use Mnemonic as M;
     cpu.check_x87(i)?;
     cpu.note_x87(i);
@@ -365,7 +365,7 @@ fn arith(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// FCOM-family compares into the condition codes.
-fn compare(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn compare(cpu: &mut Core, i: &Insn) -> Result<()> {
     use Mnemonic as M;
     cpu.check_x87(i)?;
     cpu.note_x87(i);
@@ -398,7 +398,7 @@ fn compare(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// FCOMI/FCOMIP/FUCOMI/FUCOMIP into RFLAGS.
-fn compare_flags(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn compare_flags(cpu: &mut Core, i: &Insn) -> Result<()> {
     use Mnemonic as M;
     cpu.check_x87(i)?;
     cpu.note_x87(i);
@@ -410,7 +410,7 @@ fn compare_flags(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// One-operand, two-operand (ST(0), ST(1)) and constant-loading instructions.
-fn compute_op(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn compute_op(cpu: &mut Core, i: &Insn) -> Result<()> {
     use Mnemonic as M;
     cpu.check_x87(i)?;
     cpu.note_x87(i);
@@ -446,7 +446,7 @@ fn compute_op(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// FCMOVcc ST(0), ST(i).
-fn fcmov(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn fcmov(cpu: &mut Core, i: &Insn) -> Result<()> {
     use Mnemonic as M;
     cpu.check_x87(i)?;
     let fl = &cpu.s.flags;
@@ -465,7 +465,7 @@ fn fcmov(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// The environment format for the current mode and operand size (`i.cc` 1: 16-bit).
-fn env_format(cpu: &Cpu, i: &Insn) -> EnvFormat {
+fn env_format(cpu: &Core, i: &Insn) -> EnvFormat {
     let protected = cpu.s.mode.protected && !cpu.s.mode.v86;
     match (protected, i.cc == 1) {
         (true, false) => EnvFormat::Protected32,
@@ -476,7 +476,7 @@ fn env_format(cpu: &Cpu, i: &Insn) -> EnvFormat {
 }
 
 /// FNSTENV, FLDENV, FNSAVE, FRSTOR.
-fn environment(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn environment(cpu: &mut Core, i: &Insn) -> Result<()> {
     use Mnemonic as M;
     cpu.check_x87(i)?;
     let fmt = env_format(cpu, i);
@@ -505,7 +505,7 @@ fn environment(cpu: &mut Cpu, i: &Insn) -> Result<()> {
     Ok(())
 }
 
-impl Cpu {
+impl Core {
     fn write_x87_image(&mut self, i: &Insn, bytes: &[u8]) -> Result<()> {
         let lin = self.linear(i.seg as usize, self.ea(i), bytes.len() as u32, true)?;
         let user = self.user();
@@ -522,7 +522,7 @@ impl Cpu {
 }
 
 /// FXSAVE/FXRSTOR (`i.cc` 1: the 64-bit-pointer forms).
-fn fxsave_fxrstor(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn fxsave_fxrstor(cpu: &mut Core, i: &Insn) -> Result<()> {
     if cpu.s.cr0 & (CR0_EM | CR0_TS) != 0 {
         return Err(Exception::nm());
     }
@@ -567,7 +567,7 @@ fn fxsave_fxrstor(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// LDMXCSR m32.
-fn ldmxcsr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn ldmxcsr(cpu: &mut Core, i: &Insn) -> Result<()> {
     check_sse(cpu)?;
     let v = cpu.mem_read(i, 4)? as u32;
     if v & !MXCSR_MASK != 0 {
@@ -578,7 +578,7 @@ fn ldmxcsr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// STMXCSR m32.
-fn stmxcsr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
+fn stmxcsr(cpu: &mut Core, i: &Insn) -> Result<()> {
     check_sse(cpu)?;
     let v = u64::from(cpu.s.fpu.mxcsr);
     if i.flags & MEM_DST == 0 {
@@ -588,7 +588,7 @@ fn stmxcsr(cpu: &mut Cpu, i: &Insn) -> Result<()> {
 }
 
 /// EMMS: every x87 register empty.
-fn emms(cpu: &mut Cpu, _: &Insn) -> Result<()> {
+fn emms(cpu: &mut Core, _: &Insn) -> Result<()> {
     if cpu.s.cr0 & CR0_EM != 0 {
         return Err(Exception::ud());
     }
@@ -600,7 +600,7 @@ fn emms(cpu: &mut Cpu, _: &Insn) -> Result<()> {
 }
 
 /// #UD without CR4.OSFXSR or with CR0.EM, #NM with CR0.TS: the checks of SSE instructions.
-pub(crate) fn check_sse(cpu: &Cpu) -> Result<()> {
+pub(crate) fn check_sse(cpu: &Core) -> Result<()> {
     if cpu.s.cr4 & CR4_OSFXSR == 0 || cpu.s.cr0 & CR0_EM != 0 {
         return Err(Exception::ud());
     }
