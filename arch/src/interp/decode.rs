@@ -489,10 +489,23 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             data::enter
         }
         M::Leave => {
-            i.size = stack_size(ins, code_bits);
+            // iced reports no fixed stack increment for LEAVE; its size is the operand size.
+            i.size = opcode_operand_size(ins, code_bits);
             data::leave
         }
         M::Xlatb => data::xlat,
+        M::Movnti => data::mov_mr,
+        M::Lds | M::Les | M::Lss | M::Lfs | M::Lgs if mem => {
+            i.size = far_mem_size(ins);
+            i.r1 = match m {
+                M::Les => 0,
+                M::Lss => 2,
+                M::Lds => 3,
+                M::Lfs => 4,
+                _ => 5,
+            };
+            data::load_far_pointer
+        }
         M::Movbe => data::movbe,
         M::Nop
         | M::Pause

@@ -148,6 +148,15 @@ impl Core {
         self.read_sized(lin, size)
     }
 
+    /// Reads the memory operand of a read-modify-write instruction: its pages are translated
+    /// for writing first, so a fault reports a write access and nothing is half done.
+    #[inline(always)]
+    pub(crate) fn mem_read_rmw(&mut self, i: &Insn, size: u32) -> Result<u64> {
+        let lin = self.linear(i.seg as usize, self.ea(i), size, true)?;
+        self.probe_write(lin, size)?;
+        self.read_sized(lin, size)
+    }
+
     /// Writes the instruction's memory operand at width `size`.
     #[inline(always)]
     pub(crate) fn mem_write(&mut self, i: &Insn, size: u32, value: u64) -> Result<()> {
@@ -189,6 +198,17 @@ impl Core {
         let size = u32::from(i.size);
         if i.flags & MEM_DST != 0 {
             self.mem_read(i, size)
+        } else {
+            Ok(self.get_reg(i.r0, size))
+        }
+    }
+
+    /// Reads operand 0 of a read-modify-write instruction (see [`Core::mem_read_rmw`]).
+    #[inline(always)]
+    pub(crate) fn read_op0_rmw(&mut self, i: &Insn) -> Result<u64> {
+        let size = u32::from(i.size);
+        if i.flags & MEM_DST != 0 {
+            self.mem_read_rmw(i, size)
         } else {
             Ok(self.get_reg(i.r0, size))
         }

@@ -2,7 +2,7 @@
 //! long mode: gates, privilege changes, stack switches through the TSS, IST), double and
 //! triple faults, and returning with IRET.
 
-use super::fault::{Exception, Result, DF, GP, PF, SS as SS_FAULT, TS};
+use super::fault::{Exception, Result, DB, DF, GP, PF, SS as SS_FAULT, TS};
 use super::flags::{AC, IF, NT, RF, TF, VM};
 use super::insn::size_mask;
 use super::segment::{from_descriptor, is_canonical};
@@ -128,7 +128,18 @@ impl Core {
         let gate32 = kind >= GATE_INT32;
         let interrupt_gate = kind == GATE_INT16 || kind == GATE_INT32;
         let ist = (hi_ist(lo)) as u64;
-        self.deliver_protected(error, selector, target, gate32, interrupt_gate, ist, ext)
+        // Faults push RFLAGS with RF set, so the handler's IRET does not retrigger an
+        // instruction breakpoint; #DB (a trap here) and interrupts push it as it is.
+        let rf_before = self.s.flags.has(RF);
+        if source == Source::Exception && vector != DB {
+            self.s.flags.assign(RF, true);
+        }
+        let delivered =
+            self.deliver_protected(error, selector, target, gate32, interrupt_gate, ist, ext);
+        if delivered.is_err() {
+            self.s.flags.assign(RF, rf_before);
+        }
+        delivered
     }
 
     fn deliver_real(&mut self, vector: u8) -> Result<()> {

@@ -392,6 +392,20 @@ impl Core {
         self.write_slow::<N>(lin, value, user)
     }
 
+    /// Translates the pages of a `size`-byte store at `lin` without storing: raises the
+    /// fault the store would and sets the dirty bits it would.
+    #[inline(always)]
+    pub(crate) fn probe_write(&mut self, lin: u64, size: u32) -> Result<()> {
+        let user = self.user();
+        let last = lin.wrapping_add(u64::from(size) - 1);
+        self.host_for(lin, Access::Write, user)?;
+        if (last ^ lin) & !0xfff != 0 {
+            // A fault on the second page reports that page's first byte, as hardware does.
+            self.host_for(last & !0xfff, Access::Write, user)?;
+        }
+        Ok(())
+    }
+
     #[inline(never)]
     fn write_slow<const N: usize>(&mut self, lin: u64, value: u64, user: bool) -> Result<()> {
         self.write_bytes(lin, &value.to_le_bytes()[..N], user)

@@ -132,7 +132,7 @@ pub fn alu_m<const OP: u8, const IMM: bool>(cpu: &mut Core, i: &Insn) -> Result<
         alu::<OP>(&mut cpu.s.flags, size, old, b);
         return Ok(());
     }
-    let a = cpu.mem_read(i, size)?;
+    let a = cpu.mem_read_rmw(i, size)?;
     let r = alu::<OP>(&mut cpu.s.flags, size, a, b);
     cpu.mem_write(i, size, r)
 }
@@ -178,7 +178,7 @@ fn modify_op0(cpu: &mut Core, i: &Insn, f: impl Fn(u64) -> u64) -> Result<u64> {
     if i.flags & LOCK != 0 {
         return locked_rmw(cpu, i, u32::from(i.size), f);
     }
-    let a = cpu.read_op0(i)?;
+    let a = cpu.read_op0_rmw(i)?;
     cpu.write_op0(i, f(a))?;
     Ok(a)
 }
@@ -351,6 +351,14 @@ pub fn div<const SIGNED: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
 pub fn xadd(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     let b = cpu.get_reg(i.r1, size);
+    if i.flags & MEM_DST == 0 {
+        // The sum is written last, so `xadd r, r` leaves the sum.
+        let a = cpu.get_reg(i.r0, size);
+        cpu.put_reg(i.r1, size, a);
+        cpu.put_reg(i.r0, size, a.wrapping_add(b));
+        alu::<ADD>(&mut cpu.s.flags, size, a, b);
+        return Ok(());
+    }
     let old = modify_op0(cpu, i, |a| a.wrapping_add(b))?;
     cpu.put_reg(i.r1, size, old);
     alu::<ADD>(&mut cpu.s.flags, size, old, b);
@@ -371,7 +379,7 @@ pub fn cmpxchg(cpu: &mut Core, i: &Insn) -> Result<()> {
     } else if i.flags & LOCK != 0 {
         locked_rmw(cpu, i, size, |v| if v == expected { new } else { v })?
     } else {
-        let old = cpu.mem_read(i, size)?;
+        let old = cpu.mem_read_rmw(i, size)?;
         // The destination is written in both cases, as on hardware.
         cpu.mem_write(i, size, if old == expected { new } else { old })?;
         old

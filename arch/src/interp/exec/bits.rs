@@ -43,12 +43,12 @@ pub fn shift<const SRC: u8>(cpu: &mut Core, i: &Insn) -> Result<()> {
         i.imm & 0xff
     };
     let count = (raw & if size == 8 { 63 } else { 31 }) as u32;
+    let a = cpu.read_op0_rmw(i)?;
     if count == 0 {
-        // Even a zero count reads (and may fault on) the operand, but changes nothing.
-        cpu.read_op0(i)?;
-        return Ok(());
+        // A zero count changes no flags but still writes the operand back (zero-extending
+        // a 32-bit register, dirtying a page), as hardware does.
+        return cpu.write_op0(i, a);
     }
-    let a = cpu.read_op0(i)?;
     let mask = size_mask(size);
     let f = &mut cpu.s.flags;
     let r = match i.cc {
@@ -140,9 +140,9 @@ pub fn shift_double<const RIGHT: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let bits = size * 8;
     let raw = if i.cc == 1 { cpu.s.gpr[RCX] } else { i.imm };
     let count = (raw & if size == 8 { 63 } else { 31 }) as u32;
-    let a = cpu.read_op0(i)?;
+    let a = cpu.read_op0_rmw(i)?;
     if count == 0 {
-        return Ok(());
+        return cpu.write_op0(i, a);
     }
     let b = cpu.get_reg(i.r1, size);
     // Work in 128 bits: for 16-bit operands counts up to 31 are allowed.
@@ -226,11 +226,13 @@ pub fn bit_test<const IMM: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
         let v = if i.cc != BT && i.flags & LOCK != 0 {
             locked_rmw(cpu, i, size, |v| apply(v, bit))?
         } else {
-            let v = cpu.read_op0(i)?;
-            if i.cc != BT {
+            if i.cc == BT {
+                cpu.read_op0(i)?
+            } else {
+                let v = cpu.read_op0_rmw(i)?;
                 cpu.write_op0(i, apply(v, bit))?;
+                v
             }
-            v
         };
         (v >> bit) & 1
     };

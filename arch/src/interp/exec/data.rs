@@ -188,6 +188,22 @@ pub fn mov_to_sreg(cpu: &mut Core, i: &Insn) -> Result<()> {
     Ok(())
 }
 
+/// LDS/LES/LSS/LFS/LGS: loads the far pointer at the memory operand into segment `r1` and
+/// general register `r0`; neither changes if the segment load faults.
+pub fn load_far_pointer(cpu: &mut Core, i: &Insn) -> Result<()> {
+    let size = u32::from(i.size);
+    let lin = cpu.linear(i.seg as usize, cpu.ea(i), size + 2, false)?;
+    let offset = cpu.read_sized(lin, size)?;
+    let sel = cpu.read_sized(lin.wrapping_add(u64::from(size)), 2)? as u16;
+    cpu.load_segment(i.r1 as usize, sel)?;
+    if i.r1 as usize == SS {
+        cpu.s.interrupt_shadow = true;
+    }
+    cpu.put_reg(i.r0, size, offset);
+    cpu.end_block = true;
+    Ok(())
+}
+
 /// MOV r/m, sreg: stores the selector (register destinations are zero-extended).
 pub fn mov_from_sreg(cpu: &mut Core, i: &Insn) -> Result<()> {
     let sel = u64::from(cpu.s.seg[i.r1 as usize].selector);

@@ -55,6 +55,8 @@ fn needs_alignment(ins: &Instruction, m: Mnemonic) -> bool {
             | Mnemonic::Lddqu
             | Mnemonic::Pcmpestri
             | Mnemonic::Pcmpestrm
+            | Mnemonic::Pcmpestri64
+            | Mnemonic::Pcmpestrm64
             | Mnemonic::Pcmpistri
             | Mnemonic::Pcmpistrm
     );
@@ -173,8 +175,15 @@ pub fn lower(ins: &Instruction, i: &mut Insn) -> Option<Handler> {
             insert
         }
         M::Ptest => ptest,
-        M::Pcmpestri | M::Pcmpestrm | M::Pcmpistri | M::Pcmpistrm => {
-            i.cc = u8::from(ins.op_code().operand_size() == 64);
+        M::Pcmpestri | M::Pcmpestrm | M::Pcmpistri | M::Pcmpistrm => pcmpstr,
+        M::Pcmpestri64 | M::Pcmpestrm64 => {
+            // The REX.W forms take 64-bit lengths from RAX and RDX.
+            i.op = if m == M::Pcmpestri64 {
+                M::Pcmpestri
+            } else {
+                M::Pcmpestrm
+            };
+            i.cc = 1;
             pcmpstr
         }
         M::Crc32 => {
