@@ -1,6 +1,8 @@
 //! Helpers for Ember's end-to-end tests: find the `ember` binary, the test guests and the
 //! default Debian guest, write configs, and run the VMM with a hang guard.
 
+pub mod difftest;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};

@@ -1,0 +1,28 @@
+//! Differential testing of Ember's software CPU against hardware.
+//!
+//! A seeded generator (`gen`) draws random sequences of 64-bit instructions with a random
+//! initial state; each case runs on KVM (`kvm`) and on `arch::interp::Cpu` (`interp`) in the
+//! same tiny machine (`layout`: a CPL-0 prologue, then the sequence at CPL 3), and `compare`
+//! checks every architecturally defined result: general registers, RIP, the defined RFLAGS
+//! bits (`flags`), the data area, the stacks, the accessed/dirty bits of the pages involved,
+//! XMM registers, MXCSR, x87 state, and the exception that ended the case, if any (`report`
+//! explains a difference). Where `/dev/kvm` is missing, `corpus` holds KVM's results
+//! recorded on a machine that has it. `session` runs many cases and keeps statistics.
+
+pub mod compare;
+pub mod corpus;
+pub mod digest;
+pub mod flags;
+pub mod gen;
+pub mod interp;
+pub mod kvm;
+pub mod layout;
+pub mod report;
+pub mod rng;
+pub mod session;
+pub mod state;
+
+/// The seed of the fast mode (`tests/tests/differential.rs`) and of the shipped corpus.
+pub const FAST_SEED: u64 = 0x454d_4245_5244_4946;
+/// Instructions the fast mode compares, at least.
+pub const FAST_INSTRUCTIONS: u64 = 100_000;
