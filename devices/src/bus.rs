@@ -66,6 +66,8 @@ struct Range {
     base: u64,
     len: u64,
     device: SharedDevice,
+    /// The device offset of `base`.
+    device_offset: u64,
 }
 
 /// Most distinct unassigned addresses reported before the bus stops logging them.
@@ -88,8 +90,21 @@ impl Bus {
         }
     }
 
-    /// Adds `device` at `[base, base + len)`.
+    /// Adds `device` at `[base, base + len)`; it sees offsets from `base`.
     pub fn insert(&mut self, device: SharedDevice, base: u64, len: u64) -> Result<(), BusError> {
+        self.insert_window(device, base, len, 0)
+    }
+
+    /// Adds a window of `device` at `[base, base + len)` whose first address the device sees
+    /// as `device_offset`: one device can decode several scattered ranges (the i8042's ports
+    /// 0x60 and 0x64, say) without claiming the addresses between them.
+    pub fn insert_window(
+        &mut self,
+        device: SharedDevice,
+        base: u64,
+        len: u64,
+        device_offset: u64,
+    ) -> Result<(), BusError> {
         let (kind, end) = (self.kind, base.checked_add(len));
         let end = end
             .filter(|_| len > 0)
@@ -102,7 +117,15 @@ impl Bus {
             return Err(BusError::Overlap { kind, base, len });
         }
         let at = self.ranges.partition_point(|r| r.base < base);
-        self.ranges.insert(at, Range { base, len, device });
+        self.ranges.insert(
+            at,
+            Range {
+                base,
+                len,
+                device,
+                device_offset,
+            },
+        );
         Ok(())
     }
 
@@ -112,7 +135,7 @@ impl Bus {
             .partition_point(|r| r.base <= addr)
             .checked_sub(1)?;
         let r = &self.ranges[i];
-        (addr - r.base < r.len).then_some((r, addr - r.base))
+        (addr - r.base < r.len).then_some((r, addr - r.base + r.device_offset))
     }
 
     /// Performs a guest read at `addr`. Unassigned addresses read as all ones.
@@ -191,6 +214,21 @@ mod tests {
         bus.write(0x60, &[0xfe]);
         assert_eq!(b.lock().unwrap().last_write, Some((0, vec![0xfe])));
         assert_eq!(a.lock().unwrap().last_write, None);
+    }
+
+    #[test]
+    fn windows_of_one_device_see_their_device_offsets() {
+        let mut bus = Bus::new(BusKind::Pio);
+        let kbd = Arc::new(Mutex::new(Probe::default()));
+        bus.insert_window(kbd.clone(), 0x60, 1, 0).unwrap();
+        bus.insert_window(kbd.clone(), 0x64, 1, 4).unwrap();
+        bus.insert(Arc::new(Mutex::new(Probe::default())), 0x61, 1)
+            .unwrap();
+        bus.write(0x64, &[0xfe]);
+        assert_eq!(kbd.lock().unwrap().last_write, Some((4, vec![0xfe])));
+        let mut data = [0u8; 1];
+        bus.read(0x61, &mut data);
+        assert_eq!(data, [0], "0x61 belongs to another device");
     }
 
     #[test]

@@ -1,22 +1,25 @@
 //! The software CPU backend: Ember's x86-64 interpreter running the same memory and devices,
-//! with the interrupt controllers KVM would otherwise provide in the kernel: a local APIC per
-//! vCPU (in the interpreter), an IOAPIC on the MMIO bus, and a timer thread.
+//! with the interrupt controllers and timers KVM would otherwise provide in the kernel: a
+//! local APIC per vCPU (in the interpreter), an IOAPIC on the MMIO bus, the 8259 PICs and the
+//! 8254 PIT on the I/O bus, and a timer thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arch::boot::EntryState;
 use arch::cpuid::Topology;
 use arch::interp::apicbus::ApicBus;
-use arch::interp::lapic::{Inbox, TimerQueue};
+use arch::interp::lapic::{ExtIntController, Inbox, TimerQueue};
 use arch::interp::ram::{CodePages, GuestRam};
 use arch::interp::time::Clock;
 use arch::interp::{Cpu, Exit, IoBus};
 use arch::GuestMemory;
-use devices::bus::lock;
+use devices::bus::{lock, Bus, BusError, SharedDevice};
 use devices::intc::ioapic::{InterruptMessages, IoApic};
+use devices::intc::pic::{Pic, PIC_MASTER_PORT, PIC_PORTS, PIC_SLAVE_PORT};
 use devices::irq::InterruptLine;
+use devices::legacy::pit::{DeadlineTimer, Pit, PIT_PORT, PIT_PORTS, PORT_B};
 
 use crate::stop::StopSignal;
 use crate::timers::{TimerId, TimerService};
@@ -50,16 +53,52 @@ impl TimerQueue for ApicTimers {
     }
 }
 
-/// A device interrupt line into the IOAPIC.
+/// A device interrupt line: into the IOAPIC and, for ISA interrupts (0..16), the 8259s too,
+/// as on a PC; the guest masks the controller it does not use.
 struct GsiLine {
     ioapic: Arc<Mutex<IoApic>>,
-    pin: usize,
+    pic: Arc<Mutex<Pic>>,
+    gsi: u32,
 }
 
 impl InterruptLine for GsiLine {
     fn trigger(&self) -> std::io::Result<()> {
-        lock(&self.ioapic).pulse(self.pin);
+        if self.gsi < 16 {
+            lock(&self.pic).pulse(self.gsi);
+        }
+        lock(&self.ioapic).pulse(self.gsi as usize);
         Ok(())
+    }
+}
+
+/// The 8259's INT output: LINT0 of the boot vCPU.
+struct PicOutput(Arc<Inbox>);
+
+impl InterruptLine for PicOutput {
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.post(Inbox::EXTINT);
+        Ok(())
+    }
+}
+
+/// The boot vCPU's INTA cycle, answered by the 8259s.
+struct PicAcknowledge(Arc<Mutex<Pic>>);
+
+impl ExtIntController for PicAcknowledge {
+    fn acknowledge(&self) -> Option<u8> {
+        lock(&self.0).acknowledge()
+    }
+}
+
+/// The PIT's interrupt timer, on the timer thread.
+struct PitTimer {
+    service: TimerService,
+    id: TimerId,
+}
+
+impl DeadlineTimer for PitTimer {
+    fn arm(&self, deadline: Option<Instant>) {
+        self.service.arm(self.id, deadline);
     }
 }
 
@@ -73,6 +112,8 @@ pub struct SoftMachine {
     apic_bus: Arc<ApicBus>,
     timers: Arc<ApicTimers>,
     ioapic: Arc<Mutex<IoApic>>,
+    pic: Arc<Mutex<Pic>>,
+    pit: Arc<Mutex<Pit>>,
 }
 
 impl SoftMachine {
@@ -95,6 +136,26 @@ impl SoftMachine {
         let ioapic = Arc::new(Mutex::new(IoApic::new(Arc::new(ApicMessages(
             apic_bus.clone(),
         )))));
+        let pic = Arc::new(Mutex::new(Pic::new(Arc::new(PicOutput(
+            inboxes[0].clone(),
+        )))));
+        let pit_slot: Arc<OnceLock<Arc<Mutex<Pit>>>> = Arc::default();
+        let slot = pit_slot.clone();
+        let pit_timer = PitTimer {
+            id: service.add(Arc::new(move || {
+                if let Some(pit) = slot.get() {
+                    lock(pit).expire(Instant::now());
+                }
+            })),
+            service: service.clone(),
+        };
+        let irq0 = Arc::new(GsiLine {
+            ioapic: ioapic.clone(),
+            pic: pic.clone(),
+            gsi: 0,
+        });
+        let pit = Arc::new(Mutex::new(Pit::new(irq0, Arc::new(pit_timer))));
+        let _ = pit_slot.set(pit.clone());
         Ok(SoftMachine {
             ram: Arc::new(ram),
             code: Arc::new(code),
@@ -103,7 +164,33 @@ impl SoftMachine {
             apic_bus,
             timers: Arc::new(ApicTimers { service, ids }),
             ioapic,
+            pic,
+            pit,
         })
+    }
+
+    /// Adds the 8259s, the 8254 and port B to the I/O bus `pio`.
+    pub fn add_legacy_ports(&self, pio: &mut Bus) -> Result<(), BusError> {
+        let (pic, pit): (SharedDevice, SharedDevice) = (self.pic.clone(), self.pit.clone());
+        pio.insert(pic.clone(), PIC_MASTER_PORT, PIC_PORTS)?;
+        let slave = PIC_SLAVE_PORT - PIC_MASTER_PORT;
+        pio.insert_window(pic, PIC_SLAVE_PORT, PIC_PORTS, slave)?;
+        pio.insert(pit.clone(), PIT_PORT, PIT_PORTS)?;
+        pio.insert_window(pit, PORT_B, 1, PORT_B - PIT_PORT)
+    }
+
+    /// Programs the 8259s and the 8254 the way a PC BIOS leaves them (see
+    /// [`arch::boot::bios`]).
+    pub fn set_bios_interrupt_state(&self) {
+        use arch::boot::bios;
+        lock(&self.pic).set_bios_state(
+            bios::PIC_MASTER_BASE,
+            bios::PIC_MASTER_MASK,
+            bios::PIC_SLAVE_BASE,
+            bios::PIC_SLAVE_MASK,
+        );
+        // A reload of 0x10000 is written as 0.
+        lock(&self.pit).set_bios_state(bios::PIT_CHANNEL0_MODE, bios::PIT_CHANNEL0_RELOAD as u16);
     }
 
     /// The IOAPIC, for the MMIO bus.
@@ -115,7 +202,8 @@ impl SoftMachine {
     pub fn interrupt_line(&self, gsi: u32) -> Arc<dyn InterruptLine> {
         Arc::new(GsiLine {
             ioapic: self.ioapic.clone(),
-            pin: gsi as usize,
+            pic: self.pic.clone(),
+            gsi,
         })
     }
 
@@ -138,7 +226,9 @@ impl SoftMachine {
             topology,
             self.inboxes[index].clone(),
         );
-        cpu.connect(self.apic_bus.clone(), self.timers.clone(), None);
+        let extint: Option<Arc<dyn ExtIntController>> =
+            (index == 0).then(|| Arc::new(PicAcknowledge(self.pic.clone())) as _);
+        cpu.connect(self.apic_bus.clone(), self.timers.clone(), extint);
         for (msr, value) in arch::msr::boot_msrs() {
             if !cpu.set_msr(msr, value) {
                 log::warn!("software CPU refused boot MSR {msr:#x}");

@@ -16,7 +16,7 @@ use devices::bus::{Bus, BusError, BusKind, SharedDevice};
 use devices::intc::ioapic::{IOAPIC_ADDR, IOAPIC_SIZE};
 use devices::irq::InterruptLine;
 use devices::legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS};
-use devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORTS};
+use devices::legacy::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
 use devices::legacy::rtc::{self, Rtc, RTC_PORT, RTC_PORTS};
 use devices::legacy::serial::{Serial, COM1_IRQ, COM1_PORT, UART_PORTS};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
@@ -117,11 +117,15 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     );
 
     let backend = Backend::select(opts, machine_config.vcpu_count, &mem)?;
-    if let Backend::Kvm(kvm) = &backend {
-        kvm.register_memory(&mem, machine_config.track_dirty_pages)?;
-        if setup.bios_interrupts {
-            kvm.set_bios_interrupt_state()?;
+    match &backend {
+        Backend::Kvm(kvm) => {
+            kvm.register_memory(&mem, machine_config.track_dirty_pages)?;
+            if setup.bios_interrupts {
+                kvm.set_bios_interrupt_state()?;
+            }
         }
+        Backend::Soft(soft) if setup.bios_interrupts => soft.set_bios_interrupt_state(),
+        Backend::Soft(_) => {}
     }
 
     let stop = Arc::new(StopSignal::new().map_err(host("eventfd"))?);
@@ -135,7 +139,13 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     let mut pio = Bus::new(BusKind::Pio);
     pio.insert(serial.clone(), COM1_PORT, UART_PORTS)?;
     let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(stop.clone())));
-    pio.insert(i8042, I8042_PORT, I8042_PORTS)?;
+    pio.insert_window(i8042.clone(), I8042_DATA_PORT, 1, 0)?;
+    pio.insert_window(
+        i8042,
+        I8042_COMMAND_PORT,
+        1,
+        I8042_COMMAND_PORT - I8042_DATA_PORT,
+    )?;
     let debug_exit: SharedDevice = Arc::new(Mutex::new(DebugExit::new(stop.clone())));
     pio.insert(debug_exit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)?;
     let cmos: SharedDevice = Arc::new(Mutex::new(Rtc::new()));
@@ -144,6 +154,7 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     pio.insert(acpi_pm, ACPI_PM_PORT, ACPI_PM_PORTS)?;
     let mut mmio = Bus::new(BusKind::Mmio);
     if let Backend::Soft(soft) = &backend {
+        soft.add_legacy_ports(&mut pio)?;
         mmio.insert(soft.ioapic(), IOAPIC_ADDR, IOAPIC_SIZE)?;
     }
     let buses = Arc::new(Buses { pio, mmio });

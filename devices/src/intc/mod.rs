@@ -2,3 +2,4 @@
 //! KVM brings in-kernel ones).
 
 pub mod ioapic;
+pub mod pic;

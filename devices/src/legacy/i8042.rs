@@ -6,10 +6,10 @@ use std::sync::Arc;
 use crate::bus::BusDevice;
 use crate::exit::{ExitRequester, ResetTrigger};
 
-/// First I/O port of the controller (data port 0x60 .. command port 0x64).
-pub const I8042_PORT: u64 = 0x60;
-/// Ports the controller occupies.
-pub const I8042_PORTS: u64 = 5;
+/// The controller's data port (device offset 0).
+pub const I8042_DATA_PORT: u64 = 0x60;
+/// The controller's status and command port (device offset 4).
+pub const I8042_COMMAND_PORT: u64 = 0x64;
 
 /// vm-superio's i8042, which turns the CPU-reset command (0xfe on port 0x64) into
 /// [`crate::GuestExit::Reset`].

@@ -2,5 +2,6 @@
 
 pub mod debug_exit;
 pub mod i8042;
+pub mod pit;
 pub mod rtc;
 pub mod serial;
