@@ -19,6 +19,7 @@ use devices::legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS};
 use devices::legacy::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
 use devices::legacy::rtc::{self, Rtc, RTC_PORT, RTC_PORTS};
 use devices::legacy::serial::{Serial, COM1_IRQ, COM1_PORT, UART_PORTS};
+use devices::legacy::testdev::{TestMemory, IOMEM_ADDR, IOMEM_SIZE, TESTDEV_PORT, TESTDEV_PORTS};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::cli::Accel;
@@ -153,6 +154,19 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     let acpi_pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(stop.clone())));
     pio.insert(acpi_pm, ACPI_PM_PORT, ACPI_PM_PORTS)?;
     let mut mmio = Bus::new(BusKind::Mmio);
+    if setup.bios_interrupts {
+        // A Multiboot test guest: QEMU's pc-testdev, which kvm-unit-tests expect.
+        pio.insert(
+            Arc::new(Mutex::new(TestMemory::new(TESTDEV_PORTS))),
+            TESTDEV_PORT,
+            TESTDEV_PORTS,
+        )?;
+        mmio.insert(
+            Arc::new(Mutex::new(TestMemory::new(IOMEM_SIZE))),
+            IOMEM_ADDR,
+            IOMEM_SIZE,
+        )?;
+    }
     if let Backend::Soft(soft) = &backend {
         soft.add_legacy_ports(&mut pio)?;
         mmio.insert(soft.ioapic(), IOAPIC_ADDR, IOAPIC_SIZE)?;

@@ -5,3 +5,4 @@ pub mod i8042;
 pub mod pit;
 pub mod rtc;
 pub mod serial;
+pub mod testdev;
