@@ -20,9 +20,8 @@ guest:
 run: build guest
 	@status=0; $(EMBER) --no-api --config-file $(GUEST_DIR)/vm.json $(EMBER_ARGS) || status=$$?; \
 	if [ $$status -eq 4 ]; then \
-	  echo "make run: the VM failed (report above). On a nested kvm_pvm host like this one," \
-	       "KVM cannot emulate instructions the stock kernel needs (see docs/TESTING.md);" \
-	       "Ember's software CPU (--accel interp) is the way to boot it there once it lands." >&2; \
+	  echo "make run: the VM failed (report above). If this host's KVM cannot run the guest," \
+	       "boot it on Ember's software CPU: make run EMBER_ARGS='--accel interp'" >&2; \
 	fi; exit $$status
 
 lint:

@@ -1,5 +1,6 @@
 //! Helpers for Ember's end-to-end tests: find the `ember` binary, the test guests and the
-//! default Debian guest, write configs, and run the VMM with a hang guard.
+//! default Debian guest, write configs, and run the VMM with a hang guard; and the
+//! differential test harness of the software CPU against KVM ([`difftest`]).
 
 pub mod difftest;
 
@@ -7,6 +8,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The workspace root.
@@ -114,6 +116,13 @@ impl Run {
 /// Runs `ember` with `args`, feeding `stdin`, and kills it after `limit` (a hang guard, not
 /// a performance assertion: a run that hits it fails the test with everything it printed).
 pub fn run_ember(args: &[&str], stdin: &[u8], limit: Duration) -> Run {
+    run_ember_typing(args, None, stdin, limit)
+}
+
+/// As [`run_ember`], but holds `stdin` back until the guest's console has printed `prompt`
+/// (when given), as a user types only once a shell is there: bytes sent while the guest's
+/// UART driver starts up may be discarded by it.
+pub fn run_ember_typing(args: &[&str], prompt: Option<&str>, stdin: &[u8], limit: Duration) -> Run {
     let mut child = Command::new(ember_bin())
         .args(args)
         .stdin(Stdio::piped())
@@ -121,42 +130,54 @@ pub fn run_ember(args: &[&str], stdin: &[u8], limit: Duration) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting ember");
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        // The guest may exit before reading everything.
-        let _ = input.write_all(&data);
-    });
+    let console = Arc::new(Mutex::new(Vec::new()));
     let mut out = child.stdout.take().unwrap();
+    let out_reader = {
+        let console = console.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = out.read(&mut buf) {
+                console.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
     let mut err = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
     let err_reader = std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = err.read_to_end(&mut s);
         s
     });
+    let mut input = Some((child.stdin.take().unwrap(), stdin.to_vec()));
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
+        let prompted =
+            prompt.is_none_or(|p| String::from_utf8_lossy(&console.lock().unwrap()).contains(p));
+        if prompted {
+            if let Some((mut pipe, data)) = input.take() {
+                // The guest may exit before reading everything.
+                std::thread::spawn(move || {
+                    let _ = pipe.write_all(&data);
+                });
+            }
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            let stdout = String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned();
+            let _ = out_reader.join();
+            let stdout = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
             let stderr = String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned();
             panic!("ember did not finish within {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let _ = writer.join();
+    let _ = out_reader.join();
+    let stdout = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
     Run {
         status,
-        stdout: String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned(),
+        stdout,
         stderr: String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned(),
     }
 }

@@ -81,6 +81,10 @@ fn host(what: &'static str) -> impl FnOnce(io::Error) -> VmError {
     move |source| VmError::Host { what, source }
 }
 
+/// Present when the host's KVM is `kvm_pvm`: KVM without hardware virtualization (shadow
+/// paging inside a nested guest), whose instruction emulator cannot run stock Linux kernels.
+const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
+
 /// How long stopping vCPUs may take before the VMM gives up waiting for them.
 const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -233,6 +237,14 @@ impl Backend {
                 Ok(Backend::Kvm(kvm))
             }
             Accel::Auto => match KvmMachine::new(opts.kvm_device) {
+                Ok(_) if Path::new(KVM_PVM_MODULE).exists() => {
+                    log::warn!(
+                        "accelerator: software CPU, because {} is served by kvm_pvm, which \
+                         cannot run stock Linux kernels (--accel kvm forces it)",
+                        opts.kvm_device.display()
+                    );
+                    soft()
+                }
                 Ok(kvm) => {
                     log::info!("accelerator: KVM ({} is usable)", opts.kvm_device.display());
                     Ok(Backend::Kvm(kvm))
