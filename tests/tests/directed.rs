@@ -58,6 +58,11 @@ fn unassigned_io_agrees() {
 }
 
 #[test]
+fn self_modifying_code_agrees() {
+    both("smc", "", b"", "smc: PASS\n", 1);
+}
+
+#[test]
 fn serial_input_agrees() {
     both("echo", "", b"abc\nq", "bye\n", 1);
 }

@@ -28,9 +28,39 @@ const MAX_BLOCKS: usize = 1 << 16;
 struct Successor {
     lin: u64,
     cs_base: u64,
+    /// The [`Stamps`] value it is valid for (its global one when `global`).
     stamp: u64,
     code_bits: u32,
     block: u32,
+    global: bool,
+}
+
+/// What cached lookups are checked against: the TLB epoch (or, for blocks reached through
+/// global translations only, the global TLB epoch, which CR3 reloads leave alone) with the
+/// code epoch.
+#[derive(Clone, Copy)]
+struct Stamps {
+    any: u64,
+    global: u64,
+}
+
+impl Stamps {
+    fn of(core: &Core) -> Self {
+        let code = u64::from(core.code.epoch());
+        Stamps {
+            any: (u64::from(core.tlb.epoch) << 32) | code,
+            global: (u64::from(core.tlb.global_epoch) << 32) | code,
+        }
+    }
+
+    #[inline(always)]
+    fn current(&self, global: bool) -> u64 {
+        if global {
+            self.global
+        } else {
+            self.any
+        }
+    }
 }
 
 /// A decoded basic block.
@@ -42,30 +72,32 @@ pub struct Block {
     successors: [Successor; 2],
     /// RAM pages the bytes came from, with their generation at decode time.
     pages: [(u32, u32); 2],
+    /// The linear pages through which `pages` were reached.
+    lin_pages: [u64; 2],
     npages: usize,
     /// Host address of the first byte (identifies the physical page it was decoded from).
     host: usize,
 }
 
 /// A recent lookup: valid while the TLB (linear-to-physical) and the set of code pages
-/// written since (code epoch) are unchanged.
+/// written since (code epoch) are unchanged; see [`Stamps`].
 #[derive(Clone, Copy)]
 struct JumpEntry {
     lin: u64,
     cs_base: u64,
-    epoch: u32,
-    code_epoch: u32,
+    stamp: u64,
     code_bits: u32,
     block: u32,
+    global: bool,
 }
 
 const NO_ENTRY: JumpEntry = JumpEntry {
     lin: u64::MAX,
     cs_base: 0,
-    epoch: 0,
-    code_epoch: 0,
+    stamp: 0,
     code_bits: 0,
     block: 0,
+    global: false,
 };
 
 /// Decoded blocks of one vCPU.
@@ -95,6 +127,18 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Whether the linear pages of `block` beyond its first still map the RAM pages it was
+    /// decoded from (the first one's host address is compared by the caller).
+    fn block_mapped(&mut self, block: &Block) -> bool {
+        let user = self.user();
+        (1..block.npages).all(|i| {
+            matches!(self.fetch_host(block.lin_pages[i], user),
+                Ok(Some((_, page))) if page == block.pages[i].0)
+        })
+    }
+}
+
 impl BlockCache {
     /// The block starting at the vCPU's CS:RIP, decoding it if needed. Errors are faults of
     /// the instruction fetch (#PF).
@@ -106,14 +150,12 @@ impl BlockCache {
         } else {
             cs_base.wrapping_add(core.s.rip) & 0xffff_ffff
         };
-        let epoch = core.tlb.epoch;
-        let code_epoch = core.code.epoch();
-        let stamp = (u64::from(epoch) << 32) | u64::from(code_epoch);
+        let stamps = Stamps::of(core);
         let from = previous.and_then(|p| self.blocks.get(p as usize));
         if let Some(prev) = from {
             for s in &prev.successors {
                 if s.lin == lin
-                    && s.stamp == stamp
+                    && s.stamp == stamps.current(s.global)
                     && s.cs_base == cs_base
                     && s.code_bits == code_bits
                 {
@@ -121,40 +163,40 @@ impl BlockCache {
                 }
             }
         }
-        let idx = self.lookup(core, lin, cs_base, code_bits, epoch, code_epoch)?;
+        let (idx, global) = self.lookup(core, lin, cs_base, code_bits, stamps)?;
         if let Some(prev) = previous.and_then(|p| self.blocks.get_mut(p as usize)) {
             // Keep the most recent successor first.
             prev.successors[1] = prev.successors[0];
             prev.successors[0] = Successor {
                 lin,
                 cs_base,
-                stamp,
+                stamp: stamps.current(global),
                 code_bits,
                 block: idx,
+                global,
             };
         }
         Ok(idx)
     }
 
     /// The jump-cache and hash-map lookup behind [`BlockCache::find`], decoding on a miss.
+    /// Also says whether the block was reached through global translations only.
     fn lookup(
         &mut self,
         core: &mut Core,
         lin: u64,
         cs_base: u64,
         code_bits: u32,
-        epoch: u32,
-        code_epoch: u32,
-    ) -> Result<u32> {
+        stamps: Stamps,
+    ) -> Result<(u32, bool)> {
         let slot = (lin as usize ^ (lin >> 12) as usize) & (JUMP_CACHE - 1);
         let e = self.jump[slot];
         if e.lin == lin
             && e.cs_base == cs_base
             && e.code_bits == code_bits
-            && e.epoch == epoch
-            && e.code_epoch == code_epoch
+            && e.stamp == stamps.current(e.global)
         {
-            return Ok(e.block);
+            return Ok((e.block, e.global));
         }
         let user = core.user();
         let Some((host, page)) = core.fetch_host(lin, user)? else {
@@ -164,7 +206,8 @@ impl BlockCache {
         let idx = match self.map.get(&key).copied() {
             Some(idx)
                 if core.block_current(&self.blocks[idx as usize])
-                    && self.blocks[idx as usize].host == host =>
+                    && self.blocks[idx as usize].host == host
+                    && core.block_mapped(&self.blocks[idx as usize]) =>
             {
                 idx
             }
@@ -187,15 +230,18 @@ impl BlockCache {
                 }
             }
         };
+        let block = &self.blocks[idx as usize];
+        let global = core.tlb.fetch_is_global(lin, user)
+            && (1..block.npages).all(|i| core.tlb.fetch_is_global(block.lin_pages[i], user));
         self.jump[slot] = JumpEntry {
             lin,
             cs_base,
-            epoch,
-            code_epoch,
+            stamp: stamps.current(global),
             code_bits,
             block: idx,
+            global,
         };
-        Ok(idx)
+        Ok((idx, global))
     }
 
     /// Runs block `idx` on `core`: returns when it ends or an instruction faults (the fault
@@ -237,79 +283,160 @@ impl Core {
     }
 
     /// Decodes the block at linear `lin` whose first byte is at host address `host`, in RAM
-    /// page `first`.
+    /// page `first`. Direct JMPs and CALLs do not end a block: decoding goes on at their
+    /// target when it lies on a page the block already uses or there is room for one more.
     fn translate(&mut self, lin: u64, code_bits: u32, host: usize, first: u32) -> Result<Block> {
         let user = self.user();
-        let gen0 = self.code.mark(first);
-        let in_page = 0x1000 - (lin & 0xfff) as usize;
-        let mut buf = [0u8; 0x1000 + 16];
-        // SAFETY: `host..host+in_page` is the rest of one RAM page of a live mapping.
-        unsafe { std::ptr::copy_nonoverlapping(host as *const u8, buf.as_mut_ptr(), in_page) };
-        let mut avail = in_page;
-        let mut pages = [(first, gen0), (0, 0)];
-        let mut npages = 1;
-        let mut second_fault = None;
-        if in_page < 15 {
-            let next = lin.wrapping_add(in_page as u64);
-            match self.fetch_host(next, user) {
-                Ok(Some((host2, page))) => {
-                    pages[1] = (page, self.code.mark(page));
-                    npages = 2;
-                    // SAFETY: 16 bytes at the start of a RAM page of a live mapping.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            host2 as *const u8,
-                            buf[in_page..].as_mut_ptr(),
-                            16,
-                        )
-                    };
-                    avail += 16;
-                }
-                Ok(None) => {}
-                Err(e) => second_fault = Some(e),
-            }
-        }
-        let rip = self.s.rip;
-        let mut decoder = Decoder::with_ip(code_bits, &buf[..avail], rip, DecoderOptions::NONE);
-        let mut insns = Vec::with_capacity(8);
-        let mut ins = iced_x86::Instruction::default();
+        let mut pages = BlockPages {
+            pages: [(first, self.code.mark(first)), (0, 0)],
+            lin: [lin & !0xfff, 0],
+            len: 1,
+        };
         let ip_mask = match code_bits {
             64 => u64::MAX,
             32 => 0xffff_ffff,
             _ => 0xffff,
         };
-        while decoder.can_decode() && insns.len() < MAX_INSNS {
-            let at = decoder.position();
-            decoder.decode_out(&mut ins);
-            if decoder.last_error() == DecoderError::NoMoreBytes {
-                // The instruction continues on a page we could not read.
-                if insns.is_empty() {
-                    if let Some(e) = second_fault {
-                        return Err(e);
+        let mut insns = Vec::with_capacity(8);
+        let mut ins = iced_x86::Instruction::default();
+        let mut buf = [0u8; MAX_INSNS * 15 + 16];
+        let (mut at_lin, mut at_host) = (lin, host);
+        'segments: loop {
+            let in_page = 0x1000 - (at_lin & 0xfff) as usize;
+            // Enough bytes for a block of the longest instructions, within the page.
+            let mut avail = in_page.min(MAX_INSNS * 15);
+            // SAFETY: `at_host..at_host+avail` lies in the rest of one RAM page of a live
+            // mapping.
+            unsafe { std::ptr::copy_nonoverlapping(at_host as *const u8, buf.as_mut_ptr(), avail) };
+            let mut second_fault = None;
+            if in_page < 15 {
+                // An instruction may continue on the next page.
+                let next = at_lin.wrapping_add(in_page as u64);
+                match self.fetch_host(next, user) {
+                    Ok(Some((host2, page))) if pages.add(self, next, page) => {
+                        // SAFETY: 16 bytes at the start of a RAM page of a live mapping.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                host2 as *const u8,
+                                buf[in_page..].as_mut_ptr(),
+                                16,
+                            )
+                        };
+                        avail += 16;
+                    }
+                    Ok(_) => {}
+                    Err(e) => second_fault = Some(e),
+                }
+            }
+            let rip = if code_bits == 64 {
+                at_lin
+            } else {
+                at_lin.wrapping_sub(self.s.seg[CS].base) & ip_mask
+            };
+            let mut decoder = Decoder::with_ip(code_bits, &buf[..avail], rip, DecoderOptions::NONE);
+            while decoder.can_decode() && insns.len() < MAX_INSNS {
+                let at = decoder.position();
+                decoder.decode_out(&mut ins);
+                if decoder.last_error() == DecoderError::NoMoreBytes {
+                    // The instruction continues on a page we could not read.
+                    if insns.is_empty() {
+                        if let Some(e) = second_fault {
+                            return Err(e);
+                        }
+                    }
+                    break 'segments;
+                }
+                let (mut insn, flow) = lower(&ins, code_bits);
+                insn.next &= ip_mask;
+                let end = at + ins.len();
+                insns.push(insn);
+                if flow == Flow::End {
+                    match self.direct_target(&ins, ip_mask, &mut pages) {
+                        Some((target_lin, target_host)) if insns.len() < MAX_INSNS => {
+                            at_lin = target_lin;
+                            at_host = target_host;
+                            continue 'segments;
+                        }
+                        _ => break 'segments,
                     }
                 }
-                break;
+                if end >= in_page {
+                    break 'segments;
+                }
             }
-            let (mut insn, flow) = lower(&ins, code_bits);
-            insn.next &= ip_mask;
-            let crosses = at + ins.len() > in_page;
-            insns.push(insn);
-            if flow == Flow::End || crosses || at + ins.len() >= in_page {
-                break;
-            }
-        }
-        if insns.is_empty() {
-            // Nothing decodable within the page: let the fetch fault decide.
-            if let Some(e) = second_fault {
-                return Err(e);
-            }
+            break;
         }
         Ok(Block {
             insns: insns.into_boxed_slice(),
             successors: Default::default(),
-            pages,
-            npages,
+            pages: pages.pages,
+            lin_pages: pages.lin,
+            npages: pages.len,
             host,
         })
+    }
+
+    /// Where a direct JMP or CALL in a block goes, if decoding can follow it: its linear
+    /// address and host address, on a RAM page the block uses or can still take.
+    fn direct_target(
+        &mut self,
+        ins: &iced_x86::Instruction,
+        ip_mask: u64,
+        pages: &mut BlockPages,
+    ) -> Option<(u64, usize)> {
+        use iced_x86::{Mnemonic, OpKind};
+        if !matches!(ins.mnemonic(), Mnemonic::Jmp | Mnemonic::Call)
+            || !matches!(
+                ins.op0_kind(),
+                OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+            )
+        {
+            return None;
+        }
+        let target = ins.near_branch_target() & ip_mask;
+        let lin = if self.s.mode.code_bits == 64 {
+            if !super::segment::is_canonical(target) {
+                return None;
+            }
+            target
+        } else {
+            if self.s.mode.protected && target > u64::from(self.s.seg[CS].limit) {
+                return None;
+            }
+            self.s.seg[CS].base.wrapping_add(target) & 0xffff_ffff
+        };
+        // A target that cannot be fetched now faults when it runs, not here.
+        let (host, page) = self.fetch_host(lin, self.user()).ok()??;
+        pages.add(self, lin, page).then_some((lin, host))
+    }
+}
+
+/// The RAM pages a block is decoded from (at most two), with their generations and the
+/// linear pages they were reached through.
+struct BlockPages {
+    pages: [(u32, u32); 2],
+    lin: [u64; 2],
+    len: usize,
+}
+
+impl BlockPages {
+    /// Makes RAM page `page`, reached at linear `lin`, one of the block's pages; false when
+    /// the block has no room for another page.
+    fn add(&mut self, core: &Core, lin: u64, page: u32) -> bool {
+        let lin_page = lin & !0xfff;
+        if self.pages[..self.len]
+            .iter()
+            .zip(&self.lin)
+            .any(|(&(p, _), &l)| p == page && l == lin_page)
+        {
+            return true;
+        }
+        if self.len == self.pages.len() {
+            return false;
+        }
+        self.pages[self.len] = (page, core.code.mark(page));
+        self.lin[self.len] = lin_page;
+        self.len += 1;
+        true
     }
 }

@@ -72,6 +72,42 @@ fn address_size(ins: &Instruction, code_bits: u32) -> u8 {
     }
 }
 
+/// The instance of a handler generic over the operand size (1, 2, 4 or 8 bytes) for `size`.
+macro_rules! by_size {
+    ($($handler:ident)::+, $size:expr) => {
+        match $size {
+            1 => $($handler)::+::<1> as Handler,
+            2 => $($handler)::+::<2>,
+            4 => $($handler)::+::<4>,
+            _ => $($handler)::+::<8>,
+        }
+    };
+}
+
+/// The instance of a handler generic over a condition code (0..16) for `cc`.
+macro_rules! by_condition {
+    ($($handler:ident)::+, $cc:expr) => {
+        match $cc {
+            0 => $($handler)::+::<0> as Handler,
+            1 => $($handler)::+::<1>,
+            2 => $($handler)::+::<2>,
+            3 => $($handler)::+::<3>,
+            4 => $($handler)::+::<4>,
+            5 => $($handler)::+::<5>,
+            6 => $($handler)::+::<6>,
+            7 => $($handler)::+::<7>,
+            8 => $($handler)::+::<8>,
+            9 => $($handler)::+::<9>,
+            10 => $($handler)::+::<10>,
+            11 => $($handler)::+::<11>,
+            12 => $($handler)::+::<12>,
+            13 => $($handler)::+::<13>,
+            14 => $($handler)::+::<14>,
+            _ => $($handler)::+::<15>,
+        }
+    };
+}
+
 /// The operand size of instruction `ins` in bytes (its first operand's, by default).
 fn operand_size(ins: &Instruction, code_bits: u32) -> u8 {
     for n in 0..ins.op_count() {
@@ -426,9 +462,14 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             } else {
                 gpr(ins.op_register(1)).map_or(4, |(_, s)| u64::from(s))
             };
-            i.imm = from;
-            i.cc = u8::from(m != M::Movzx);
-            data::mov_extend
+            match (from, m == M::Movzx) {
+                (1, true) => data::mov_extend::<1, false>,
+                (2, true) => data::mov_extend::<2, false>,
+                (1, false) => data::mov_extend::<1, true>,
+                (2, false) => data::mov_extend::<2, true>,
+                (_, true) => data::mov_extend::<4, false>,
+                (_, false) => data::mov_extend::<4, true>,
+            }
         }
         M::Lea => data::lea,
         M::Xchg => {
@@ -453,7 +494,11 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
                 } else {
                     0
                 };
-                data::push
+                if i.cc == 0 {
+                    by_size!(data::push_reg, i.size)
+                } else {
+                    data::push
+                }
             }
         }
         M::Pop => {
@@ -462,8 +507,10 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             {
                 i.r0 = s;
                 data::pop_sreg
-            } else {
+            } else if mem {
                 data::pop
+            } else {
+                by_size!(data::pop_reg, i.size)
             }
         }
         M::Pushf | M::Pushfd | M::Pushfq => {
@@ -494,7 +541,7 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             data::leave
         }
         M::Xlatb => data::xlat,
-        M::Movnti => data::mov_mr,
+        M::Movnti => by_size!(data::mov_mr, i.size),
         M::Lds | M::Les | M::Lss | M::Lfs | M::Lgs if mem => {
             i.size = far_mem_size(ins);
             i.r1 = match m {
@@ -613,7 +660,7 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
         | M::Jg => {
             i.cc = condition(ins);
             i.imm = ins.near_branch_target();
-            control::jcc
+            by_condition!(control::jcc, i.cc)
         }
         M::Loopne | M::Loope | M::Loop | M::Jcxz | M::Jecxz | M::Jrcxz => {
             i.cc = match m {
@@ -906,14 +953,14 @@ fn lower_mov(ins: &Instruction, i: &mut Insn) -> Flow {
         if is_imm(k1) {
             data::mov_mi
         } else {
-            data::mov_mr
+            by_size!(data::mov_mr, i.size)
         }
     } else if i.flags & MEM != 0 {
-        data::mov_rm
+        by_size!(data::mov_rm, i.size)
     } else if is_imm(k1) {
         data::mov_ri
     } else {
-        data::mov_rr
+        by_size!(data::mov_rr, i.size)
     };
     i.exec = h;
     flow

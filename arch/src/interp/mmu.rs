@@ -49,6 +49,9 @@ pub struct Tlb {
     entries: Box<[[Entry; TLB_SIZE]; 6]>,
     /// Incremented on every flush, so caches keyed by linear address can tell they are stale.
     pub epoch: u32,
+    /// Incremented on flushes that drop global translations too: caches of what was reached
+    /// through global translations only are stale when this moves.
+    pub global_epoch: u32,
 }
 
 impl Default for Tlb {
@@ -56,6 +59,7 @@ impl Default for Tlb {
         Tlb {
             entries: Box::new([[EMPTY; TLB_SIZE]; 6]),
             epoch: 0,
+            global_epoch: 0,
         }
     }
 }
@@ -81,6 +85,15 @@ impl Tlb {
             }
         }
         self.epoch = self.epoch.wrapping_add(1);
+        if !keep_global {
+            self.global_epoch = self.global_epoch.wrapping_add(1);
+        }
+    }
+
+    /// Whether the fetch translation of `lin` for privilege `user` is cached and global.
+    pub fn fetch_is_global(&self, lin: u64, user: bool) -> bool {
+        let e = &self.entries[slot(Access::Fetch, user)][index(lin)];
+        e.tag == lin & !0xfff && e.global
     }
 
     /// Drops the translations covering linear address `lin` (INVLPG).
@@ -93,6 +106,7 @@ impl Tlb {
             }
         }
         self.epoch = self.epoch.wrapping_add(1);
+        self.global_epoch = self.global_epoch.wrapping_add(1);
     }
 }
 

@@ -154,8 +154,7 @@ impl Core {
         if selector & 0xfffc == 0 {
             // Null selector: allowed except for SS outside 64-bit mode, at CPL 3, or with an
             // RPL other than the CPL.
-            if seg == SS
-                && (self.s.mode.code_bits != 64 || cpl == 3 || (selector & 3) as u8 != cpl)
+            if seg == SS && (self.s.mode.code_bits != 64 || cpl == 3 || (selector & 3) as u8 != cpl)
             {
                 return Err(Exception::gp0());
             }

@@ -32,8 +32,8 @@ pub fn jmp_rel(cpu: &mut Core, i: &Insn) -> Result<()> {
 }
 
 /// Jcc rel.
-pub fn jcc(cpu: &mut Core, i: &Insn) -> Result<()> {
-    if cpu.s.flags.condition(i.cc) {
+pub fn jcc<const CC: u8>(cpu: &mut Core, i: &Insn) -> Result<()> {
+    if cpu.s.flags.condition(CC) {
         cpu.branch(i.imm)?;
         // Blocks continue past conditional branches; a taken one ends the block.
         cpu.end_block = true;

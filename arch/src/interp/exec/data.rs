@@ -53,10 +53,9 @@ impl Core {
 }
 
 /// MOV reg, reg.
-pub fn mov_rr(cpu: &mut Core, i: &Insn) -> Result<()> {
-    let size = u32::from(i.size);
-    let v = cpu.get_reg(i.r1, size);
-    cpu.put_reg(i.r0, size, v);
+pub fn mov_rr<const SIZE: u32>(cpu: &mut Core, i: &Insn) -> Result<()> {
+    let v = cpu.get_reg(i.r1, SIZE);
+    cpu.put_reg(i.r0, SIZE, v);
     Ok(())
 }
 
@@ -67,18 +66,16 @@ pub fn mov_ri(cpu: &mut Core, i: &Insn) -> Result<()> {
 }
 
 /// MOV reg, [mem].
-pub fn mov_rm(cpu: &mut Core, i: &Insn) -> Result<()> {
-    let size = u32::from(i.size);
-    let v = cpu.mem_read(i, size)?;
-    cpu.put_reg(i.r0, size, v);
+pub fn mov_rm<const SIZE: u32>(cpu: &mut Core, i: &Insn) -> Result<()> {
+    let v = cpu.mem_read(i, SIZE)?;
+    cpu.put_reg(i.r0, SIZE, v);
     Ok(())
 }
 
 /// MOV [mem], reg.
-pub fn mov_mr(cpu: &mut Core, i: &Insn) -> Result<()> {
-    let size = u32::from(i.size);
-    let v = cpu.get_reg(i.r1, size);
-    cpu.mem_write(i, size, v)
+pub fn mov_mr<const SIZE: u32>(cpu: &mut Core, i: &Insn) -> Result<()> {
+    let v = cpu.get_reg(i.r1, SIZE);
+    cpu.mem_write(i, SIZE, v)
 }
 
 /// MOV [mem], imm.
@@ -86,15 +83,14 @@ pub fn mov_mi(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.mem_write(i, u32::from(i.size), i.imm)
 }
 
-/// MOVZX/MOVSX/MOVSXD: `i.imm` holds the source width in bytes, `i.cc` 1 for sign.
-pub fn mov_extend(cpu: &mut Core, i: &Insn) -> Result<()> {
-    let from = i.imm as u32;
+/// MOVZX/MOVSX/MOVSXD from a `FROM`-byte source, sign-extending when `SIGNED`.
+pub fn mov_extend<const FROM: u32, const SIGNED: bool>(cpu: &mut Core, i: &Insn) -> Result<()> {
     let v = if i.flags & MEM != 0 {
-        cpu.mem_read(i, from)?
+        cpu.mem_read(i, FROM)?
     } else {
-        cpu.get_reg(i.r1, from)
+        cpu.get_reg(i.r1, FROM)
     };
-    let v = if i.cc != 0 { sign_extend(v, from) } else { v };
+    let v = if SIGNED { sign_extend(v, FROM) } else { v };
     cpu.put_reg(i.r0, u32::from(i.size), v);
     Ok(())
 }
@@ -118,6 +114,19 @@ pub fn xchg(cpu: &mut Core, i: &Insn) -> Result<()> {
         a
     };
     cpu.put_reg(i.r1, size, a);
+    Ok(())
+}
+
+/// PUSH of register r0, `SIZE` bytes.
+pub fn push_reg<const SIZE: u32>(cpu: &mut Core, i: &Insn) -> Result<()> {
+    let v = cpu.get_reg(i.r0, SIZE);
+    cpu.push(v, SIZE)
+}
+
+/// POP into register r0, `SIZE` bytes.
+pub fn pop_reg<const SIZE: u32>(cpu: &mut Core, i: &Insn) -> Result<()> {
+    let v = cpu.pop(SIZE)?;
+    cpu.put_reg(i.r0, SIZE, v);
     Ok(())
 }
 
