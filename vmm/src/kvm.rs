@@ -6,14 +6,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use arch::boot::EntryState;
 use arch::cpuid::Topology;
 use arch::layout::{KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 use arch::GuestMemory;
 use devices::irq::{EventFdLine, InterruptLine};
 use devices::GuestExit;
 use kvm_bindings::{
-    kvm_fpu, kvm_irqchip, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_run,
+    kvm_fpu, kvm_irqchip, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_run, kvm_sregs,
     kvm_userspace_memory_region, CpuId, Msrs, KVM_EXIT_IO_IN, KVM_INTERNAL_ERROR_EMULATION,
     KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_IRQCHIP_PIC_MASTER,
     KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
@@ -23,7 +22,7 @@ use kvm_ioctls::{Cap, Kvm, VcpuExit as KvmExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::vcpu::{FaultReport, VcpuBackend, VcpuExit};
+use crate::vcpu::{FaultReport, StateError, VcpuBackend, VcpuExit};
 
 /// A KVM failure, naming the operation.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +55,13 @@ pub enum KvmError {
 
 fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
     move |source| KvmError::Ioctl { what, source }
+}
+
+fn state(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> StateError {
+    move |e| StateError {
+        what,
+        source: std::io::Error::from_raw_os_error(e.errno()),
+    }
 }
 
 /// PIT access mode "low byte, then high byte" (also KVM's read/write state for it).
@@ -216,7 +222,6 @@ impl KvmMachine {
         &self,
         index: usize,
         topology: &Topology,
-        entry: Option<&EntryState>,
         mem: Arc<GuestMemory>,
     ) -> Result<KvmVcpu, KvmError> {
         let fd = self
@@ -227,42 +232,10 @@ impl KvmMachine {
         arch::cpuid::apply_topology(cpuid.as_mut_slice(), index as u8, topology);
         fd.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
 
-        let entries: Vec<kvm_msr_entry> = arch::msr::boot_msrs()
-            .iter()
-            .map(|&(index, data)| kvm_msr_entry {
-                index,
-                data,
-                ..Default::default()
-            })
-            .collect();
-        let msrs = Msrs::from_entries(&entries).map_err(|_| KvmError::Ioctl {
-            what: "building the MSR list",
-            source: kvm_ioctls::Error::new(libc::E2BIG),
-        })?;
-        let written = fd.set_msrs(&msrs).map_err(ioctl("KVM_SET_MSRS"))?;
-        if written != entries.len() {
-            log::warn!(
-                "KVM refused boot MSR {:#x}; the guest starts with its default",
-                entries[written].index
-            );
-        }
-
         let mut lapic = fd.get_lapic().map_err(ioctl("KVM_GET_LAPIC"))?;
         arch::lapic::set_lint_delivery(&mut lapic.regs);
         fd.set_lapic(&lapic).map_err(ioctl("KVM_SET_LAPIC"))?;
 
-        if let Some(entry) = entry {
-            fd.set_regs(&entry.regs()).map_err(ioctl("KVM_SET_REGS"))?;
-            let mut sregs = fd.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-            entry.apply_sregs(&mut sregs);
-            fd.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
-            let fpu = kvm_fpu {
-                fcw: 0x37f,
-                mxcsr: 0x1f80,
-                ..Default::default()
-            };
-            fd.set_fpu(&fpu).map_err(ioctl("KVM_SET_FPU"))?;
-        }
         Ok(KvmVcpu { index, fd, mem })
     }
 }
@@ -396,8 +369,8 @@ impl KvmVcpu {
     }
 
     fn fault(&mut self, reason: String, mut instruction: Vec<u8>) -> Box<FaultReport> {
-        let regs = self.fd.get_regs().ok();
-        let sregs = self.fd.get_sregs().ok();
+        let regs = self.regs().ok();
+        let sregs = self.sregs().ok();
         if instruction.is_empty() {
             if let (Some(r), Some(s)) = (&regs, &sregs) {
                 instruction = self.bytes_at_rip(r, s.cs.base);
@@ -414,6 +387,42 @@ impl KvmVcpu {
 }
 
 impl VcpuBackend for KvmVcpu {
+    fn regs(&self) -> Result<kvm_regs, StateError> {
+        self.fd.get_regs().map_err(state("KVM_GET_REGS"))
+    }
+
+    fn set_regs(&mut self, regs: &kvm_regs) -> Result<(), StateError> {
+        self.fd.set_regs(regs).map_err(state("KVM_SET_REGS"))
+    }
+
+    fn sregs(&self) -> Result<kvm_sregs, StateError> {
+        self.fd.get_sregs().map_err(state("KVM_GET_SREGS"))
+    }
+
+    fn set_sregs(&mut self, sregs: &kvm_sregs) -> Result<(), StateError> {
+        self.fd.set_sregs(sregs).map_err(state("KVM_SET_SREGS"))
+    }
+
+    fn set_fpu(&mut self, fpu: &kvm_fpu) -> Result<(), StateError> {
+        self.fd.set_fpu(fpu).map_err(state("KVM_SET_FPU"))
+    }
+
+    fn set_msrs(&mut self, msrs: &[(u32, u64)]) -> Result<usize, StateError> {
+        let entries: Vec<kvm_msr_entry> = msrs
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        let msrs = Msrs::from_entries(&entries).map_err(|_| StateError {
+            what: "building the MSR list",
+            source: std::io::Error::from_raw_os_error(libc::E2BIG),
+        })?;
+        self.fd.set_msrs(&msrs).map_err(state("KVM_SET_MSRS"))
+    }
+
     fn run(&mut self) -> VcpuExit<'_> {
         let outcome = match self.fd.run() {
             Ok(KvmExit::IoIn(..) | KvmExit::IoOut(..)) => Outcome::Io,

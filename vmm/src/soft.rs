@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use arch::boot::EntryState;
 use arch::cpuid::Topology;
 use arch::interp::apicbus::ApicBus;
 use arch::interp::lapic::{ExtIntController, Inbox, TimerQueue};
@@ -23,7 +22,8 @@ use devices::legacy::pit::{DeadlineTimer, Pit, PIT_PORT, PIT_PORTS, PORT_B};
 
 use crate::stop::StopSignal;
 use crate::timers::{TimerId, TimerService};
-use crate::vcpu::{FaultReport, VcpuBackend, VcpuExit};
+use crate::vcpu::{FaultReport, StateError, VcpuBackend, VcpuExit};
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 
 /// Blocks a software vCPU runs before it looks back at the VMM.
 const BLOCKS_PER_RUN: u64 = 100_000;
@@ -207,13 +207,12 @@ impl SoftMachine {
         })
     }
 
-    /// Creates vCPU `index`; the boot vCPU starts at `entry`, the others wait for INIT and
+    /// Creates vCPU `index` in its reset state; application processors wait for INIT and
     /// STARTUP IPIs.
     pub fn create_vcpu(
         &self,
         index: usize,
         topology: &Topology,
-        entry: Option<&EntryState>,
         io: Arc<dyn IoBus>,
         stop: Arc<StopSignal>,
     ) -> SoftVcpu {
@@ -229,17 +228,6 @@ impl SoftMachine {
         let extint: Option<Arc<dyn ExtIntController>> =
             (index == 0).then(|| Arc::new(PicAcknowledge(self.pic.clone())) as _);
         cpu.connect(self.apic_bus.clone(), self.timers.clone(), extint);
-        for (msr, value) in arch::msr::boot_msrs() {
-            if !cpu.set_msr(msr, value) {
-                log::warn!("software CPU refused boot MSR {msr:#x}");
-            }
-        }
-        if let Some(entry) = entry {
-            cpu.set_regs(&entry.regs());
-            let mut sregs = cpu.sregs();
-            entry.apply_sregs(&mut sregs);
-            cpu.set_sregs(&sregs);
-        }
         SoftVcpu { index, cpu, stop }
     }
 }
@@ -258,8 +246,8 @@ impl SoftVcpu {
         Box::new(FaultReport {
             vcpu: self.index,
             reason,
-            regs: Some(self.cpu.regs()),
-            sregs: Some(self.cpu.sregs()),
+            regs: self.regs().ok(),
+            sregs: self.sregs().ok(),
             instruction: bytes[..n].to_vec(),
         })
     }
@@ -273,6 +261,36 @@ impl SoftVcpu {
 }
 
 impl VcpuBackend for SoftVcpu {
+    fn regs(&self) -> Result<kvm_regs, StateError> {
+        Ok(self.cpu.regs())
+    }
+
+    fn set_regs(&mut self, regs: &kvm_regs) -> Result<(), StateError> {
+        self.cpu.set_regs(regs);
+        Ok(())
+    }
+
+    fn sregs(&self) -> Result<kvm_sregs, StateError> {
+        Ok(self.cpu.sregs())
+    }
+
+    fn set_sregs(&mut self, sregs: &kvm_sregs) -> Result<(), StateError> {
+        self.cpu.set_sregs(sregs);
+        Ok(())
+    }
+
+    fn set_fpu(&mut self, fpu: &kvm_fpu) -> Result<(), StateError> {
+        self.cpu.set_fpu(fpu);
+        Ok(())
+    }
+
+    fn set_msrs(&mut self, msrs: &[(u32, u64)]) -> Result<usize, StateError> {
+        Ok(msrs
+            .iter()
+            .take_while(|&&(index, value)| self.cpu.set_msr(index, value))
+            .count())
+    }
+
     fn run(&mut self) -> VcpuExit<'_> {
         let stop = self.stop.clone();
         match self.cpu.run(stop.flag(), BLOCKS_PER_RUN) {

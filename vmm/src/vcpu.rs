@@ -5,10 +5,12 @@
 //! device buses, so devices never learn which backend runs them.
 
 use std::fmt;
+use std::io;
 
+use arch::boot::EntryState;
 use devices::bus::Bus;
 use devices::GuestExit;
-use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 
 use crate::stop::{StopReason, StopSignal};
 
@@ -54,10 +56,62 @@ pub enum VcpuExit<'a> {
     Fault(Box<FaultReport>),
 }
 
-/// A vCPU as the exit loop drives it.
+/// A vCPU's architectural state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct StateError {
+    /// What was being read or written (e.g. `KVM_SET_SREGS`).
+    pub what: &'static str,
+    /// Why it failed.
+    pub source: io::Error,
+}
+
+/// A vCPU as the VMM drives it: the exit loop runs it; its state is read and written the
+/// same way whichever backend it is. Interrupts reach it through the backend's interrupt
+/// lines (`devices::irq::InterruptLine`), not through the vCPU.
 pub trait VcpuBackend: Send {
     /// Runs guest code until the next exit.
     fn run(&mut self) -> VcpuExit<'_>;
+    /// The general registers, RIP and RFLAGS.
+    fn regs(&self) -> Result<kvm_regs, StateError>;
+    /// Replaces the general registers, RIP and RFLAGS.
+    fn set_regs(&mut self, regs: &kvm_regs) -> Result<(), StateError>;
+    /// Segment, descriptor-table and control registers, and EFER.
+    fn sregs(&self) -> Result<kvm_sregs, StateError>;
+    /// Replaces segment, descriptor-table and control registers, and EFER.
+    fn set_sregs(&mut self, sregs: &kvm_sregs) -> Result<(), StateError>;
+    /// Replaces the x87, MMX and SSE state (with MXCSR).
+    fn set_fpu(&mut self, fpu: &kvm_fpu) -> Result<(), StateError>;
+    /// Writes MSRs in order; returns how many were accepted (a refusal stops the rest).
+    fn set_msrs(&mut self, msrs: &[(u32, u64)]) -> Result<usize, StateError>;
+}
+
+/// x87 control word after FNINIT: all exceptions masked, 64-bit precision.
+const FCW_INIT: u16 = 0x37f;
+/// MXCSR at reset: all SIMD exceptions masked.
+const MXCSR_INIT: u32 = 0x1f80;
+
+/// Puts a new vCPU in its boot state: the MSRs Linux expects, and for the boot vCPU the
+/// registers `entry` describes with a freshly initialized FPU. Application processors keep
+/// their reset state and wait for INIT and STARTUP.
+pub fn prepare(vcpu: &mut dyn VcpuBackend, entry: Option<&EntryState>) -> Result<(), StateError> {
+    let msrs = arch::msr::boot_msrs();
+    let accepted = vcpu.set_msrs(&msrs)?;
+    if let Some((index, _)) = msrs.get(accepted) {
+        log::warn!("the vCPU refused boot MSR {index:#x}; the guest starts with its default");
+    }
+    let Some(entry) = entry else {
+        return Ok(());
+    };
+    vcpu.set_regs(&entry.regs())?;
+    let mut sregs = vcpu.sregs()?;
+    entry.apply_sregs(&mut sregs);
+    vcpu.set_sregs(&sregs)?;
+    vcpu.set_fpu(&kvm_fpu {
+        fcw: FCW_INIT,
+        mxcsr: MXCSR_INIT,
+        ..Default::default()
+    })
 }
 
 /// What a vCPU was doing when it failed: the reason, its registers, and the instruction.
@@ -192,14 +246,50 @@ mod tests {
     use devices::bus::{BusDevice, BusKind};
     use std::sync::{Arc, Mutex};
 
-    /// A scripted backend: returns its exits in order, then faults.
+    /// A scripted backend: returns its exits in order, then faults. Its state is plain
+    /// fields; it accepts the first `msr_limit` MSRs of a write.
+    #[derive(Default)]
     struct Script {
         step: usize,
         inbuf: [u8; 4],
         seen_in: Arc<Mutex<Vec<u8>>>,
+        regs: kvm_regs,
+        sregs: kvm_sregs,
+        fpu: Option<kvm_fpu>,
+        msrs: Vec<(u32, u64)>,
+        msr_limit: usize,
     }
 
     impl VcpuBackend for Script {
+        fn regs(&self) -> Result<kvm_regs, StateError> {
+            Ok(self.regs)
+        }
+
+        fn set_regs(&mut self, regs: &kvm_regs) -> Result<(), StateError> {
+            self.regs = *regs;
+            Ok(())
+        }
+
+        fn sregs(&self) -> Result<kvm_sregs, StateError> {
+            Ok(self.sregs)
+        }
+
+        fn set_sregs(&mut self, sregs: &kvm_sregs) -> Result<(), StateError> {
+            self.sregs = *sregs;
+            Ok(())
+        }
+
+        fn set_fpu(&mut self, fpu: &kvm_fpu) -> Result<(), StateError> {
+            self.fpu = Some(*fpu);
+            Ok(())
+        }
+
+        fn set_msrs(&mut self, msrs: &[(u32, u64)]) -> Result<usize, StateError> {
+            let n = msrs.len().min(self.msr_limit);
+            self.msrs.extend_from_slice(&msrs[..n]);
+            Ok(n)
+        }
+
         fn run(&mut self) -> VcpuExit<'_> {
             self.step += 1;
             match self.step {
@@ -248,9 +338,8 @@ mod tests {
         let stop = StopSignal::new().unwrap();
         let seen_in = Arc::new(Mutex::new(Vec::new()));
         let mut vcpu = Script {
-            step: 0,
-            inbuf: [0; 4],
             seen_in: seen_in.clone(),
+            ..Script::default()
         };
         run_loop(&mut vcpu, &buses, &stop);
         assert!(stop.is_stopping());
@@ -260,5 +349,36 @@ mod tests {
         assert_eq!(accesses[1], b"b");
         assert_eq!(accesses.len(), 4, "two 2-byte reads");
         assert_eq!(seen_in.lock().unwrap().as_slice(), &[3, 3, 4, 4]);
+    }
+
+    #[test]
+    fn prepare_sets_boot_state_on_the_boot_vcpu_and_only_msrs_on_others() {
+        let entry = EntryState {
+            mode: arch::boot::CpuMode::Long64,
+            rip: 0x100_0000,
+            rsp: 0,
+            rax: 0,
+            rbx: 0,
+            rsi: 0x7000,
+        };
+        let mut boot = Script {
+            msr_limit: usize::MAX,
+            ..Script::default()
+        };
+        prepare(&mut boot, Some(&entry)).unwrap();
+        assert_eq!(boot.msrs, arch::msr::boot_msrs());
+        assert_eq!((boot.regs.rip, boot.regs.rsi), (0x100_0000, 0x7000));
+        assert_ne!(boot.sregs.cr0 & 1, 0, "protected mode");
+        let fpu = boot.fpu.expect("FPU initialized");
+        assert_eq!((fpu.fcw, fpu.mxcsr), (FCW_INIT, MXCSR_INIT));
+
+        let mut ap = Script {
+            msr_limit: 3,
+            ..Script::default()
+        };
+        prepare(&mut ap, None).unwrap();
+        assert_eq!(ap.msrs.len(), 3, "a refused MSR is reported, not fatal");
+        assert_eq!(ap.regs.rip, 0);
+        assert!(ap.fpu.is_none());
     }
 }

@@ -27,7 +27,7 @@ use crate::console::{self, RawTerminal};
 use crate::kvm::{KvmError, KvmMachine};
 use crate::soft::SoftMachine;
 use crate::stop::{StopReason, StopSignal};
-use crate::vcpu::{run_loop, Buses, VcpuBackend};
+use crate::vcpu::{self, run_loop, Buses, StateError, VcpuBackend};
 
 /// How to run the VM, from the command line.
 pub struct VmOptions<'a> {
@@ -57,6 +57,9 @@ pub enum VmError {
     /// The ACPI tables do not fit (a bug in the machine layout).
     #[error("ACPI tables: {0}")]
     Acpi(String),
+    /// A vCPU's boot state could not be set.
+    #[error("setting up a vCPU: {0}")]
+    VcpuState(#[from] StateError),
     /// Devices overlap (a bug in the machine layout).
     #[error("device layout: {0}")]
     Bus(#[from] BusError),
@@ -275,12 +278,14 @@ impl Backend {
         buses: &Arc<Buses>,
         stop: &Arc<StopSignal>,
     ) -> Result<Box<dyn VcpuBackend>, VmError> {
-        Ok(match self {
-            Backend::Kvm(kvm) => Box::new(kvm.create_vcpu(index, topology, entry, mem.clone())?),
+        let mut vcpu: Box<dyn VcpuBackend> = match self {
+            Backend::Kvm(kvm) => Box::new(kvm.create_vcpu(index, topology, mem.clone())?),
             Backend::Soft(soft) => {
-                Box::new(soft.create_vcpu(index, topology, entry, buses.clone(), stop.clone()))
+                Box::new(soft.create_vcpu(index, topology, buses.clone(), stop.clone()))
             }
-        })
+        };
+        vcpu::prepare(vcpu.as_mut(), entry)?;
+        Ok(vcpu)
     }
 }
 
