@@ -199,23 +199,26 @@ fn bulk(cpu: &mut Core, i: &Insn, size: u32, amask: u64, count: u64) -> Result<O
             let Some((src_host, _)) = cpu.host_for(src, Access::Read, user)? else {
                 return Ok(None);
             };
-            let overlap =
-                src_host < dst_host + bytes as usize && dst_host < src_host + bytes as usize;
-            if overlap {
+            // Element by element upwards, a destination below its source reads every
+            // element before it is overwritten: that is a memmove. A destination inside the
+            // source above it replicates elements and goes element by element.
+            let replicates = src_host < dst_host && dst_host < src_host + bytes as usize;
+            if replicates {
                 return Ok(None);
             }
             // SAFETY: both ranges lie within single RAM pages of live mappings (`host_for`
-            // and the page-room computation above) and do not overlap.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    src_host as *const u8,
-                    dst_host as *mut u8,
-                    bytes as usize,
-                )
-            };
+            // and the page-room computation above); `copy` allows them to overlap.
+            unsafe { std::ptr::copy(src_host as *const u8, dst_host as *mut u8, bytes as usize) };
         }
         None => {
             let pattern = cpu.s.gpr[RAX] & size_mask(size);
+            let byte = pattern as u8;
+            if pattern == u64::from(byte) * (size_mask(size) / 0xff) {
+                // Every byte of the element is the same (zeroing, mostly): a memset.
+                // SAFETY: inside one RAM page of a live mapping, as above.
+                unsafe { std::ptr::write_bytes(dst_host as *mut u8, byte, bytes as usize) };
+                return Ok(Some(n));
+            }
             let mut host = dst_host;
             for _ in 0..n {
                 // SAFETY: inside one RAM page of a live mapping, as above.
