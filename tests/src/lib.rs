@@ -67,6 +67,23 @@ pub fn scratch_dir(test: &str) -> PathBuf {
     dir
 }
 
+/// Whether tests that need KVM can run: `/dev/kvm` opens and answers with the stable API
+/// version. Where it does not, such a test says so on stderr and returns without running,
+/// unless `EMBER_REQUIRE_KVM` is set (`.ci/run` sets it on hosts that have `/dev/kvm`): then
+/// it fails.
+pub fn kvm_or_skip(test: &str) -> bool {
+    let usable = kvm_ioctls::Kvm::new().map(|kvm| kvm.get_api_version());
+    if matches!(usable, Ok(12)) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("EMBER_REQUIRE_KVM").is_none(),
+        "{test}: /dev/kvm is unusable ({usable:?}) and EMBER_REQUIRE_KVM is set"
+    );
+    eprintln!("{test}: skipped, /dev/kvm is unusable here ({usable:?})");
+    false
+}
+
 /// Writes `json` as `<dir>/vm.json` and returns its path.
 pub fn write_config(dir: &Path, json: &str) -> PathBuf {
     let path = dir.join("vm.json");

@@ -11,7 +11,12 @@ const EXIT_BAD_INPUT: i32 = 2;
 
 fn boot_json(test: &str, json: &str) -> Run {
     let dir = scratch_dir(test);
-    boot(&write_config(&dir, json), &["--accel", "kvm"], b"", LIMIT)
+    boot(
+        &write_config(&dir, json),
+        &["--accel", "interp"],
+        b"",
+        LIMIT,
+    )
 }
 
 fn assert_refused(run: &Run, needles: &[&str]) {
@@ -102,7 +107,7 @@ fn garbage_kernel_is_not_a_kernel() {
     let kernel = dir.join("garbage");
     std::fs::write(&kernel, vec![0x42u8; 1 << 16]).unwrap();
     let config = write_config(&dir, &config_json(&kernel, None, "", 1, 64));
-    let run = boot(&config, &["--accel", "kvm"], b"", LIMIT);
+    let run = boot(&config, &["--accel", "interp"], b"", LIMIT);
     assert_refused(&run, &["garbage", "not a kernel image"]);
 }
 
@@ -113,7 +118,7 @@ fn truncated_kernel_is_refused_before_any_vcpu_runs() {
     let kernel = dir.join("truncated.elf");
     std::fs::write(&kernel, &full[..full.len() / 2]).unwrap();
     let config = write_config(&dir, &config_json(&kernel, None, "", 1, 64));
-    let run = boot(&config, &["--accel", "kvm"], b"", LIMIT);
+    let run = boot(&config, &["--accel", "interp"], b"", LIMIT);
     assert_refused(&run, &["truncated.elf", "truncated"]);
 }
 
@@ -123,7 +128,7 @@ fn kernel_larger_than_memory_is_refused() {
     // The Debian vmlinux loads at 16 MiB and is tens of MiB long.
     let vmlinux = default_guest("vmlinux");
     let config = write_config(&dir, &config_json(&vmlinux, None, "", 1, 24));
-    let run = boot(&config, &["--accel", "kvm"], b"", LIMIT);
+    let run = boot(&config, &["--accel", "interp"], b"", LIMIT);
     assert_refused(&run, &["vmlinux", "24 MiB", "mem_size_mib"]);
 }
 

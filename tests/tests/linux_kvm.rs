@@ -4,13 +4,16 @@
 
 use std::time::Duration;
 
-use ember_tests::{boot, config_json, default_guest, scratch_dir, write_config};
+use ember_tests::{boot, config_json, default_guest, kvm_or_skip, scratch_dir, write_config};
 
 /// Guest time under nested KVM is slow (tens of seconds to the first failure): a hang guard.
 const LIMIT: Duration = Duration::from_secs(600);
 
 #[test]
 fn debian_kernel_prints_its_banner_then_boots_or_reports_the_failure() {
+    if !kvm_or_skip("debian_kernel_prints_its_banner_then_boots_or_reports_the_failure") {
+        return;
+    }
     let dir = scratch_dir("linux-kvm");
     let config = write_config(
         &dir,

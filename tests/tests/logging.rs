@@ -25,13 +25,16 @@ fn logger_section_sends_the_log_to_its_file_at_its_level() {
     let log = dir.join("ember.log");
     let run = boot(
         &config_with_logger(&dir, &log),
-        &["--accel", "kvm"],
+        &["--accel", "interp"],
         b"",
         LIMIT,
     );
     assert_eq!(run.code(), 11, "{run:#?}");
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("ember: info: accelerator: KVM"), "{text}");
+    assert!(
+        text.contains("ember: info: accelerator: software CPU"),
+        "{text}"
+    );
     assert!(text.contains("VM stopped: Guest(DebugExit(5))"), "{text}");
     assert!(
         !run.stderr.contains("accelerator"),
@@ -46,7 +49,7 @@ fn log_level_flag_overrides_the_config() {
     let config = config_with_logger(&dir, &log);
     let run = boot(
         &config,
-        &["--accel", "kvm", "--log-level", "error"],
+        &["--accel", "interp", "--log-level", "error"],
         b"",
         LIMIT,
     );
@@ -61,7 +64,7 @@ fn unwritable_log_path_is_named() {
     let log = dir.join("no/such/dir/ember.log");
     let run = boot(
         &config_with_logger(&dir, &log),
-        &["--accel", "kvm"],
+        &["--accel", "interp"],
         b"",
         LIMIT,
     );

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ember_tests::{boot, config_json, scratch_dir, test_guest, write_config, Run};
+use ember_tests::{boot, config_json, kvm_or_skip, scratch_dir, test_guest, write_config, Run};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -24,6 +24,9 @@ fn run_guest_with(name: &str, boot_args: &str, mem_mib: u64, stdin: &[u8], extra
 
 #[test]
 fn modes_guest_switches_modes_and_its_exit_code_becomes_the_status() {
+    if !kvm_or_skip("modes_guest_switches_modes_and_its_exit_code_becomes_the_status") {
+        return;
+    }
     let run = run_guest("modes", "exit=42", b"", &[]);
     assert_eq!(
         run.stdout, "pm32: ok\nreal: ok\nlong: ok\nexit code 42\n",
@@ -34,6 +37,9 @@ fn modes_guest_switches_modes_and_its_exit_code_becomes_the_status() {
 
 #[test]
 fn modes_guest_without_exit_argument_exits_zero() {
+    if !kvm_or_skip("modes_guest_without_exit_argument_exits_zero") {
+        return;
+    }
     let run = run_guest("modes", "", b"", &[]);
     assert!(run.stdout.ends_with("exit code 0\n"), "{run:#?}");
     assert_eq!(run.code(), 1);
@@ -41,6 +47,9 @@ fn modes_guest_without_exit_argument_exits_zero() {
 
 #[test]
 fn guest_with_16_gib_of_memory_above_the_mmio_gap_runs() {
+    if !kvm_or_skip("guest_with_16_gib_of_memory_above_the_mmio_gap_runs") {
+        return;
+    }
     let run = run_guest_with("modes", "exit=3", 16 << 10, b"", &[]);
     assert!(run.stdout.ends_with("exit code 3\n"), "{run:#?}");
     assert_eq!(run.code(), 7);
@@ -48,6 +57,9 @@ fn guest_with_16_gib_of_memory_above_the_mmio_gap_runs() {
 
 #[test]
 fn paging_guest_sees_faults_with_right_cr2_and_error_codes() {
+    if !kvm_or_skip("paging_guest_sees_faults_with_right_cr2_and_error_codes") {
+        return;
+    }
     let run = run_guest("paging", "", b"", &[]);
     assert!(run.stdout.contains("err=0x11"), "{run:#?}");
     assert!(run.stdout.ends_with("paging: PASS\n"), "{run:#?}");
@@ -57,6 +69,9 @@ fn paging_guest_sees_faults_with_right_cr2_and_error_codes() {
 
 #[test]
 fn unassigned_port_and_mmio_read_all_ones_and_are_logged_once() {
+    if !kvm_or_skip("unassigned_port_and_mmio_read_all_ones_and_are_logged_once") {
+        return;
+    }
     let run = run_guest("probe", "", b"", &["--log-level", "info"]);
     assert!(
         run.stdout
@@ -85,6 +100,9 @@ fn unassigned_port_and_mmio_read_all_ones_and_are_logged_once() {
 
 #[test]
 fn serial_input_reaches_the_guest() {
+    if !kvm_or_skip("serial_input_reaches_the_guest") {
+        return;
+    }
     let run = run_guest("echo", "", b"hello\nq", &[]);
     assert!(run.stdout.starts_with("echo: ready\n"), "{run:#?}");
     assert!(run.stdout.contains("hello"), "{run:#?}");
@@ -96,6 +114,9 @@ fn serial_input_reaches_the_guest() {
 /// `int3`; then the VMM must stop at once and report it, registers and instruction included.
 #[test]
 fn exceptions_guest_passes_or_the_failure_is_reported() {
+    if !kvm_or_skip("exceptions_guest_passes_or_the_failure_is_reported") {
+        return;
+    }
     let run = run_guest("exceptions", "", b"", &[]);
     assert!(
         run.stdout
