@@ -8,7 +8,8 @@ use clap::{Parser, ValueEnum};
 /// Which CPU runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Accel {
-    /// KVM when /dev/kvm is usable, else the software CPU.
+    /// KVM when /dev/kvm is usable (and not the nested kvm_pvm backend, which cannot run
+    /// stock kernels), else the software CPU; a log line says which and why.
     Auto,
     /// Hardware virtualization through KVM only.
     Kvm,
