@@ -213,7 +213,7 @@ pub fn lower(ins: &Instruction, code_bits: u32) -> (Insn, Flow) {
             if i.imm == 0 || n < 2 {
                 i.imm = ins.immediate(n);
             } else {
-                i.imm2 = ins.immediate(n);
+                i.imm2 = ins.immediate(n) as u16;
             }
         }
     }
@@ -532,7 +532,7 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
         M::Enter => {
             i.size = opcode_operand_size(ins, code_bits);
             i.imm = ins.immediate(0);
-            i.imm2 = ins.immediate(1);
+            i.imm2 = ins.immediate(1) as u16;
             data::enter
         }
         M::Leave => {
@@ -583,7 +583,7 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
                 }
                 OpKind::FarBranch16 | OpKind::FarBranch32 => {
                     i.imm = far_offset(ins);
-                    i.imm2 = u64::from(ins.far_branch_selector());
+                    i.imm2 = ins.far_branch_selector();
                     i.size = if ins.op_kind(0) == OpKind::FarBranch16 {
                         2
                     } else {
@@ -607,7 +607,7 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
                 }
                 OpKind::FarBranch16 | OpKind::FarBranch32 => {
                     i.imm = far_offset(ins);
-                    i.imm2 = u64::from(ins.far_branch_selector());
+                    i.imm2 = ins.far_branch_selector();
                     i.size = if ins.op_kind(0) == OpKind::FarBranch16 {
                         2
                     } else {

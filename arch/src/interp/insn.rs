@@ -28,8 +28,9 @@ pub struct Insn {
     pub imm: u64,
     /// Memory displacement (absolute address for RIP-relative operands).
     pub disp: u64,
-    /// Second constant (third operand immediate, far selector, ENTER nesting level).
-    pub imm2: u64,
+    /// Second constant (a second immediate, far selector, ENTER nesting level, an operand
+    /// width): always 16 bits or less.
+    pub imm2: u16,
     /// Length in bytes.
     pub len: u8,
     /// Operand size in bytes (1, 2, 4, 8; 16 for XMM).
@@ -235,5 +236,21 @@ impl Core {
         } else {
             Ok(self.get_reg(i.r1, size))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decoded blocks are mostly read once or twice during a boot, so their size is cache
+    /// misses: keep an instruction within 48 bytes.
+    #[test]
+    fn decoded_instructions_stay_small() {
+        assert!(
+            std::mem::size_of::<Insn>() <= 48,
+            "{}",
+            std::mem::size_of::<Insn>()
+        );
     }
 }

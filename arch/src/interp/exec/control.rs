@@ -172,7 +172,7 @@ fn far_transfer(cpu: &mut Core, sel: u16, offset: u64, call: bool, size: u32) ->
 
 /// JMP/CALL ptr16:16/32 (`i.cc` 1 for CALL): selector in `imm2`, offset in `imm`.
 pub fn far_direct(cpu: &mut Core, i: &Insn) -> Result<()> {
-    far_transfer(cpu, i.imm2 as u16, i.imm, i.cc == 1, u32::from(i.size))
+    far_transfer(cpu, i.imm2, i.imm, i.cc == 1, u32::from(i.size))
 }
 
 /// JMP/CALL m16:16/32/64 (`i.cc` 1 for CALL).

@@ -307,7 +307,7 @@ pub fn popa(cpu: &mut Core, i: &Insn) -> Result<()> {
 /// ENTER imm16, imm8 (`i.imm` frame size, `i.imm2` nesting level).
 pub fn enter(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
-    let level = i.imm2 & 31;
+    let level = u64::from(i.imm2 & 31);
     let saved = (cpu.s.gpr[RSP], cpu.s.gpr[RBP]);
     let result = (|| {
         let bp = cpu.s.gpr[RBP];

@@ -193,7 +193,7 @@ pub fn lower(ins: &Instruction, i: &mut Insn) -> Option<Handler> {
                 i.r1 = g;
                 i.size = s as u8;
             }
-            i.imm2 = u64::from(super::super::decode::gpr(ins.op_register(0)).map_or(4, |(_, s)| s));
+            i.imm2 = super::super::decode::gpr(ins.op_register(0)).map_or(4, |(_, s)| s) as u16;
             crc32
         }
         M::Pblendvb | M::Blendvps | M::Blendvpd => blend_xmm0,
@@ -208,7 +208,7 @@ pub fn lower(ins: &Instruction, i: &mut Insn) -> Option<Handler> {
         M::Cvtss2si | M::Cvttss2si | M::Cvtsd2si | M::Cvttsd2si => {
             let (g, s) = super::super::decode::gpr(ins.op_register(0))?;
             i.r0 = g;
-            i.imm2 = u64::from(s * 8);
+            i.imm2 = (s * 8) as u16;
             i.size = if matches!(m, M::Cvtss2si | M::Cvttss2si) {
                 4
             } else {
@@ -222,7 +222,7 @@ pub fn lower(ins: &Instruction, i: &mut Insn) -> Option<Handler> {
                 i.r1 = g;
                 i.size = s as u8;
             }
-            i.imm2 = u64::from(i.size) * 8;
+            i.imm2 = u16::from(i.size) * 8;
             cvt_from_int
         }
         M::Emms => return None,
@@ -539,7 +539,7 @@ fn crc32(cpu: &mut Core, i: &Insn) -> Result<()> {
     };
     let crc = cpu.get_reg(i.r0, 4) as u32;
     let r = data::crc32c(crc, data, usize::from(i.size));
-    cpu.put_reg(i.r0, i.imm2 as u32, u64::from(r));
+    cpu.put_reg(i.r0, u32::from(i.imm2), u64::from(r));
     Ok(())
 }
 
@@ -645,11 +645,11 @@ fn cvt_to_int(cpu: &mut Core, i: &Insn) -> Result<()> {
     check_sse(cpu)?;
     let src = cpu.vec_src(i)?;
     let mut mxcsr = cpu.s.fpu.mxcsr;
-    let r = float::cvt_to_int_checked(i.op, src, i.imm2 as u32, &mut mxcsr);
+    let r = float::cvt_to_int_checked(i.op, src, u32::from(i.imm2), &mut mxcsr);
     cpu.s.fpu.mxcsr = mxcsr;
     match r {
         Ok(v) => {
-            cpu.put_reg(i.r0, i.imm2 as u32 / 8, v);
+            cpu.put_reg(i.r0, u32::from(i.imm2) / 8, v);
             Ok(())
         }
         Err(_) => Err(cpu.simd_fp_fault()),
@@ -666,7 +666,7 @@ fn cvt_from_int(cpu: &mut Core, i: &Insn) -> Result<()> {
     };
     let dst = cpu.s.fpu.xmm[usize::from(i.r0)];
     let mut mxcsr = cpu.s.fpu.mxcsr;
-    let r = float::cvt_from_int_checked(i.op, dst, value, i.imm2 as u32, &mut mxcsr);
+    let r = float::cvt_from_int_checked(i.op, dst, value, u32::from(i.imm2), &mut mxcsr);
     cpu.s.fpu.mxcsr = mxcsr;
     match r {
         Ok(v) => {
