@@ -61,16 +61,7 @@ impl BusDevice for AcpiPm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<GuestExit>>);
-
-    impl ExitRequester for Recorder {
-        fn request_exit(&self, reason: GuestExit) {
-            self.0.lock().unwrap().push(reason);
-        }
-    }
+    use crate::exit::Recorder;
 
     #[test]
     fn s5_powers_off_and_reset_value_resets() {

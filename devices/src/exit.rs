@@ -34,3 +34,15 @@ impl vm_superio::Trigger for ResetTrigger {
         Ok(())
     }
 }
+
+/// Records the exit requests of the devices under test.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Recorder(pub std::sync::Mutex<Vec<GuestExit>>);
+
+#[cfg(test)]
+impl ExitRequester for Recorder {
+    fn request_exit(&self, reason: GuestExit) {
+        self.0.lock().unwrap().push(reason);
+    }
+}

@@ -170,9 +170,10 @@ pub fn run_ember_typing(args: &[&str], prompt: Option<&str>, stdin: &[u8], limit
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
+        // The console is searched only until the input has been sent.
         let prompted =
-            prompt.is_none_or(|p| String::from_utf8_lossy(&console.lock().unwrap()).contains(p));
-        if prompted {
+            || prompt.is_none_or(|p| String::from_utf8_lossy(&console.lock().unwrap()).contains(p));
+        if input.is_some() && prompted() {
             if let Some((mut pipe, data)) = input.take() {
                 // The guest may exit before reading everything.
                 std::thread::spawn(move || {

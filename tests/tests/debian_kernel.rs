@@ -163,23 +163,24 @@ fn bzimage_boots_through_the_64bit_protocol() {
     assert_eq!({ zp.acpi_rsdp_addr }, RSDP);
 }
 
+/// Why loading `kernel` alone into `mem` fails.
+fn refusal(mem: &GuestMemory, kernel: &Path) -> String {
+    let spec = KernelSpec {
+        kernel,
+        initrd: None,
+        cmdline: CMDLINE,
+        rsdp_addr: None,
+        prefer_pvh: true,
+    };
+    boot::load(mem, &spec).unwrap_err().to_string()
+}
+
 #[test]
 fn kernels_too_big_for_the_guest_are_refused_with_the_reason() {
     for (file, mib) in [("vmlinux", 24), ("vmlinuz", 32)] {
         let mem = guest_memory(mib);
         let kernel = default_guest(file);
-        let err = boot::load(
-            &mem,
-            &KernelSpec {
-                kernel: &kernel,
-                initrd: None,
-                cmdline: CMDLINE,
-                rsdp_addr: None,
-                prefer_pvh: true,
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal(&mem, &kernel);
         assert!(err.contains(file) && err.contains("mem_size_mib"), "{err}");
     }
 }
@@ -191,18 +192,7 @@ fn truncated_bzimage_is_refused() {
     let cut = dir.join("vmlinuz-cut");
     std::fs::write(&cut, &raw[..raw.len() / 2]).unwrap();
     let mem = guest_memory(256);
-    let err = boot::load(
-        &mem,
-        &KernelSpec {
-            kernel: &cut,
-            initrd: None,
-            cmdline: CMDLINE,
-            rsdp_addr: None,
-            prefer_pvh: true,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refusal(&mem, &cut);
     assert!(
         err.contains("vmlinuz-cut") && err.contains("truncated"),
         "{err}"

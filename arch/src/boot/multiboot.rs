@@ -292,6 +292,17 @@ mod tests {
     use super::*;
     use crate::boot::load as load_image;
 
+    /// A spec booting `kernel` alone, with no command line.
+    fn bare(kernel: &Path) -> KernelSpec<'_> {
+        KernelSpec {
+            kernel,
+            initrd: None,
+            cmdline: "",
+            rsdp_addr: None,
+            prefer_pvh: true,
+        }
+    }
+
     fn header(flags: u32) -> [u8; 12] {
         let mut h = [0u8; 12];
         h[0..4].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
@@ -396,13 +407,7 @@ mod tests {
         code.extend_from_slice(&[0xf4; 4]);
         let kernel = temp_file("rm", &elf::tests::build(false, 0x8000, &code, 0x6000));
         let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
-        let spec = KernelSpec {
-            kernel: &kernel,
-            initrd: None,
-            cmdline: "",
-            rsdp_addr: None,
-            prefer_pvh: true,
-        };
+        let spec = bare(&kernel);
         let setup = load_image(&mem, &spec).unwrap();
         assert_eq!(setup.kernel_range, (0x8000, 0xe000));
         assert!(setup.bios_interrupts);
@@ -424,13 +429,7 @@ mod tests {
         img.extend_from_slice(&[0xf4; 4]);
         let kernel = temp_file("aout", &img);
         let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
-        let spec = KernelSpec {
-            kernel: &kernel,
-            initrd: None,
-            cmdline: "",
-            rsdp_addr: None,
-            prefer_pvh: true,
-        };
+        let spec = bare(&kernel);
         let setup = load_image(&mem, &spec).unwrap();
         assert_eq!(setup.entry.rip, 0x10_0020);
         assert_eq!(setup.kernel_range, (0x10_0000, 0x10_2000));
@@ -443,13 +442,7 @@ mod tests {
         code.extend_from_slice(&[0xf4; 4]);
         let low = temp_file("low", &elf::tests::build(false, 0x1_8000, &code, 0x100));
         let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
-        let spec = KernelSpec {
-            kernel: &low,
-            initrd: None,
-            cmdline: "",
-            rsdp_addr: None,
-            prefer_pvh: true,
-        };
+        let spec = bare(&low);
         let err = load_image(&mem, &spec).unwrap_err().to_string();
         assert!(
             err.contains("low") && err.contains("Multiboot information"),

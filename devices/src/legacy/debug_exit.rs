@@ -39,16 +39,7 @@ impl BusDevice for DebugExit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<GuestExit>>);
-
-    impl ExitRequester for Recorder {
-        fn request_exit(&self, reason: GuestExit) {
-            self.0.lock().unwrap().push(reason);
-        }
-    }
+    use crate::exit::Recorder;
 
     #[test]
     fn byte_and_dword_writes_carry_the_value() {

@@ -41,17 +41,7 @@ impl BusDevice for I8042 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exit::GuestExit;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<GuestExit>>);
-
-    impl ExitRequester for Recorder {
-        fn request_exit(&self, reason: GuestExit) {
-            self.0.lock().unwrap().push(reason);
-        }
-    }
+    use crate::exit::{GuestExit, Recorder};
 
     #[test]
     fn cpu_reset_command_requests_reset() {
