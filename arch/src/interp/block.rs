@@ -23,9 +23,10 @@ const JUMP_CACHE: usize = 4096;
 /// Past this many blocks the whole cache is dropped and rebuilt on demand.
 const MAX_BLOCKS: usize = 1 << 16;
 
-/// A block that followed another one, remembered so the next time the lookup is a compare.
-#[derive(Clone, Copy, Default)]
-struct Successor {
+/// A remembered lookup of the block at (`lin`, `cs_base`, `code_bits`): a block's recent
+/// successors and the entries of the jump cache. Valid while its stamp is current.
+#[derive(Clone, Copy)]
+struct Link {
     lin: u64,
     cs_base: u64,
     /// The [`Stamps`] value it is valid for (its global one when `global`).
@@ -33,6 +34,33 @@ struct Successor {
     code_bits: u32,
     block: u32,
     global: bool,
+}
+
+impl Link {
+    /// Matches nothing.
+    const NONE: Link = Link {
+        lin: u64::MAX,
+        cs_base: 0,
+        stamp: 0,
+        code_bits: 0,
+        block: 0,
+        global: false,
+    };
+
+    /// Whether this leads to the block at `lin`, `cs_base`, `code_bits`, still valid now.
+    #[inline(always)]
+    fn leads_to(&self, lin: u64, cs_base: u64, code_bits: u32, stamps: &Stamps) -> bool {
+        self.lin == lin
+            && self.stamp == stamps.current(self.global)
+            && self.cs_base == cs_base
+            && self.code_bits == code_bits
+    }
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link::NONE
+    }
 }
 
 /// What cached lookups are checked against: the TLB epoch (or, for blocks reached through
@@ -69,7 +97,7 @@ pub struct Block {
     /// The instructions.
     pub insns: Box<[Insn]>,
     /// The last two distinct blocks that ran after this one (its branch targets, mostly).
-    successors: [Successor; 2],
+    successors: [Link; 2],
     /// RAM pages the bytes came from, with their generation at decode time.
     pages: [(u32, u32); 2],
     /// The linear pages through which `pages` were reached.
@@ -79,32 +107,12 @@ pub struct Block {
     host: usize,
 }
 
-/// A recent lookup: valid while the TLB (linear-to-physical) and the set of code pages
-/// written since (code epoch) are unchanged; see [`Stamps`].
-#[derive(Clone, Copy)]
-struct JumpEntry {
-    lin: u64,
-    cs_base: u64,
-    stamp: u64,
-    code_bits: u32,
-    block: u32,
-    global: bool,
-}
-
-const NO_ENTRY: JumpEntry = JumpEntry {
-    lin: u64::MAX,
-    cs_base: 0,
-    stamp: 0,
-    code_bits: 0,
-    block: 0,
-    global: false,
-};
-
 /// Decoded blocks of one vCPU.
 pub struct BlockCache {
     blocks: Vec<Block>,
     map: HashMap<(u64, u64, u32), u32>,
-    jump: Box<[JumpEntry]>,
+    /// Recent lookups, direct-mapped by linear address.
+    jump: Box<[Link]>,
 }
 
 impl Default for BlockCache {
@@ -112,7 +120,7 @@ impl Default for BlockCache {
         BlockCache {
             blocks: Vec::new(),
             map: HashMap::new(),
-            jump: vec![NO_ENTRY; JUMP_CACHE].into_boxed_slice(),
+            jump: vec![Link::NONE; JUMP_CACHE].into_boxed_slice(),
         }
     }
 }
@@ -125,9 +133,7 @@ impl Core {
             .iter()
             .all(|&(page, gen)| self.code.generation(page) == gen)
     }
-}
 
-impl Core {
     /// Whether the linear pages of `block` beyond its first still map the RAM pages it was
     /// decoded from (the first one's host address is compared by the caller).
     fn block_mapped(&mut self, block: &Block) -> bool {
@@ -153,50 +159,36 @@ impl BlockCache {
         let stamps = Stamps::of(core);
         let from = previous.and_then(|p| self.blocks.get(p as usize));
         if let Some(prev) = from {
-            for s in &prev.successors {
-                if s.lin == lin
-                    && s.stamp == stamps.current(s.global)
-                    && s.cs_base == cs_base
-                    && s.code_bits == code_bits
-                {
-                    return Ok(s.block);
-                }
+            if let Some(s) = prev
+                .successors
+                .iter()
+                .find(|s| s.leads_to(lin, cs_base, code_bits, &stamps))
+            {
+                return Ok(s.block);
             }
         }
-        let (idx, global) = self.lookup(core, lin, cs_base, code_bits, stamps)?;
+        let link = self.lookup(core, lin, cs_base, code_bits, &stamps)?;
         if let Some(prev) = previous.and_then(|p| self.blocks.get_mut(p as usize)) {
             // Keep the most recent successor first.
             prev.successors[1] = prev.successors[0];
-            prev.successors[0] = Successor {
-                lin,
-                cs_base,
-                stamp: stamps.current(global),
-                code_bits,
-                block: idx,
-                global,
-            };
+            prev.successors[0] = link;
         }
-        Ok(idx)
+        Ok(link.block)
     }
 
     /// The jump-cache and hash-map lookup behind [`BlockCache::find`], decoding on a miss.
-    /// Also says whether the block was reached through global translations only.
     fn lookup(
         &mut self,
         core: &mut Core,
         lin: u64,
         cs_base: u64,
         code_bits: u32,
-        stamps: Stamps,
-    ) -> Result<(u32, bool)> {
+        stamps: &Stamps,
+    ) -> Result<Link> {
         let slot = (lin as usize ^ (lin >> 12) as usize) & (JUMP_CACHE - 1);
         let e = self.jump[slot];
-        if e.lin == lin
-            && e.cs_base == cs_base
-            && e.code_bits == code_bits
-            && e.stamp == stamps.current(e.global)
-        {
-            return Ok((e.block, e.global));
+        if e.leads_to(lin, cs_base, code_bits, stamps) {
+            return Ok(e);
         }
         let user = core.user();
         let Some((host, page)) = core.fetch_host(lin, user)? else {
@@ -233,7 +225,7 @@ impl BlockCache {
         let block = &self.blocks[idx as usize];
         let global = core.tlb.fetch_is_global(lin, user)
             && (1..block.npages).all(|i| core.tlb.fetch_is_global(block.lin_pages[i], user));
-        self.jump[slot] = JumpEntry {
+        let link = Link {
             lin,
             cs_base,
             stamp: stamps.current(global),
@@ -241,7 +233,8 @@ impl BlockCache {
             block: idx,
             global,
         };
-        Ok((idx, global))
+        self.jump[slot] = link;
+        Ok(link)
     }
 
     /// Runs block `idx` on `core`: returns when it ends or an instruction faults (the fault

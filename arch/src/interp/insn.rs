@@ -154,8 +154,13 @@ impl Core {
     #[inline(always)]
     pub(crate) fn mem_read_rmw(&mut self, i: &Insn, size: u32) -> Result<u64> {
         let lin = self.linear(i.seg as usize, self.ea(i), size, true)?;
-        self.probe_write(lin, size)?;
-        self.read_sized(lin, size)
+        let user = self.user();
+        match size {
+            1 => self.read_lin_for_write::<1>(lin, user),
+            2 => self.read_lin_for_write::<2>(lin, user),
+            4 => self.read_lin_for_write::<4>(lin, user),
+            _ => self.read_lin_for_write::<8>(lin, user),
+        }
     }
 
     /// Writes the instruction's memory operand at width `size`.

@@ -154,11 +154,7 @@ impl Core {
         self.push(flags & 0xffff, 2)?;
         self.push(cs, 2)?;
         self.push(ip & 0xffff, 2)?;
-        let sel = (entry >> 16) as u16;
-        let s = &mut self.s.seg[CS];
-        s.selector = sel;
-        s.base = u64::from(sel) << 4;
-        self.s.rip = entry & 0xffff;
+        self.jump_real((entry >> 16) as u16, entry & 0xffff);
         self.s.flags.assign(IF, false);
         self.s.flags.assign(TF, false);
         self.s.flags.assign(AC, false);
@@ -376,30 +372,20 @@ impl Core {
     /// IRET with operand size `size` (2, 4 or 8).
     pub(crate) fn iret(&mut self, size: u32) -> Result<()> {
         self.end_block = true;
-        if !self.s.mode.protected {
-            let ip = self.peek(0, size)?;
-            let cs = self.peek(u64::from(size), size)? as u16;
-            let flags = self.peek(2 * u64::from(size), size)?;
-            self.set_sp(self.s.gpr[RSP].wrapping_add(3 * u64::from(size)));
-            let s = &mut self.s.seg[CS];
-            s.selector = cs;
-            s.base = u64::from(cs) << 4;
-            self.s.rip = ip & size_mask(size);
-            self.write_flags_checked(flags, size);
-            return Ok(());
-        }
-        if self.s.mode.v86 {
-            if self.iopl() < 3 {
+        let v86 = self.s.mode.v86;
+        if !self.s.mode.protected || v86 {
+            if v86 && self.iopl() < 3 {
                 return Err(Exception::gp0());
             }
             let ip = self.peek(0, size)?;
             let cs = self.peek(u64::from(size), size)? as u16;
             let flags = self.peek(2 * u64::from(size), size)?;
             self.set_sp(self.s.gpr[RSP].wrapping_add(3 * u64::from(size)));
-            let s = &mut self.s.seg[CS];
-            s.selector = cs;
-            s.base = u64::from(cs) << 4;
-            self.s.rip = ip & size_mask(size);
+            self.jump_real(cs, ip & size_mask(size));
+            if !v86 {
+                self.write_flags_checked(flags, size);
+                return Ok(());
+            }
             // IOPL is not changed from virtual-8086 mode.
             let keep = self.s.flags.get() & (super::flags::IOPL | VM);
             let changeable = if size == 2 { 0xffff } else { 0xffff_ffff }

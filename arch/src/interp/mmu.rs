@@ -406,18 +406,27 @@ impl Core {
         self.write_slow::<N>(lin, value, user)
     }
 
-    /// Translates the pages of a `size`-byte store at `lin` without storing: raises the
-    /// fault the store would and sets the dirty bits it would.
+    /// Reads `N` bytes at `lin` for a read-modify-write: through the write translation, so
+    /// a fault reports a write (on a split access, at the second page's first byte, as
+    /// hardware does), dirty bits are set, and the store that follows cannot fault.
     #[inline(always)]
-    pub(crate) fn probe_write(&mut self, lin: u64, size: u32) -> Result<()> {
-        let user = self.user();
-        let last = lin.wrapping_add(u64::from(size) - 1);
+    pub(crate) fn read_lin_for_write<const N: usize>(
+        &mut self,
+        lin: u64,
+        user: bool,
+    ) -> Result<u64> {
+        if (lin & 0xfff) as usize + N <= 0x1000 {
+            if let Some((host, _)) = self.tlb_hit(lin, Access::Write, user) {
+                // SAFETY: as in `read_lin`.
+                return Ok(unsafe { load::<N>(host) });
+            }
+        }
         self.host_for(lin, Access::Write, user)?;
+        let last = lin.wrapping_add(N as u64 - 1);
         if (last ^ lin) & !0xfff != 0 {
-            // A fault on the second page reports that page's first byte, as hardware does.
             self.host_for(last & !0xfff, Access::Write, user)?;
         }
-        Ok(())
+        self.read_slow::<N>(lin, user)
     }
 
     #[inline(never)]

@@ -127,6 +127,15 @@ impl Core {
         Ok(())
     }
 
+    /// A far transfer in real or virtual-8086 mode: CS becomes `selector` (base
+    /// `selector << 4`, cached limits and attributes kept) and RIP `ip`.
+    pub(crate) fn jump_real(&mut self, selector: u16, ip: u64) {
+        let s = &mut self.s.seg[CS];
+        s.selector = selector;
+        s.base = u64::from(selector) << 4;
+        self.s.rip = ip;
+    }
+
     /// Loads data segment register `seg` (DS, ES, FS, GS or SS) with `selector`, as MOV/POP do.
     pub(crate) fn load_segment(&mut self, seg: usize, selector: u16) -> Result<()> {
         if !self.s.mode.protected || self.s.mode.v86 {

@@ -130,10 +130,7 @@ fn far_transfer(cpu: &mut Core, sel: u16, offset: u64, call: bool, size: u32) ->
             cpu.push(old_cs, size)?;
             cpu.push(old_rip, size)?;
         }
-        let s = &mut cpu.s.seg[CS];
-        s.selector = sel;
-        s.base = u64::from(sel) << 4;
-        cpu.s.rip = offset & size_mask(size);
+        cpu.jump_real(sel, offset & size_mask(size));
         return Ok(());
     }
     if sel & 0xfffc == 0 {
@@ -193,10 +190,7 @@ pub fn ret_far(cpu: &mut Core, i: &Insn) -> Result<()> {
     let rip = cpu.peek(0, size)?;
     let sel = cpu.peek(n, size)? as u16;
     if !cpu.s.mode.protected || cpu.s.mode.v86 {
-        let s = &mut cpu.s.seg[CS];
-        s.selector = sel;
-        s.base = u64::from(sel) << 4;
-        cpu.s.rip = rip & size_mask(size);
+        cpu.jump_real(sel, rip & size_mask(size));
         let sp = cpu.s.gpr[RSP].wrapping_add(2 * n + i.imm);
         cpu.set_sp(sp);
         return Ok(());
