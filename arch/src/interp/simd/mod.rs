@@ -16,4 +16,4 @@ pub mod float;
 pub mod int;
 mod lanes;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;

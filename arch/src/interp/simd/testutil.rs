@@ -107,8 +107,9 @@ macro_rules! hw_mmx {
 }
 pub(super) use hw_mmx;
 
-/// Xorshift64* pseudo-random generator (deterministic, seedable).
-pub(super) struct Rng(u64);
+/// Xorshift64* pseudo-random generator (deterministic, seedable), for the SIMD and x87
+/// tests.
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator from a non-zero seed (zero is replaced).
@@ -129,6 +130,11 @@ impl Rng {
     /// A random value below `n` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
+    }
+
+    /// A random bit.
+    pub fn bool(&mut self) -> bool {
+        self.next() & 1 == 1
     }
 
     /// 128 random bits.

@@ -277,7 +277,7 @@ fn software_round_trips() {
         }
         // FXSAVE64 -> FXRSTOR64 is the identity.
         let img = fxsave_image(&f, FxFormat::Bits64);
-        let mut g = new_fpu();
+        let mut g = Fpu::default();
         assert_eq!(fxrstor_image(&mut g, &img, FxFormat::Bits64), Ok(()));
         assert_eq!(diff(&f, &g), None);
         assert_eq!(
@@ -286,7 +286,7 @@ fn software_round_trips() {
         );
         // Legacy layout keeps XMM8-15 of the destination.
         let img = fxsave_image(&f, FxFormat::Legacy);
-        let mut g = new_fpu();
+        let mut g = Fpu::default();
         g.xmm[9] = 99;
         assert_eq!(fxrstor_image(&mut g, &img, FxFormat::Legacy), Ok(()));
         assert_eq!(
@@ -317,7 +317,7 @@ fn software_round_trips() {
                 (0x037F, 0, 0),
                 "FNSAVE reinitialises"
             );
-            let mut g = new_fpu();
+            let mut g = Fpu::default();
             frstor(&mut g, &img[..fmt.save_len()], fmt);
             let mut want = copy(&f);
             super::super::stack::update_summary(&mut want);

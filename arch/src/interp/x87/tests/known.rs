@@ -13,9 +13,10 @@ fn f(v: f64) -> F80 {
 }
 
 fn with_rc(rc: u16) -> Fpu {
-    let mut s = new_fpu();
-    s.fcw = 0x037F | (rc << 10);
-    s
+    Fpu {
+        fcw: 0x037F | (rc << 10),
+        ..Fpu::default()
+    }
 }
 
 #[test]
@@ -50,7 +51,7 @@ fn integer_stores_follow_rounding_control() {
 
 #[test]
 fn integer_overflow_gives_indefinite_or_no_store() {
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     let _ = ops::fld_f80(&mut s, f(40000.0));
     let st = ops::fist(&mut s, 16, false, false);
     assert_eq!(
@@ -72,7 +73,7 @@ fn integer_overflow_gives_indefinite_or_no_store() {
 
 #[test]
 fn stack_overflow_and_underflow() {
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     for k in 0..8 {
         assert_eq!(ops::fild(&mut s, k).raised, 0);
     }
@@ -86,9 +87,11 @@ fn stack_overflow_and_underflow() {
         "masked response pushes the indefinite"
     );
     // Unmasked: nothing changes, #MF pending.
-    let mut s2 = new_fpu();
-    s2.fcw = 0x037E;
-    s2.ftw = 0xFF;
+    let mut s2 = Fpu {
+        fcw: 0x037E,
+        ftw: 0xFF,
+        ..Fpu::default()
+    };
     let before = copy(&s2);
     let o = ops::fld_f80(&mut s2, f(1.0));
     assert!(o.mf_pending);
@@ -97,7 +100,7 @@ fn stack_overflow_and_underflow() {
         (before.regs, before.ftw, 0)
     );
     // Underflow: empty operand.
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     let _ = ops::fld_f80(&mut s, f(2.0));
     let o = c::arith(&mut s, ArithOp::Add, ArithForm::St0Sti(3));
     assert_eq!(o.raised, IE | SF);
@@ -107,14 +110,16 @@ fn stack_overflow_and_underflow() {
 
 #[test]
 fn arithmetic_basics_and_precision_control() {
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     let _ = ops::fld_f80(&mut s, f(1.0));
     let _ = c::arith(&mut s, ArithOp::Div, ArithForm::I16(3));
     let third = stack::st(&s, 0);
     assert_eq!(f80::unpack(third), (false, 0x3FFD, 0xAAAA_AAAA_AAAA_AAAB));
     // Precision control 24 bits, round toward zero.
-    let mut s = new_fpu();
-    s.fcw = 0x0C7F;
+    let mut s = Fpu {
+        fcw: 0x0C7F,
+        ..Fpu::default()
+    };
     let _ = ops::fld_f80(&mut s, f(1.0));
     let _ = c::arith(&mut s, ArithOp::Divr, ArithForm::M64(3.0f64.to_bits()));
     assert_eq!(
@@ -124,7 +129,7 @@ fn arithmetic_basics_and_precision_control() {
     let _ = c::arith(&mut s, ArithOp::Div, ArithForm::M32(7.0f32.to_bits()));
     assert_eq!(f80::unpack(stack::st(&s, 0)).2, 0xDB6D_B600_0000_0000);
     // FSUBP ST(1), ST(0): ST(1) - ST(0), then pop.
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     let _ = ops::fld_f80(&mut s, f(10.0));
     let _ = ops::fld_f80(&mut s, f(4.0));
     let _ = c::arith(&mut s, ArithOp::Sub, ArithForm::StiSt0Pop(1));
@@ -138,7 +143,7 @@ fn arithmetic_basics_and_precision_control() {
 
 #[test]
 fn compares_and_classification() {
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     let _ = ops::fld_f80(&mut s, f(1.0));
     let _ = ops::fld_f80(&mut s, f(2.0));
     let _ = c::fcom(&mut s, CmpSrc::Reg(1), false, false);
@@ -163,7 +168,7 @@ fn compares_and_classification() {
         "1 < 2 sets CF"
     );
     // FXAM: empty register reports C3|C0.
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     let _ = c::unary(&mut s, UnaryOp::Xam);
     assert_eq!(s.fsw & (C0 | C2 | C3), C3 | C0);
     let _ = c::fld_const(&mut s, Const::Pi);
@@ -173,7 +178,7 @@ fn compares_and_classification() {
 
 #[test]
 fn tag_word_classes() {
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     let _ = ops::fld_f80(&mut s, f(0.0)); // R7 zero
     let _ = ops::fld_f80(&mut s, f(1.5)); // R6 valid
     let _ = ops::fld_f80(&mut s, f80::pack(false, 0, 1)); // R5 denormal: special
@@ -186,7 +191,7 @@ fn tag_word_classes() {
 #[test]
 fn single_rounding_of_one_third() {
     let third = {
-        let mut s = new_fpu();
+        let mut s = Fpu::default();
         let _ = ops::fld_f80(&mut s, f(1.0));
         let _ = c::arith(&mut s, ArithOp::Div, ArithForm::I32(3));
         stack::st(&s, 0)
@@ -200,7 +205,7 @@ fn single_rounding_of_one_third() {
 
 #[test]
 fn bcd_round_trip() {
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     let bcd = [0x89, 0x67, 0x45, 0x23, 0x01, 0x89, 0x67, 0x45, 0x23, 0x80];
     let _ = ops::fbld(&mut s, bcd);
     assert_eq!(stack::st(&s, 0), f80::from_i64(-234_567_890_123_456_789));
@@ -215,7 +220,7 @@ fn bcd_round_trip() {
 
 #[test]
 fn transcendental_results_are_sane() {
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     let _ = c::fld_const(&mut s, Const::Pi);
     let _ = c::unary(&mut s, UnaryOp::Sincos);
     assert_eq!(s.ftw.count_ones(), 2);
@@ -231,7 +236,7 @@ fn transcendental_results_are_sane() {
 fn no_panics_on_arbitrary_state() {
     let mut r = Rng::new(99);
     for n in 0..30_000u64 {
-        let mut s = new_fpu();
+        let mut s = Fpu::default();
         for reg in s.regs.iter_mut() {
             for b in reg.iter_mut() {
                 *b = r.next() as u8;
@@ -295,7 +300,7 @@ fn no_panics_on_arbitrary_state() {
 #[test]
 #[ignore = "timing report; run with --release --ignored --nocapture"]
 fn timing() {
-    let mut s = new_fpu();
+    let mut s = Fpu::default();
     let _ = ops::fld_f80(&mut s, f(1.0));
     let _ = ops::fld_f80(&mut s, f(3.0));
     let n = 1_000_000;

@@ -29,42 +29,7 @@ pub fn seed(s: u64) -> u64 {
         .unwrap_or(0u64)
 }
 
-/// xorshift64* pseudo-random generator.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    pub fn bool(&mut self) -> bool {
-        self.next() & 1 == 1
-    }
-}
-
-pub fn new_fpu() -> Fpu {
-    Fpu {
-        regs: [[0; 10]; 8],
-        fcw: 0x037F,
-        fsw: 0,
-        ftw: 0,
-        fop: 0,
-        fip: 0,
-        fdp: 0,
-        xmm: [0; 16],
-        mxcsr: 0x1F80,
-    }
-}
+pub(crate) use crate::interp::simd::testutil::Rng;
 
 pub fn copy(f: &Fpu) -> Fpu {
     Fpu {
@@ -164,7 +129,7 @@ pub fn rand_fcw(r: &mut Rng) -> u16 {
 /// A random state: random TOP, tags, registers, control word and C0-C3; no
 /// exception flags (so the host can load it without a pending exception).
 pub fn rand_state(r: &mut Rng) -> Fpu {
-    let mut f = new_fpu();
+    let mut f = Fpu::default();
     for reg in f.regs.iter_mut() {
         *reg = rand_f80(r);
     }
