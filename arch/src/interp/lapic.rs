@@ -189,6 +189,9 @@ const SVR_ENABLED: u32 = 1 << 8;
 const VERSION_VALUE: u32 = 0x0006_0014;
 const TIMER_PERIODIC: u32 = 1;
 const TIMER_TSC_DEADLINE: u32 = 2;
+/// The shortest period of the periodic timer, in TSC ticks (100 us, as the PIT's): a guest
+/// that programs a tinier one gets interrupts at this rate instead of a host thread spinning.
+const MIN_PERIOD_TICKS: u64 = super::time::TSC_KHZ / 10;
 
 /// Index of the timer entry in the LVT array (timer, thermal, perf, LINT0, LINT1, error).
 const LVT_TIMER_INDEX: usize = 0;
@@ -419,7 +422,7 @@ impl LocalApic {
                 self.timer_initial = value;
                 self.timer_start = clock.ticks();
                 self.timer_deadline =
-                    (value != 0).then(|| self.timer_start + u64::from(value) * self.divisor());
+                    (value != 0).then(|| self.timer_start.wrapping_add(self.period()));
                 self.arm(clock);
             }
             TIMER_DIVIDE => self.timer_divide = value & 0xb,
@@ -448,16 +451,29 @@ impl LocalApic {
         }
     }
 
+    /// Ticks from loading the count to the interrupt: the count times the divisor, and in
+    /// periodic mode at least [`MIN_PERIOD_TICKS`].
+    fn period(&self) -> u64 {
+        let ticks = u64::from(self.timer_initial) * self.divisor();
+        if self.timer_mode() == TIMER_PERIODIC {
+            ticks.max(MIN_PERIOD_TICKS)
+        } else {
+            ticks
+        }
+    }
+
     fn timer_current(&self, clock: &Clock) -> u32 {
         if self.timer_mode() == TIMER_TSC_DEADLINE || self.timer_initial == 0 {
             return 0;
         }
-        let elapsed = clock.ticks().saturating_sub(self.timer_start) / self.divisor();
-        let initial = u64::from(self.timer_initial);
-        match self.timer_mode() {
-            TIMER_PERIODIC => (initial - elapsed % initial) as u32,
-            _ => initial.saturating_sub(elapsed) as u32,
-        }
+        let elapsed = clock.ticks().saturating_sub(self.timer_start);
+        let (initial, period) = (u128::from(self.timer_initial), self.period());
+        let elapsed = match self.timer_mode() {
+            TIMER_PERIODIC => elapsed % period,
+            _ => elapsed.min(period),
+        };
+        // The count falls evenly over the (possibly lengthened) period.
+        (initial - u128::from(elapsed) * initial / u128::from(period)) as u32
     }
 
     /// IA32_TSC_DEADLINE.
@@ -477,7 +493,10 @@ impl LocalApic {
 
     fn arm(&self, clock: &Clock) {
         if let Some(t) = &self.timers {
-            t.arm(self.cpu, self.timer_deadline.map(|d| clock.instant_at(d)));
+            t.arm(
+                self.cpu,
+                self.timer_deadline.and_then(|d| clock.instant_at(d)),
+            );
         }
     }
 
@@ -496,8 +515,8 @@ impl LocalApic {
         let lvt = self.lvt[LVT_TIMER_INDEX];
         match self.timer_mode() {
             TIMER_PERIODIC if self.timer_initial != 0 => {
-                let period = u64::from(self.timer_initial) * self.divisor();
-                let mut next = deadline + period;
+                let period = self.period();
+                let mut next = deadline.wrapping_add(period);
                 if next <= now {
                     next = now + period - (now - deadline) % period;
                 }
@@ -591,6 +610,69 @@ mod tests {
         a.timer_expired(&c);
         assert_eq!(a.acknowledge(), Some(0xec));
         assert!(a.timer_deadline().is_none());
+    }
+
+    /// Records the host instants the APIC arms its timer for.
+    #[derive(Default)]
+    struct ArmedAt(std::sync::Mutex<Vec<Option<Instant>>>);
+
+    impl TimerQueue for ArmedAt {
+        fn arm(&self, _cpu: usize, deadline: Option<Instant>) {
+            self.0.lock().unwrap().push(deadline);
+        }
+    }
+
+    fn apic_with_timer_on(clock: &Clock) -> (LocalApic, Arc<ArmedAt>) {
+        let armed = Arc::new(ArmedAt::default());
+        let mut a = LocalApic::new(0, Arc::new(Inbox::new(0)));
+        a.connect(Arc::new(NoIpis), armed.clone());
+        a.write(SVR, 0x1ff, clock);
+        a.write(TIMER_DIVIDE, 0xb, clock); // divide by 1
+        (a, armed)
+    }
+
+    struct NoIpis;
+
+    impl IpiBus for NoIpis {
+        fn send_ipi(&self, _source: u32, _icr: u64) {}
+    }
+
+    #[test]
+    fn timers_arm_for_the_right_instant_after_a_century_of_uptime() {
+        for hours in [5, 6, 100 * 365 * 24] {
+            let c = Clock::with_uptime(std::time::Duration::from_secs(hours * 3600));
+            let (mut a, armed) = apic_with_timer_on(&c);
+            a.write(LVT_TIMER, 0xec, &c);
+            let before = Instant::now();
+            a.write(TIMER_INITIAL, 2_000_000, &c); // 2 ms at 1 GHz
+            let at = armed.0.lock().unwrap().last().copied().flatten().unwrap();
+            let wait = at.duration_since(before);
+            assert!(
+                wait >= std::time::Duration::from_millis(2)
+                    && wait < std::time::Duration::from_millis(3),
+                "{hours} h: armed {wait:?} ahead"
+            );
+            assert!(a.read(TIMER_CURRENT, &c) <= 2_000_000);
+            assert!(a.read(TIMER_CURRENT, &c) > 1_000_000, "{hours} h");
+        }
+    }
+
+    #[test]
+    fn a_tiny_periodic_timer_fires_no_faster_than_the_minimum_period() {
+        let c = Clock::default();
+        let (mut a, armed) = apic_with_timer_on(&c);
+        a.write(LVT_TIMER, 0xec | (TIMER_PERIODIC << 17), &c);
+        a.write(TIMER_INITIAL, 1, &c);
+        let first = a.timer_deadline().unwrap();
+        assert!(first - c.ticks() <= MIN_PERIOD_TICKS);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        a.timer_expired(&c);
+        let next = a.timer_deadline().unwrap();
+        assert!(next > c.ticks(), "rearmed in the future, not in a loop");
+        assert!(next - first >= MIN_PERIOD_TICKS);
+        assert_eq!(a.acknowledge(), Some(0xec));
+        assert_eq!(a.read(TIMER_CURRENT, &c), 1);
+        assert!(matches!(armed.0.lock().unwrap().last(), Some(Some(_))));
     }
 
     #[test]

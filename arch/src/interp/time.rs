@@ -3,38 +3,60 @@
 
 use std::io::Read;
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Frequency of the guest TSC (and of the local APIC timer's base clock), in kHz. The guest
 /// reads it from CPUID leaves 0x15/0x16, so it never calibrates.
 pub const TSC_KHZ: u64 = 1_000_000;
 
-/// The VM's time base.
+/// TSC ticks in one second.
+const TICKS_PER_SEC: u64 = TSC_KHZ * 1000;
+
+/// The VM's time base. Guest time counts correctly for as long as a 64-bit TSC can (about
+/// 584 years at 1 GHz): no intermediate product overflows before the counter itself wraps.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
+    /// The host instant at which guest time read `uptime_at_start`.
     start: Instant,
+    /// Guest uptime at `start` (zero for a new VM).
+    uptime_at_start: Duration,
 }
 
 impl Default for Clock {
     fn default() -> Self {
-        Clock {
-            start: Instant::now(),
-        }
+        Clock::with_uptime(Duration::ZERO)
     }
 }
 
 impl Clock {
+    /// A clock that reads as if the VM had already been up for `uptime`.
+    pub fn with_uptime(uptime: Duration) -> Self {
+        Clock {
+            start: Instant::now(),
+            uptime_at_start: uptime,
+        }
+    }
+
     /// TSC ticks since the VM started (before any per-vCPU offset).
     #[inline]
     pub fn ticks(&self) -> u64 {
-        let ns = self.start.elapsed().as_nanos() as u64;
-        ns.wrapping_mul(TSC_KHZ) / 1_000_000
+        let uptime = self.uptime_at_start + self.start.elapsed();
+        // Whole seconds and the nanoseconds within one are scaled apart.
+        uptime
+            .as_secs()
+            .wrapping_mul(TICKS_PER_SEC)
+            .wrapping_add(u64::from(uptime.subsec_nanos()) * TSC_KHZ / 1_000_000)
     }
 
-    /// The host instant at which the TSC reaches `ticks`.
-    pub fn instant_at(&self, ticks: u64) -> Instant {
-        let ns = ticks.saturating_mul(1_000_000) / TSC_KHZ;
-        self.start + std::time::Duration::from_nanos(ns)
+    /// The host instant at which the TSC reaches `ticks`, rounded up so that a timer armed
+    /// for it never fires early; None if the host clock cannot represent that instant.
+    pub fn instant_at(&self, ticks: u64) -> Option<Instant> {
+        let nanos = (ticks % TICKS_PER_SEC * 1_000_000).div_ceil(TSC_KHZ);
+        let uptime = Duration::from_secs(ticks / TICKS_PER_SEC) + Duration::from_nanos(nanos);
+        match uptime.checked_sub(self.uptime_at_start) {
+            Some(after_start) => self.start.checked_add(after_start),
+            None => Some(self.start),
+        }
     }
 }
 
@@ -60,14 +82,54 @@ pub fn host_random() -> u64 {
 mod tests {
     use super::*;
 
+    /// Uptimes at which a 64-bit nanosecond product used to overflow (about 5.1 hours), and
+    /// a century.
+    const LONG_UPTIMES: [Duration; 3] = [
+        Duration::from_secs(5 * 3600),
+        Duration::from_secs(6 * 3600),
+        Duration::from_secs(100 * 365 * 24 * 3600),
+    ];
+
     #[test]
     fn tsc_advances_with_host_time() {
         let c = Clock::default();
         let a = c.ticks();
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5));
         let b = c.ticks();
         assert!(b - a >= 5 * TSC_KHZ, "{a} {b}");
-        assert!(c.instant_at(b) <= Instant::now());
+        assert!(c.instant_at(b).unwrap() <= Instant::now());
+    }
+
+    #[test]
+    fn tsc_is_right_and_monotonic_after_a_century_of_uptime() {
+        for uptime in LONG_UPTIMES {
+            let c = Clock::with_uptime(uptime);
+            let expected = uptime.as_nanos() * u128::from(TSC_KHZ) / 1_000_000;
+            let a = c.ticks();
+            assert!(u128::from(a) >= expected, "{uptime:?}: {a} < {expected}");
+            assert!(u128::from(a) < expected + 1_000_000_000, "{uptime:?}: {a}");
+            std::thread::sleep(Duration::from_millis(2));
+            let b = c.ticks();
+            assert!(b > a && b - a >= 2 * TSC_KHZ, "{uptime:?}: {a} then {b}");
+        }
+    }
+
+    #[test]
+    fn deadlines_map_to_host_instants_after_a_century_of_uptime() {
+        for uptime in LONG_UPTIMES {
+            let c = Clock::with_uptime(uptime);
+            let now = Instant::now();
+            let soon = c.ticks() + 10 * TSC_KHZ;
+            let at = c.instant_at(soon).unwrap();
+            let wait = at.duration_since(now);
+            assert!(
+                wait > Duration::from_millis(9) && wait < Duration::from_millis(11),
+                "{uptime:?}: {wait:?}"
+            );
+            assert!(c.instant_at(c.ticks() - TSC_KHZ).unwrap() <= Instant::now());
+        }
+        // The farthest deadline a guest can program is a plain answer, not a panic.
+        let _ = Clock::default().instant_at(u64::MAX);
     }
 
     #[test]
