@@ -29,8 +29,10 @@ die() { log "error: $*"; exit 1; }
 mkdir -p "$OUT" "$DEBS"
 exec 9>"$OUT/.lock" && flock 9          # parallel callers wait for one build
 
+TOOLS="$REPO/resources/guest-tools"
 up_to_date() {
   [[ -e $OUT/.stamp && ! $SELF -nt $OUT/.stamp ]] || return 1
+  for t in "$TOOLS"/*.c; do [[ ! $t -nt $OUT/.stamp ]] || return 1; done
   for f in "${OUTPUTS[@]}"; do [[ -s $OUT/$f ]] || return 1; done
 }
 if up_to_date; then log "up to date: $OUT"; exit 0; fi
@@ -41,9 +43,10 @@ rm -f "$OUT/.stamp"
 APT_UPDATED=
 apt_update() { [[ -n $APT_UPDATED ]] || { apt-get update -q >/dev/null; APT_UPDATED=1; }; }
 missing=()
-for t in lz4:lz4 depmod:kmod modprobe:kmod cpio:cpio readelf:binutils; do
+for t in lz4:lz4 depmod:kmod modprobe:kmod cpio:cpio readelf:binutils gcc:gcc; do
   command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
 done
+[[ -e /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)   # static guest tools
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   apt_update
@@ -126,6 +129,10 @@ for a in $("$R/bin/busybox" --list-full); do
   [[ -e $R/$a || -L $R/$a ]] || ln -s /bin/busybox "$R/$a"
 done
 mknod -m 600 "$R/dev/console" c 5 1     # the kernel opens it for init's stdio before /init runs
+# Ember's own test tools (resources/guest-tools), static so they need nothing in the guest.
+for t in "$TOOLS"/*.c; do
+  gcc -static -O2 -s -o "$R/usr/bin/$(basename "$t" .c)" "$t" || die "cannot build $t (needs libc6-dev)"
+done
 
 # Debian signs its modules; checking a signature (RSA-4096) costs the guest ~10M instructions
 # per module, about 150 ms of a ~0.55 s boot under TCG. The kernel does not enforce

@@ -1,7 +1,7 @@
 //! The microVM configuration: Firecracker's `--config-file` schema as serde types.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -310,14 +310,6 @@ impl<'de> Deserialize<'de> for LogLevel {
 /// Why a configuration was refused. Every variant names the file or the field at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// The JSON is malformed or does not fit the schema.
     #[error("{origin}: {field}: {message}")]
     Parse {
@@ -378,15 +370,6 @@ impl VmConfig {
                 message: err.into_inner().to_string(),
             }
         })
-    }
-
-    /// Reads and parses a config file; errors name the file.
-    pub fn from_file(path: &Path) -> Result<VmConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json(&text, &path.display().to_string())
     }
 
     /// Checks ranges and cross-field rules; refuses sections whose device has not landed yet.
@@ -636,11 +619,5 @@ mod tests {
             e.contains("logger.level") && e.contains("unknown log level"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn unreadable_file_names_the_path() {
-        let e = VmConfig::from_file(Path::new("/nonexistent/vm.json")).unwrap_err();
-        assert!(e.to_string().contains("/nonexistent/vm.json"), "{e}");
     }
 }

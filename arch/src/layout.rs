@@ -42,6 +42,9 @@ pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of the 32-bit MMIO gap.
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
+/// Most guest RAM a VM can have: with the MMIO gap it must fit in 40 physical address bits,
+/// which both backends' CPUs have.
+pub const MAX_RAM_SIZE: u64 = (1 << 40) - (MMIO_GAP_END - MMIO_GAP_START);
 /// Where the IOAPIC's registers are.
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 /// Where each local APIC's registers are.

@@ -128,6 +128,17 @@ _start:
     mov $stack_top, %esp
 .endm
 
+/* 32-bit: ESI = the Multiboot command line (NUL-terminated), or a jump to
+ * \none when the loader passed none. Clobbers EBX. */
+.macro MB_CMDLINE none
+    mov mb_info, %ebx
+    testl $4, (%ebx)
+    jz \none
+    mov 16(%ebx), %esi
+    test %esi, %esi
+    jz \none
+.endm
+
 /* Exit through isa-debug-exit with the value in the operand (32 or 64-bit
  * code: the encodings used are the same). Never returns. */
 .macro EXIT val

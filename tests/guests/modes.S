@@ -138,12 +138,7 @@ long64:
     .code32
 parse_cmdline:
     pusha
-    mov mb_info, %ebx
-    testl $4, (%ebx)
-    jz 9f
-    mov 16(%ebx), %esi
-    test %esi, %esi
-    jz 9f
+    MB_CMDLINE 9f
     mov $' ', %dl               /* previous character */
 1:  movzbl (%esi), %eax
     test %al, %al

@@ -140,9 +140,76 @@ pub fn run_ember(args: &[&str], stdin: &[u8], limit: Duration) -> Run {
 /// (when given), as a user types only once a shell is there: bytes sent while the guest's
 /// UART driver starts up may be discarded by it.
 pub fn run_ember_typing(args: &[&str], prompt: Option<&str>, stdin: &[u8], limit: Duration) -> Run {
+    run_ember_with(args, prompt, Prompted::Type(stdin.to_vec()), limit)
+}
+
+/// As [`run_ember`], but sends `signal` to the VMM once the guest's console has printed
+/// `prompt`.
+pub fn run_ember_signalled(args: &[&str], prompt: &str, signal: i32, limit: Duration) -> Run {
+    run_ember_with(args, Some(prompt), Prompted::Signal(signal), limit)
+}
+
+/// As [`run_ember_typing`], but with standard input on a pseudo-terminal, as when a user runs
+/// the VMM in a shell (so the console's Ctrl-A escapes apply); `input` is typed once the
+/// console has printed `prompt`.
+pub fn run_ember_on_terminal(args: &[&str], prompt: &str, input: &[u8], limit: Duration) -> Run {
+    run_ember_with(
+        args,
+        Some(prompt),
+        Prompted::TypeOnTerminal(input.to_vec()),
+        limit,
+    )
+}
+
+/// A new pseudo-terminal: the controlling side and the terminal a program gets as its
+/// standard input.
+fn pty_pair() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut controller, mut terminal) = (-1, -1);
+    // SAFETY: openpty(3) writes two descriptors it opened into the two ints; the name,
+    // termios and winsize arguments may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned by nothing else.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(controller),
+            std::fs::File::from_raw_fd(terminal),
+        )
+    }
+}
+
+/// What to do to a running VMM once its guest has printed the prompt.
+enum Prompted {
+    /// Write these bytes to its standard input (a pipe).
+    Type(Vec<u8>),
+    /// Write these bytes to its standard input (a pseudo-terminal).
+    TypeOnTerminal(Vec<u8>),
+    /// Send it this signal.
+    Signal(i32),
+}
+
+fn run_ember_with(args: &[&str], prompt: Option<&str>, action: Prompted, limit: Duration) -> Run {
+    // The controlling side stays open until the VMM has exited: closing it would hang up
+    // the VMM's terminal.
+    let (stdin, terminal) = match action {
+        Prompted::TypeOnTerminal(_) => {
+            let (controller, terminal) = pty_pair();
+            (Stdio::from(terminal), Some(Arc::new(controller)))
+        }
+        _ => (Stdio::piped(), None),
+    };
     let mut child = Command::new(ember_bin())
         .args(args)
-        .stdin(Stdio::piped())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -164,21 +231,39 @@ pub fn run_ember_typing(args: &[&str], prompt: Option<&str>, stdin: &[u8], limit
         let _ = err.read_to_end(&mut s);
         s
     });
-    let mut input = Some((child.stdin.take().unwrap(), stdin.to_vec()));
+    let mut stdin = child.stdin.take();
+    let mut action = Some(action);
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        // The console is searched only until the input has been sent.
+        // The console is searched only until the action has been taken.
         let prompted =
             || prompt.is_none_or(|p| String::from_utf8_lossy(&console.lock().unwrap()).contains(p));
-        if input.is_some() && prompted() {
-            if let Some((mut pipe, data)) = input.take() {
-                // The guest may exit before reading everything.
-                std::thread::spawn(move || {
-                    let _ = pipe.write_all(&data);
-                });
+        if action.is_some() && prompted() {
+            match action.take() {
+                Some(Prompted::Type(data)) => {
+                    if let Some(mut pipe) = stdin.take() {
+                        // The guest may exit before reading everything.
+                        std::thread::spawn(move || {
+                            let _ = pipe.write_all(&data);
+                        });
+                    }
+                }
+                Some(Prompted::TypeOnTerminal(data)) => {
+                    if let Some(tty) = terminal.clone() {
+                        // Writes block while the VMM reads nothing.
+                        std::thread::spawn(move || {
+                            let _ = (&*tty).write_all(&data);
+                        });
+                    }
+                }
+                Some(Prompted::Signal(signal)) => {
+                    // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+                    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+                }
+                None => {}
             }
         }
         if Instant::now() > deadline {
@@ -191,6 +276,8 @@ pub fn run_ember_typing(args: &[&str], prompt: Option<&str>, stdin: &[u8], limit
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    drop(stdin);
+    drop(terminal);
     let _ = out_reader.join();
     let stdout = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
     Run {

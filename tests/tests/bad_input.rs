@@ -187,3 +187,56 @@ fn help_explains_every_flag_and_version_prints() {
     assert_eq!(run.code(), 2, "{run:#?}");
     assert!(run.stderr.contains("tcg"), "{run:#?}");
 }
+
+/// A FIFO in `dir` named `name` (nobody ever writes to it).
+fn fifo(dir: &std::path::Path, name: &str) -> String {
+    let path = dir.join(name);
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.unwrap().success(), "mkfifo {}", path.display());
+    path.display().to_string()
+}
+
+#[test]
+fn config_files_that_are_not_small_regular_files_are_refused_without_hanging() {
+    let dir = scratch_dir("config-not-a-file");
+    let huge = dir.join("huge.json");
+    let file = std::fs::File::create(&huge).unwrap();
+    file.set_len(1 << 30).unwrap(); // sparse: 1 GiB of apparent size, no disk
+    for (path, why) in [
+        (fifo(&dir, "vm.fifo"), "FIFO"),
+        ("/dev/zero".to_string(), "character device"),
+        (dir.display().to_string(), "directory"),
+        (huge.display().to_string(), "more than the 1048576 allowed"),
+    ] {
+        let run = run_ember(&["--no-api", "--config-file", &path], b"", LIMIT);
+        assert_refused(&run, &[&path, why]);
+    }
+}
+
+#[test]
+fn kernels_and_initrds_that_are_not_regular_files_are_refused_without_hanging() {
+    let dir = scratch_dir("image-not-a-file");
+    let fifo = fifo(&dir, "image.fifo");
+    let image = |kernel: &str, initrd: Option<&str>| {
+        let initrd = initrd
+            .map(|p| format!(r#", "initrd_path": "{p}""#))
+            .unwrap_or_default();
+        format!(
+            r#"{{"boot-source": {{"kernel_image_path": "{kernel}"{initrd}}},
+                "machine-config": {{"vcpu_count": 1, "mem_size_mib": 64}}}}"#
+        )
+    };
+    for (json, path, why) in [
+        (image(&fifo, None), fifo.as_str(), "FIFO"),
+        (image("/dev/zero", None), "/dev/zero", "character device"),
+        (image(&guest(), Some(&fifo)), fifo.as_str(), "FIFO"),
+        (
+            image(&guest(), Some("/dev/urandom")),
+            "/dev/urandom",
+            "character device",
+        ),
+    ] {
+        let run = boot_json("image-not-a-file", &json);
+        assert_refused(&run, &[path, why]);
+    }
+}

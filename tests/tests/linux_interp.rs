@@ -16,6 +16,11 @@ const COMMAND: &str = "uname -a; cat /proc/cpuinfo; ls /";
 
 /// Boots `kernel` with `vcpus` on the software CPU, running `command` in the guest.
 fn boot_interp(test: &str, kernel: &Path, vcpus: u8, command: &str) -> Run {
+    boot_interp_with(test, kernel, vcpus, command, &[])
+}
+
+/// As [`boot_interp`], with more `ember` arguments.
+fn boot_interp_with(test: &str, kernel: &Path, vcpus: u8, command: &str, extra: &[&str]) -> Run {
     let dir = scratch_dir(test);
     let args = format!(
         "console=ttyS0 reboot=k panic=1 pci=off quiet tsc=reliable ember_run=\"{command}\""
@@ -30,7 +35,9 @@ fn boot_interp(test: &str, kernel: &Path, vcpus: u8, command: &str) -> Run {
             256,
         ),
     );
-    boot(&config, &["--accel", "interp"], b"", LIMIT)
+    let mut args = vec!["--accel", "interp"];
+    args.extend_from_slice(extra);
+    boot(&config, &args, b"", LIMIT)
 }
 
 /// The command ran to completion in the guest, which then powered off.
@@ -93,6 +100,21 @@ fn twenty_boots_in_a_row_all_reach_init() {
             "boot {n}: {run:#?}"
         );
     }
+}
+
+/// Root in a Linux guest writes 42 to port 0xf4 (iopl and outb). Without `--debug-exit`
+/// nothing listens there (as under Firecracker): the guest carries on and powers off, and the
+/// VMM exits 0. With it, the guest chooses the status: (42 << 1) | 1.
+#[test]
+fn a_linux_guest_chooses_the_exit_status_only_with_debug_exit() {
+    let write_port = "ember-ioport write 0xf4 42 && echo port-written";
+    let vmlinux = default_guest("vmlinux");
+    let run = boot_interp("interp-port-f4", &vmlinux, 1, write_port);
+    assert_eq!(run.code(), 0, "{run:#?}");
+    assert!(run.stdout.contains("port-written"), "{run:#?}");
+    assert!(run.stdout.contains("EMBER-GUEST-EXIT 0"), "{run:#?}");
+    let run = boot_interp_with("interp-port-f4", &vmlinux, 1, write_port, &["--debug-exit"]);
+    assert_eq!(run.code(), 85, "{run:#?}");
 }
 
 /// `make run` on a host without KVM: the default guest's config with the default

@@ -24,10 +24,11 @@ pub enum Accel {
 /// a terminal it is put in raw mode, and Ctrl-A x quits (Ctrl-A Ctrl-A sends Ctrl-A).
 ///
 /// Exit status: 0 when the guest powers off or reboots (a guest reboot ends the VMM, as in
-/// Firecracker) or Ctrl-A x is typed; (value << 1) | 1 when the guest writes value to the
-/// debug-exit port 0xf4; 2 for bad usage, configuration or guest images; 4 when the VM
-/// fails (triple fault, an instruction the hypervisor cannot run, a hypervisor error);
-/// 128 + N when ended by signal N.
+/// Firecracker) or Ctrl-A x is typed; (value << 1) | 1 when the guest writes a value below
+/// 127 to the debug-exit port 0xf4 (see --debug-exit), 255 for larger values; 2 for bad
+/// usage, configuration or guest images; 4 when the VM fails (triple fault, an instruction
+/// the hypervisor cannot run, a hypervisor error, a VMM thread failure); 128 + N when ended
+/// by signal N.
 #[derive(Debug, Parser)]
 #[command(name = "ember", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -54,6 +55,12 @@ pub struct Cli {
     /// Trace [default: Warning; the config file's logger.level applies when this is absent].
     #[arg(long, alias = "level", value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
+
+    /// Give the guest the debug-exit port 0xf4 (QEMU's isa-debug-exit), through which it
+    /// chooses the VMM's exit status. Multiboot test images always have it; other guests
+    /// (Linux) get it only with this option.
+    #[arg(long)]
+    pub debug_exit: bool,
 
     /// The KVM device to open.
     #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
 
 use devices::bus::lock;
@@ -16,6 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::terminal::Terminal;
 
 use crate::stop::{StopReason, StopSignal};
+use crate::threads::VmThread;
 
 const CTRL_A: u8 = 0x01;
 
@@ -79,21 +80,42 @@ impl EscapeFilter {
     }
 }
 
-/// Starts the thread that feeds standard input to `serial`. It ends at end of input.
+/// Input held back while the guest does not drain its UART. A terminal keeps being read
+/// beyond this (so that Ctrl-A x is always seen) and what does not fit is dropped, as a
+/// real UART drops bytes it has no room for; a pipe or file is simply read no further until
+/// there is room.
+const MAX_PENDING: usize = 4096;
+
+/// Starts the thread that feeds standard input to `serial`, handling the Ctrl-A escapes when
+/// `escapes` is set. It ends at end of input (once what was read is delivered) or when the VM
+/// stops, whatever the guest does with its UART.
 pub fn spawn_input(
     serial: Arc<Mutex<Serial>>,
     stop: Arc<StopSignal>,
     escapes: bool,
-) -> io::Result<()> {
+) -> io::Result<VmThread> {
     let space = lock(&serial).input_space_event()?;
-    std::thread::Builder::new()
-        .name("console-in".into())
-        .spawn(move || {
-            if let Err(e) = feed_input(&serial, &space, &stop, escapes) {
-                log::warn!("console input stopped: {e}");
-            }
-        })?;
-    Ok(())
+    let thread_stop = stop.clone();
+    VmThread::spawn("console-in", stop, move || {
+        if let Err(e) = feed_input(&serial, &space, &thread_stop, escapes) {
+            log::warn!("console input stopped: {e}");
+        }
+    })
+}
+
+/// Epoll tokens of the console thread's descriptors.
+const STDIN: u64 = 0;
+const SPACE: u64 = 1;
+const STOPPED: u64 = 2;
+
+/// Standard input as the console thread watches it.
+struct Input {
+    /// Still open (no end of input seen).
+    open: bool,
+    /// Registered with epoll; false for regular files, which are always readable.
+    polled: bool,
+    /// Currently in the epoll set with EPOLLIN.
+    watched: bool,
 }
 
 fn feed_input(
@@ -103,41 +125,96 @@ fn feed_input(
     escapes: bool,
 ) -> io::Result<()> {
     let epoll = Epoll::new()?;
-    epoll.ctl(
-        ControlOperation::Add,
-        std::os::fd::AsRawFd::as_raw_fd(space),
-        EpollEvent::new(EventSet::IN, 0),
-    )?;
-    let mut events = [EpollEvent::default()];
-    let mut stdin = io::stdin().lock();
-    let mut buf = [0u8; 64];
-    let mut pending = Vec::with_capacity(2 * buf.len());
+    // Read the descriptor itself: std's Stdin buffers, and bytes held in a user-space buffer
+    // are invisible to epoll.
+    let mut stdin = File::from(io::stdin().as_fd().try_clone_to_owned()?);
+    let stdin_fd = stdin.as_raw_fd();
+    let in_event = |token| EpollEvent::new(EventSet::IN, token);
+    epoll.ctl(ControlOperation::Add, space.as_raw_fd(), in_event(SPACE))?;
+    epoll.ctl(ControlOperation::Add, stop.stopped_fd(), in_event(STOPPED))?;
+    let polled = match epoll.ctl(ControlOperation::Add, stdin_fd, in_event(STDIN)) {
+        Ok(()) => true,
+        // A regular file cannot be polled; it never blocks either.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => false,
+        Err(e) => return Err(e),
+    };
+    let mut input = Input {
+        open: true,
+        polled,
+        watched: polled,
+    };
+    let mut events = [EpollEvent::default(); 3];
+    let mut buf = [0u8; 256];
+    let mut pending = Vec::with_capacity(MAX_PENDING + buf.len());
     let mut filter = EscapeFilter::default();
+    let mut dropped = false;
     loop {
-        let n = match stdin.read(&mut buf) {
-            Ok(0) => return Ok(()),
+        let want_input = input.open && (escapes || pending.len() < MAX_PENDING);
+        if input.polled && want_input != input.watched {
+            let set = if want_input {
+                EventSet::IN
+            } else {
+                EventSet::empty()
+            };
+            epoll.ctl(
+                ControlOperation::Modify,
+                stdin_fd,
+                EpollEvent::new(set, STDIN),
+            )?;
+            input.watched = want_input;
+        }
+        let mut readable = want_input && !input.polled;
+        let timeout = if readable { 0 } else { -1 };
+        let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        pending.clear();
-        if escapes {
-            if filter.filter(&buf[..n], &mut pending) {
-                stop.stop(StopReason::UserQuit);
-                return Ok(());
+        for event in &events[..n] {
+            match event.data() {
+                STOPPED => return Ok(()),
+                SPACE => {
+                    let _ = space.read();
+                }
+                _ => readable = true,
             }
-        } else {
-            pending.extend_from_slice(&buf[..n]);
         }
-        let mut rest = pending.as_slice();
-        while !rest.is_empty() {
-            let taken = lock(serial).enqueue_input(rest);
-            rest = &rest[taken..];
-            if !rest.is_empty() {
-                // Wait for the guest to drain the FIFO.
-                epoll.wait(-1, &mut events)?;
-                let _ = space.read();
+        if readable {
+            let n = match stdin.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                input.open = false;
+                if input.polled {
+                    epoll.ctl(ControlOperation::Delete, stdin_fd, in_event(STDIN))?;
+                    input.polled = false;
+                }
             }
+            let before = pending.len();
+            if escapes {
+                if filter.filter(&buf[..n], &mut pending) {
+                    stop.stop(StopReason::UserQuit);
+                    return Ok(());
+                }
+            } else {
+                pending.extend_from_slice(&buf[..n]);
+            }
+            if escapes && pending.len() > MAX_PENDING {
+                pending.truncate(before.max(MAX_PENDING));
+                if !dropped {
+                    log::warn!("console: the guest is not reading its serial port; input dropped");
+                    dropped = true;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            let taken = lock(serial).enqueue_input(&pending);
+            pending.drain(..taken);
+        }
+        if !input.open && pending.is_empty() {
+            return Ok(());
         }
     }
 }

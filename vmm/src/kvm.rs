@@ -22,7 +22,8 @@ use kvm_ioctls::{Cap, Kvm, VcpuExit as KvmExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::vcpu::{FaultReport, StateError, VcpuBackend, VcpuExit};
+use crate::report::FaultReport;
+use crate::vcpu::{StateError, VcpuBackend, VcpuExit};
 
 /// A KVM failure, naming the operation.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,10 @@ pub struct KvmMachine {
     supported_cpuid: CpuId,
     // Keeps the KVM system fd open for as long as the VM; dropped after `vm`.
     _kvm: Kvm,
+    /// The memory registered with the VM, dropped after `vm`: the kernel's memory slots
+    /// point into it until the VM is gone (each vCPU also holds it, as the VM lives on in the
+    /// kernel until its vCPU descriptors close).
+    registered: Option<Arc<GuestMemory>>,
 }
 
 impl KvmMachine {
@@ -124,15 +129,18 @@ impl KvmMachine {
             vm,
             supported_cpuid,
             _kvm: kvm,
+            registered: None,
         })
     }
 
-    /// Registers every region of `mem` as a KVM memory slot.
+    /// Registers every region of `mem` as a KVM memory slot, and keeps `mem` for as long as
+    /// the VM exists.
     pub fn register_memory(
-        &self,
-        mem: &GuestMemory,
+        &mut self,
+        mem: &Arc<GuestMemory>,
         track_dirty_pages: bool,
     ) -> Result<(), KvmError> {
+        self.registered = Some(mem.clone());
         for (slot, region) in mem.iter().enumerate() {
             let host = region
                 .get_host_address(MemoryRegionAddress(0))
@@ -152,7 +160,7 @@ impl KvmMachine {
                 userspace_addr: host as u64,
             };
             // SAFETY: `host` is the start of a live mmap of `memory_size` bytes owned by
-            // `mem`, which the VMM keeps alive until the process exits, longer than the VM.
+            // `mem`, which `self.registered` and every vCPU keep alive as long as the VM.
             unsafe { self.vm.set_user_memory_region(desc) }
                 .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
         }

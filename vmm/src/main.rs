@@ -4,8 +4,10 @@ mod cli;
 mod console;
 mod kvm;
 mod logger;
+mod report;
 mod soft;
 mod stop;
+mod threads;
 mod timers;
 mod vcpu;
 mod vm;
@@ -13,6 +15,8 @@ mod vm;
 use std::path::Path;
 
 use api::{HostLimits, LogLevel, VmConfig};
+use arch::boot::input_file::read_regular_file;
+use arch::layout;
 use clap::Parser;
 
 use crate::cli::Cli;
@@ -67,6 +71,7 @@ fn run(cli: &Cli) -> Result<i32, Failure> {
     let opts = vm::VmOptions {
         accel: cli.accel,
         kvm_device: &cli.kvm_device,
+        debug_exit: cli.debug_exit,
     };
     let reason = vm::run(&config, &opts).map_err(|e| {
         let status = if e.is_bad_input() {
@@ -84,25 +89,60 @@ fn run(cli: &Cli) -> Result<i32, Failure> {
     Ok(reason.exit_status())
 }
 
+/// The largest config file accepted: far above any real one, far below what could hurt.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 fn load_config(path: &Path) -> Result<VmConfig, Failure> {
-    let config = VmConfig::from_file(path).map_err(|e| bad_input(e.to_string()))?;
+    let bytes = read_regular_file(path, MAX_CONFIG_BYTES)
+        .map_err(|e| bad_input(format!("config file {}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        bad_input(format!(
+            "config file {}: not UTF-8 text (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let config = VmConfig::from_json(&text, &path.display().to_string())
+        .map_err(|e| bad_input(e.to_string()))?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
     config
-        .validate(&host_limits())
+        .validate(&host_limits(meminfo.as_deref()))
         .map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
     Ok(config)
 }
 
-/// What this host can give a guest.
-fn host_limits() -> HostLimits {
-    let mem_total_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(u64::MAX);
+/// What this host can give a guest, given the text of `/proc/meminfo` if it could be read:
+/// at most its RAM, and never more than a guest can address.
+fn host_limits(meminfo: Option<&str>) -> HostLimits {
+    let addressable_mib = layout::MAX_RAM_SIZE >> 20;
+    let mem_total_mib = meminfo.and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib / 1024)
+    });
     HostLimits {
-        max_mem_mib: mem_total_kib / 1024,
+        max_mem_mib: mem_total_mib.map_or(addressable_mib, |m| m.min(addressable_mib)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limit_is_host_ram_capped_by_the_address_space() {
+        let limit = |text: Option<&str>| host_limits(text).max_mem_mib;
+        assert_eq!(limit(Some("MemTotal:       24576000 kB\n")), 24000);
+        let addressable = layout::MAX_RAM_SIZE >> 20;
+        for unusable in [
+            None,
+            Some(""),
+            Some("MemTotal: lots kB"),
+            Some("MemTotal: 99999999999999999999999 kB"),
+            Some("MemTotal: 18446744073709551615 kB"),
+        ] {
+            assert_eq!(limit(unusable), addressable, "{unusable:?}");
+        }
     }
 }

@@ -20,9 +20,11 @@ use devices::intc::pic::{Pic, PIC_MASTER_PORT, PIC_PORTS, PIC_SLAVE_PORT};
 use devices::irq::InterruptLine;
 use devices::legacy::pit::{DeadlineTimer, Pit, PIT_PORT, PIT_PORTS, PORT_B};
 
+use crate::report::FaultReport;
 use crate::stop::StopSignal;
+use crate::threads::VmThread;
 use crate::timers::{TimerId, TimerService};
-use crate::vcpu::{FaultReport, StateError, VcpuBackend, VcpuExit};
+use crate::vcpu::{StateError, VcpuBackend, VcpuExit};
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 
 /// Blocks a software vCPU runs before it looks back at the VMM.
@@ -117,15 +119,21 @@ pub struct SoftMachine {
 }
 
 impl SoftMachine {
-    /// A machine of `vcpus` vCPUs over `mem`, which must outlive it.
-    pub fn new(mem: &GuestMemory, vcpus: usize) -> std::io::Result<Self> {
+    /// A machine of `vcpus` vCPUs over `mem`, with its timer thread (returned too, for
+    /// teardown to join after [`SoftMachine::shut_down`]); a timer thread failure stops the
+    /// VM through `stop`.
+    pub fn new(
+        mem: Arc<GuestMemory>,
+        vcpus: usize,
+        stop: Arc<StopSignal>,
+    ) -> std::io::Result<(Self, VmThread)> {
         let ram = GuestRam::new(mem);
         let code = CodePages::new(ram.pages());
         let inboxes: Vec<Arc<Inbox>> = (0..vcpus as u32)
             .map(|id| Arc::new(Inbox::new(id)))
             .collect();
         let apic_bus = Arc::new(ApicBus::new(inboxes.clone()));
-        let service = TimerService::start()?;
+        let (service, timer_thread) = TimerService::start(stop)?;
         let ids = inboxes
             .iter()
             .map(|inbox| {
@@ -156,7 +164,7 @@ impl SoftMachine {
         });
         let pit = Arc::new(Mutex::new(Pit::new(irq0, Arc::new(pit_timer))));
         let _ = pit_slot.set(pit.clone());
-        Ok(SoftMachine {
+        let machine = SoftMachine {
             ram: Arc::new(ram),
             code: Arc::new(code),
             clock: Clock::default(),
@@ -166,7 +174,20 @@ impl SoftMachine {
             ioapic,
             pic,
             pit,
-        })
+        };
+        Ok((machine, timer_thread))
+    }
+
+    /// Wakes every vCPU (halted or running) so that it looks at the stop flag at once.
+    pub fn kick_all(&self) {
+        for inbox in &self.inboxes {
+            inbox.post(Inbox::KICK);
+        }
+    }
+
+    /// Ends the timer thread once the vCPUs have stopped.
+    pub fn shut_down(&self) {
+        self.timers.service.shut_down();
     }
 
     /// Adds the 8259s, the 8254 and port B to the I/O bus `pio`.

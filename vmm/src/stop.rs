@@ -1,14 +1,15 @@
 //! Why and when the VM stops: the first reason reported wins, and every thread can see that
 //! the VM is stopping.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use devices::exit::ExitRequester;
 use devices::GuestExit;
-use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::vcpu::FaultReport;
+use crate::report::FaultReport;
 
 /// Why the VM stopped.
 #[derive(Debug)]
@@ -30,21 +31,30 @@ impl StopReason {
     pub fn exit_status(&self) -> i32 {
         match self {
             StopReason::Guest(GuestExit::Reset | GuestExit::PowerOff) | StopReason::UserQuit => 0,
-            StopReason::Guest(GuestExit::DebugExit(v)) => ((v << 1) | 1) as i32,
+            // Larger values would not fit in 8 bits and could alias a passing status.
+            StopReason::Guest(GuestExit::DebugExit(v)) if *v < 128 => ((v << 1) | 1) as i32,
+            StopReason::Guest(GuestExit::DebugExit(_)) => DEBUG_EXIT_OUT_OF_RANGE,
             StopReason::Fault(_) | StopReason::Internal(_) => crate::EXIT_VM_FAILED,
             StopReason::Signal(sig) => 128 + sig,
         }
     }
 }
 
+/// Exit status for a debug-exit value of 128 or more, which `(v << 1) | 1` cannot express.
+pub const DEBUG_EXIT_OUT_OF_RANGE: i32 = 255;
+
 /// The stop request shared by the vCPU threads, devices, the console and the main thread.
 pub struct StopSignal {
     stopping: AtomicBool,
     reason: Mutex<Option<StopReason>>,
-    event: EventFd,
+    /// Readable from the first stop request on (it is never read), so any number of threads
+    /// can wait for it with poll or epoll.
+    stopped: EventFd,
 }
 
-/// The eventfd signal handlers write to (async-signal-safe), and the signal they saw.
+/// Where signal handlers report termination signals: a process-wide eventfd that is never
+/// closed (so a handler can never write to a reused descriptor), and the last signal seen.
+static SIGNAL_EVENT: OnceLock<EventFd> = OnceLock::new();
 static SIGNAL_EVENT_FD: AtomicI32 = AtomicI32::new(-1);
 static SIGNAL_SEEN: AtomicI32 = AtomicI32::new(0);
 
@@ -54,7 +64,7 @@ impl StopSignal {
         Ok(StopSignal {
             stopping: AtomicBool::new(false),
             reason: Mutex::new(None),
-            event: EventFd::new(0)?,
+            stopped: EventFd::new(EFD_NONBLOCK)?,
         })
     }
 
@@ -68,36 +78,62 @@ impl StopSignal {
         &self.stopping
     }
 
+    /// A descriptor that becomes readable, and stays so, once the VM is stopping.
+    pub fn stopped_fd(&self) -> RawFd {
+        self.stopped.as_raw_fd()
+    }
+
     /// Asks for the VM to stop for `reason`, unless another reason came first.
     pub fn stop(&self, reason: StopReason) {
         let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(reason);
+        if self.stopping.load(Ordering::Acquire) {
+            return;
         }
+        *slot = Some(reason);
         self.stopping.store(true, Ordering::Release);
-        // The counter cannot overflow from a handful of writes.
-        let _ = self.event.write(1);
+        // The counter cannot overflow from one write.
+        let _ = self.stopped.write(1);
     }
 
-    /// Blocks until a stop is requested (by a thread or a signal) and returns why.
+    /// Blocks until a stop is requested (by a thread or a termination signal) and returns
+    /// why. Only one thread may wait; it gets the reason.
     pub fn wait(&self) -> StopReason {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.stopped.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: SIGNAL_EVENT_FD.load(Ordering::Acquire),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         loop {
-            let _ = self.event.read();
             let sig = SIGNAL_SEEN.load(Ordering::Acquire);
             if sig != 0 {
                 self.stop(StopReason::Signal(sig));
             }
-            let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(reason) = slot.take() {
-                return reason;
+            if self.is_stopping() {
+                let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+                return slot
+                    .take()
+                    .unwrap_or_else(|| StopReason::Internal("the stop reason was lost".into()));
             }
+            // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored).
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         }
     }
 
-    /// Routes SIGTERM, SIGINT and SIGHUP to this signal.
+    /// Routes SIGTERM, SIGINT and SIGHUP to the waiter of this signal.
     pub fn catch_termination_signals(&self) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
-        SIGNAL_EVENT_FD.store(self.event.as_raw_fd(), Ordering::Release);
+        if SIGNAL_EVENT.get().is_none() {
+            let event = EventFd::new(EFD_NONBLOCK)?;
+            SIGNAL_EVENT_FD.store(event.as_raw_fd(), Ordering::Release);
+            // A second caller racing here would only leave its own eventfd unused.
+            let _ = SIGNAL_EVENT.set(event);
+        }
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             vmm_sys_util::signal::register_signal_handler(sig, on_termination_signal)
                 .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
@@ -114,8 +150,8 @@ extern "C" fn on_termination_signal(
     SIGNAL_SEEN.store(num, Ordering::Release);
     let fd = SIGNAL_EVENT_FD.load(Ordering::Acquire);
     let one: u64 = 1;
-    // SAFETY: write(2) is async-signal-safe; `fd` is the StopSignal's eventfd, which lives
-    // until the process exits, and `one` is a valid 8-byte buffer.
+    // SAFETY: write(2) is async-signal-safe; `fd` is the process-wide signal eventfd, which
+    // is never closed, and `one` is a valid 8-byte buffer.
     unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
 }
 
@@ -150,6 +186,17 @@ mod tests {
         assert_eq!(StopReason::Guest(GuestExit::PowerOff).exit_status(), 0);
         assert_eq!(StopReason::Guest(GuestExit::Reset).exit_status(), 0);
         assert_eq!(StopReason::Guest(GuestExit::DebugExit(0)).exit_status(), 1);
+        assert_eq!(
+            StopReason::Guest(GuestExit::DebugExit(127)).exit_status(),
+            255
+        );
+        for v in [128, 129, 0x8000_0000, u32::MAX] {
+            assert_eq!(
+                StopReason::Guest(GuestExit::DebugExit(v)).exit_status(),
+                DEBUG_EXIT_OUT_OF_RANGE,
+                "{v:#x} must not wrap to a small status"
+            );
+        }
         assert_eq!(StopReason::UserQuit.exit_status(), 0);
         assert_eq!(StopReason::Signal(15).exit_status(), 143);
     }

@@ -4,6 +4,9 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use crate::stop::StopSignal;
+use crate::threads::VmThread;
+
 /// What a timer does when it expires.
 pub type Callback = Arc<dyn Fn() + Send + Sync>;
 
@@ -13,13 +16,19 @@ struct Timer {
 }
 
 #[derive(Default)]
+struct Timers {
+    list: Vec<Timer>,
+    /// The thread is to end.
+    shut_down: bool,
+}
+
+#[derive(Default)]
 struct Shared {
-    timers: Mutex<Vec<Timer>>,
+    timers: Mutex<Timers>,
     changed: Condvar,
 }
 
-/// The timer thread and its timers. Dropping the last handle does not stop the thread; it
-/// ends with the process.
+/// The timer thread and its timers. The thread runs until [`TimerService::shut_down`].
 #[derive(Clone, Default)]
 pub struct TimerService {
     shared: Arc<Shared>,
@@ -30,42 +39,49 @@ pub struct TimerService {
 pub struct TimerId(usize);
 
 impl TimerService {
-    /// Starts the timer thread.
-    pub fn start() -> std::io::Result<Self> {
+    /// Starts the timer thread; a panic in a callback stops the VM through `stop`.
+    pub fn start(stop: Arc<StopSignal>) -> std::io::Result<(Self, VmThread)> {
         let service = TimerService::default();
         let shared = service.shared.clone();
-        std::thread::Builder::new()
-            .name("timers".into())
-            .spawn(move || run(&shared))?;
-        Ok(service)
+        let thread = VmThread::spawn("timers", stop, move || run(&shared))?;
+        Ok((service, thread))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Timers> {
+        self.shared.timers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds a disarmed timer that calls `callback` when it expires.
     pub fn add(&self, callback: Callback) -> TimerId {
-        let mut timers = self.shared.timers.lock().unwrap_or_else(|e| e.into_inner());
-        timers.push(Timer {
+        let mut timers = self.lock();
+        timers.list.push(Timer {
             deadline: None,
             callback,
         });
-        TimerId(timers.len() - 1)
+        TimerId(timers.list.len() - 1)
     }
 
     /// Arms timer `id` for `deadline`, or disarms it.
     pub fn arm(&self, id: TimerId, deadline: Option<Instant>) {
-        let mut timers = self.shared.timers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = timers.get_mut(id.0) {
+        if let Some(t) = self.lock().list.get_mut(id.0) {
             t.deadline = deadline;
         }
+        self.shared.changed.notify_one();
+    }
+
+    /// Ends the timer thread: no callback runs after it has seen this.
+    pub fn shut_down(&self) {
+        self.lock().shut_down = true;
         self.shared.changed.notify_one();
     }
 }
 
 fn run(shared: &Shared) {
     let mut timers = shared.timers.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
+    let mut due = Vec::with_capacity(timers.list.len());
+    while !timers.shut_down {
         let now = Instant::now();
-        let mut due = Vec::new();
-        for t in timers.iter_mut() {
+        for t in timers.list.iter_mut() {
             if t.deadline.is_some_and(|d| d <= now) {
                 t.deadline = None;
                 due.push(t.callback.clone());
@@ -73,13 +89,13 @@ fn run(shared: &Shared) {
         }
         if !due.is_empty() {
             drop(timers);
-            for callback in due {
+            for callback in due.drain(..) {
                 callback();
             }
             timers = shared.timers.lock().unwrap_or_else(|e| e.into_inner());
             continue;
         }
-        let next = timers.iter().filter_map(|t| t.deadline).min();
+        let next = timers.list.iter().filter_map(|t| t.deadline).min();
         timers = match next {
             Some(d) => {
                 shared
@@ -102,16 +118,22 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use crate::stop::StopReason;
+
     #[test]
-    fn fires_armed_timers_once_at_their_deadline() {
-        let service = TimerService::start().unwrap();
+    fn fires_armed_timers_once_at_their_deadline_and_never_unarmed_ones() {
+        let stop = Arc::new(StopSignal::new().unwrap());
+        let (service, thread) = TimerService::start(stop.clone()).unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
         let id = service.add(Arc::new(move || {
             h.fetch_add(1, Ordering::SeqCst);
         }));
-        let idle = service.add(Arc::new(|| panic!("never armed")));
-        let _ = idle;
+        let idle_hits = Arc::new(AtomicUsize::new(0));
+        let h = idle_hits.clone();
+        service.add(Arc::new(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+        }));
         let start = Instant::now();
         service.arm(id, Some(start + Duration::from_millis(20)));
         while hits.load(Ordering::SeqCst) == 0 {
@@ -124,5 +146,28 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(20));
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            idle_hits.load(Ordering::SeqCst),
+            0,
+            "an unarmed timer fired"
+        );
+        service.shut_down();
+        thread.join();
+        assert!(!stop.is_stopping());
+    }
+
+    #[test]
+    fn a_panicking_callback_stops_the_vm() {
+        let stop = Arc::new(StopSignal::new().unwrap());
+        let (service, thread) = TimerService::start(stop.clone()).unwrap();
+        let id = service.add(Arc::new(|| panic!("timer callback failed")));
+        service.arm(id, Some(Instant::now()));
+        let reason = stop.wait();
+        assert_eq!(reason.exit_status(), 4);
+        assert!(
+            matches!(&reason, StopReason::Internal(m) if m.contains("timers")),
+            "{reason:?}"
+        );
+        thread.join();
     }
 }

@@ -3,12 +3,11 @@
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::VmConfig;
 use arch::acpi::{CmosRtc, Platform, PmRegisters, Uart};
-use arch::boot::{BootError, EntryState, KernelSpec};
+use arch::boot::{BootError, BootSetup, EntryState, KernelSpec, Protocol};
 use arch::cpuid::Topology;
 use arch::{layout, GuestMemory};
 use devices::acpi_pm::{self, AcpiPm, ACPI_PM_PORT, ACPI_PM_PORTS};
@@ -20,13 +19,14 @@ use devices::legacy::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
 use devices::legacy::rtc::{self, Rtc, RTC_PORT, RTC_PORTS};
 use devices::legacy::serial::{Serial, COM1_IRQ, COM1_PORT, UART_PORTS};
 use devices::legacy::testdev::{TestMemory, IOMEM_ADDR, IOMEM_SIZE, TESTDEV_PORT, TESTDEV_PORTS};
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::cli::Accel;
 use crate::console::{self, RawTerminal};
 use crate::kvm::{KvmError, KvmMachine};
 use crate::soft::SoftMachine;
 use crate::stop::{StopReason, StopSignal};
+use crate::threads::{self, VmThread};
 use crate::vcpu::{self, run_loop, Buses, StateError, VcpuBackend};
 
 /// How to run the VM, from the command line.
@@ -35,6 +35,8 @@ pub struct VmOptions<'a> {
     pub accel: Accel,
     /// KVM device path.
     pub kvm_device: &'a Path,
+    /// Give the guest the debug-exit port (Multiboot images always have it).
+    pub debug_exit: bool,
 }
 
 /// Why a VM could not be built or run.
@@ -91,15 +93,22 @@ const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
 /// How long stopping vCPUs may take before the VMM gives up waiting for them.
 const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long service threads (timers, console) may take to end once the vCPUs have stopped.
+const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Builds the VM `config` describes, runs it until it stops, and returns why it stopped.
+/// Every thread it starts is stopped and joined before it returns (or, if one cannot be,
+/// named in a warning; it keeps its own reference to guest memory, so nothing is unmapped
+/// under it).
 pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     let machine_config = &config.machine_config;
     let mib = machine_config.mem_size_mib;
-    let mem =
-        GuestMemory::from_ranges(&layout::ram_ranges(mib << 20)).map_err(|e| VmError::Memory {
-            mib,
-            reason: e.to_string(),
-        })?;
+    let memory_error = |reason: String| VmError::Memory { mib, reason };
+    let bytes = mib
+        .checked_mul(1 << 20)
+        .ok_or_else(|| memory_error("more than a 64-bit address space".into()))?;
+    let mem = GuestMemory::from_ranges(&layout::ram_ranges(bytes))
+        .map_err(|e| memory_error(e.to_string()))?;
     let mem = Arc::new(mem);
 
     let rsdp_addr = arch::acpi::write_tables(&mem, &acpi_platform(machine_config.vcpu_count))
@@ -124,22 +133,58 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
         setup.entry.rip
     );
 
-    let backend = Backend::select(opts, machine_config.vcpu_count, &mem)?;
-    match &backend {
-        Backend::Kvm(kvm) => {
+    let stop = Arc::new(StopSignal::new().map_err(host("eventfd"))?);
+    stop.catch_termination_signals()
+        .map_err(host("installing signal handlers"))?;
+    let mut service_threads = Vec::new();
+    let backend = Backend::select(opts, machine_config.vcpu_count, &mem, &stop)?;
+    let backend = match backend {
+        (Backend::Kvm(mut kvm), _) => {
             kvm.register_memory(&mem, machine_config.track_dirty_pages)?;
             if setup.bios_interrupts {
                 kvm.set_bios_interrupt_state()?;
             }
+            Backend::Kvm(kvm)
         }
-        Backend::Soft(soft) if setup.bios_interrupts => soft.set_bios_interrupt_state(),
-        Backend::Soft(_) => {}
+        (Backend::Soft(soft), timer_thread) => {
+            if setup.bios_interrupts {
+                soft.set_bios_interrupt_state();
+            }
+            service_threads.extend(timer_thread);
+            Backend::Soft(soft)
+        }
+    };
+    let result = assemble_and_run(
+        config,
+        opts,
+        &setup,
+        &mem,
+        &backend,
+        &stop,
+        &mut service_threads,
+    );
+    if result.is_err() {
+        stop.stop(StopReason::Internal("the VM could not be started".into()));
     }
+    backend.shut_down();
+    for name in threads::join_all(service_threads, SERVICE_STOP_TIMEOUT, |_| {}) {
+        log::warn!("the {name} thread did not stop within {SERVICE_STOP_TIMEOUT:?}");
+    }
+    result
+}
 
-    let stop = Arc::new(StopSignal::new().map_err(host("eventfd"))?);
-    stop.catch_termination_signals()
-        .map_err(host("installing signal handlers"))?;
-
+/// Puts the devices on their buses, starts the console and the vCPUs, waits for the stop
+/// request and stops the vCPUs again. Threads that outlive the vCPUs go to `service_threads`.
+fn assemble_and_run(
+    config: &VmConfig,
+    opts: &VmOptions,
+    setup: &BootSetup,
+    mem: &Arc<GuestMemory>,
+    backend: &Backend,
+    stop: &Arc<StopSignal>,
+    service_threads: &mut Vec<VmThread>,
+) -> Result<StopReason, VmError> {
+    let machine_config = &config.machine_config;
     let stdout = console::stdout_writer().map_err(host("standard output"))?;
     let serial = Serial::new(backend.interrupt_line(COM1_IRQ)?, Box::new(stdout))
         .map_err(host("serial port"))?;
@@ -154,8 +199,12 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
         1,
         I8042_COMMAND_PORT - I8042_DATA_PORT,
     )?;
-    let debug_exit: SharedDevice = Arc::new(Mutex::new(DebugExit::new(stop.clone())));
-    pio.insert(debug_exit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)?;
+    if setup.protocol == Protocol::Multiboot || opts.debug_exit {
+        // Test images end the VM with a status of their choosing; other guests get this only
+        // when asked for (--debug-exit): it lets the guest pick the VMM's exit status.
+        let debug_exit: SharedDevice = Arc::new(Mutex::new(DebugExit::new(stop.clone())));
+        pio.insert(debug_exit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)?;
+    }
     let cmos: SharedDevice = Arc::new(Mutex::new(Rtc::new()));
     pio.insert(cmos, RTC_PORT, RTC_PORTS)?;
     let acpi_pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(stop.clone())));
@@ -174,7 +223,7 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
             IOMEM_SIZE,
         )?;
     }
-    if let Backend::Soft(soft) = &backend {
+    if let Backend::Soft(soft) = backend {
         soft.add_legacy_ports(&mut pio)?;
         mmio.insert(soft.ioapic(), IOAPIC_ADDR, IOAPIC_SIZE)?;
     }
@@ -184,35 +233,45 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     let vcpus = (0..usize::from(machine_config.vcpu_count))
         .map(|i| {
             let entry = (i == 0).then_some(&setup.entry);
-            backend.create_vcpu(i, &topology, entry, &mem, &buses, &stop)
+            backend.create_vcpu(i, &topology, entry, mem, &buses, stop)
         })
         .collect::<Result<Vec<_>, _>>()?;
-
-    let terminal = RawTerminal::enter();
-    console::spawn_input(serial, stop.clone(), terminal.is_active())
-        .map_err(host("console input thread"))?;
 
     register_signal_handler(SIGRTMIN(), on_kick).map_err(|e| VmError::Host {
         what: "installing the vCPU kick handler",
         source: io::Error::from_raw_os_error(e.errno()),
     })?;
-    let mut threads = Vec::with_capacity(vcpus.len());
+    let terminal = RawTerminal::enter();
+    service_threads.push(
+        console::spawn_input(serial, stop.clone(), terminal.is_active())
+            .map_err(host("console input thread"))?,
+    );
+    let mut vcpu_threads = Vec::with_capacity(vcpus.len());
+    let mut started = Ok(());
     for (i, mut vcpu) in vcpus.into_iter().enumerate() {
-        let (buses, stop) = (buses.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("vcpu{i}"))
-            .spawn(move || {
-                let _guard = StopWhenDone(&stop, i);
-                run_loop(vcpu.as_mut(), &buses, &stop)
-            })
-            .map_err(host("starting a vCPU thread"))?;
-        threads.push(thread);
+        let (buses, thread_stop) = (buses.clone(), stop.clone());
+        let thread = VmThread::spawn(format!("vcpu{i}"), stop.clone(), move || {
+            run_loop(vcpu.as_mut(), &buses, &thread_stop)
+        });
+        match thread {
+            Ok(thread) => vcpu_threads.push(thread),
+            Err(e) => {
+                started = Err(host("starting a vCPU thread")(e));
+                stop.stop(StopReason::Internal("a vCPU thread could not start".into()));
+                break;
+            }
+        }
     }
-
     let reason = stop.wait();
-    stop_vcpus(threads);
+    let stuck = threads::join_all(vcpu_threads, VCPU_STOP_TIMEOUT, |thread| {
+        backend.kick_all();
+        thread.signal(SIGRTMIN());
+    });
+    for name in stuck {
+        log::warn!("the {name} thread did not stop within {VCPU_STOP_TIMEOUT:?}");
+    }
     drop(terminal);
-    Ok(reason)
+    started.map(|()| reason)
 }
 
 /// The CPU backend of a VM.
@@ -222,11 +281,17 @@ enum Backend {
 }
 
 impl Backend {
-    /// Picks the backend `--accel` asks for: KVM, the software CPU, or KVM when usable.
-    fn select(opts: &VmOptions, vcpu_count: u8, mem: &GuestMemory) -> Result<Backend, VmError> {
+    /// Picks the backend `--accel` asks for: KVM, the software CPU, or KVM when usable. The
+    /// software CPU comes with its timer thread.
+    fn select(
+        opts: &VmOptions,
+        vcpu_count: u8,
+        mem: &Arc<GuestMemory>,
+        stop: &Arc<StopSignal>,
+    ) -> Result<(Backend, Option<VmThread>), VmError> {
         let soft = || {
-            SoftMachine::new(mem, usize::from(vcpu_count))
-                .map(Backend::Soft)
+            SoftMachine::new(mem.clone(), usize::from(vcpu_count), stop.clone())
+                .map(|(soft, timers)| (Backend::Soft(soft), Some(timers)))
                 .map_err(host("starting the software CPU's timer thread"))
         };
         match opts.accel {
@@ -237,7 +302,7 @@ impl Backend {
             Accel::Kvm => {
                 let kvm = KvmMachine::new(opts.kvm_device)?;
                 log::info!("accelerator: KVM ({})", opts.kvm_device.display());
-                Ok(Backend::Kvm(kvm))
+                Ok((Backend::Kvm(kvm), None))
             }
             Accel::Auto => match KvmMachine::new(opts.kvm_device) {
                 Ok(_) if Path::new(KVM_PVM_MODULE).exists() => {
@@ -250,13 +315,28 @@ impl Backend {
                 }
                 Ok(kvm) => {
                     log::info!("accelerator: KVM ({} is usable)", opts.kvm_device.display());
-                    Ok(Backend::Kvm(kvm))
+                    Ok((Backend::Kvm(kvm), None))
                 }
                 Err(e) => {
                     log::warn!("accelerator: software CPU, because KVM is not usable: {e}");
                     soft()
                 }
             },
+        }
+    }
+
+    /// Wakes every vCPU of the software backend so that it sees the stop flag at once (KVM
+    /// vCPUs are woken by a signal instead).
+    fn kick_all(&self) {
+        if let Backend::Soft(soft) = self {
+            soft.kick_all();
+        }
+    }
+
+    /// Ends the backend's service threads once its vCPUs have stopped.
+    fn shut_down(&self) {
+        if let Backend::Soft(soft) = self {
+            soft.shut_down();
         }
     }
 
@@ -289,20 +369,6 @@ impl Backend {
     }
 }
 
-/// Stops the VM if a vCPU thread panics: the VM must not go on without that vCPU.
-struct StopWhenDone<'a>(&'a StopSignal, usize);
-
-impl Drop for StopWhenDone<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.stop(StopReason::Internal(format!(
-                "vCPU {} thread panicked",
-                self.1
-            )));
-        }
-    }
-}
-
 /// The platform the ACPI tables describe: the vCPUs, COM1 and the power-management ports.
 fn acpi_platform(vcpu_count: u8) -> Platform {
     let port = |offset: u64| (ACPI_PM_PORT + offset) as u16;
@@ -328,23 +394,4 @@ fn acpi_platform(vcpu_count: u8) -> Platform {
 
 extern "C" fn on_kick(_num: libc::c_int, _info: *mut libc::siginfo_t, _unused: *mut libc::c_void) {
     // Only there so the signal interrupts KVM_RUN; the vCPU loop then sees the stop flag.
-}
-
-/// Kicks every vCPU thread out of the guest until it notices the stop flag, then joins it.
-fn stop_vcpus(threads: Vec<JoinHandle<()>>) {
-    let deadline = Instant::now() + VCPU_STOP_TIMEOUT;
-    // A kick that lands just before a thread enters KVM_RUN is lost, so keep kicking.
-    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
-        for t in threads.iter().filter(|t| !t.is_finished()) {
-            let _ = t.kill(SIGRTMIN());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    for t in threads {
-        if t.is_finished() {
-            let _ = t.join();
-        } else {
-            log::warn!("a vCPU thread did not stop within {VCPU_STOP_TIMEOUT:?}");
-        }
-    }
 }

@@ -8,6 +8,7 @@
 pub mod bios;
 mod elf;
 pub mod gdt;
+pub mod input_file;
 mod linux;
 mod multiboot;
 pub mod paging;
@@ -190,8 +191,16 @@ fn initrd_err(path: &Path, reason: impl Into<String>) -> BootError {
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read: {e}"))
+/// Reads a kernel or initrd, which must be a regular file no larger than guest RAM.
+fn read_image(mem: &GuestMemoryMmap, path: &Path) -> Result<Vec<u8>, String> {
+    let ram = mem_size(mem);
+    input_file::read_regular_file(path, ram).map_err(|e| match e {
+        input_file::InputFileError::TooBig { len, .. } => format!(
+            "is {len} bytes, more than all guest RAM ({} MiB): raise machine-config.mem_size_mib",
+            ram / MIB
+        ),
+        other => other.to_string(),
+    })
 }
 
 /// Total guest RAM in bytes.
@@ -202,11 +211,15 @@ fn mem_size(mem: &GuestMemoryMmap) -> u64 {
 
 const MIB: u64 = 1 << 20;
 
-/// Loads the image named in `spec` into `mem` and prepares its boot protocol.
+/// Loads the image named in `spec` into `mem` and prepares its boot protocol. The kernel
+/// and initrd must be regular files no larger than guest RAM.
 pub fn load(mem: &GuestMemoryMmap, spec: &KernelSpec) -> Result<BootSetup, BootError> {
-    let image = read_file(spec.kernel).map_err(|r| kernel_err(spec.kernel, r))?;
+    let image = read_image(mem, spec.kernel).map_err(|r| kernel_err(spec.kernel, r))?;
     let initrd = match spec.initrd {
-        Some(path) => Some((path, read_file(path).map_err(|r| initrd_err(path, r))?)),
+        Some(path) => Some((
+            path,
+            read_image(mem, path).map_err(|r| initrd_err(path, r))?,
+        )),
         None => None,
     };
     mem.write_obj(gdt::table(), GuestAddress(BOOT_GDT_ADDR))
@@ -349,9 +362,24 @@ mod tests {
         };
         let err = load(&mem, &spec).unwrap_err().to_string();
         assert!(
-            err.contains("missing") && err.contains("cannot read"),
+            err.contains("missing") && err.contains("cannot open"),
             "{err}"
         );
+        for (kernel, why) in [
+            (Path::new("/dev/zero"), "character device"),
+            (&dir, "directory"),
+        ] {
+            let spec = KernelSpec { kernel, ..spec };
+            let err = load(&mem, &spec).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        std::fs::write(&path, vec![0x5a; 0x200_0001]).unwrap();
+        let spec = KernelSpec {
+            kernel: &path,
+            ..spec
+        };
+        let err = load(&mem, &spec).unwrap_err().to_string();
+        assert!(err.contains("more than all guest RAM (32 MiB)"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

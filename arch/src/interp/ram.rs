@@ -2,6 +2,7 @@
 //! per-page bookkeeping that keeps decoded code coherent with writes from every vCPU.
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
 
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
 
@@ -16,14 +17,18 @@ struct Region {
     first_page: u32,
 }
 
-/// Guest RAM: where each guest physical page lives in this process.
+/// Guest RAM: where each guest physical page lives in this process. It holds the guest
+/// memory it describes, so the mappings its host pointers point into stay mapped for as long
+/// as it (or any clone of its `Arc`) lives.
 pub struct GuestRam {
     regions: Vec<Region>,
     pages: u32,
+    /// Keeps every region's mapping alive; the `host` pointers above point into it.
+    _mem: Arc<GuestMemoryMmap>,
 }
 
-// SAFETY: the regions are mmaps owned by the VM's GuestMemoryMmap, which outlives every vCPU;
-// guest RAM is shared between vCPU threads by design, as it is on hardware.
+// SAFETY: the regions are mmaps owned by `_mem`, which lives as long as this value; guest RAM
+// is shared between vCPU threads by design, as it is on hardware.
 unsafe impl Send for GuestRam {}
 // SAFETY: as above; concurrent guest accesses have x86 semantics (plain or locked moves).
 unsafe impl Sync for GuestRam {}
@@ -38,8 +43,8 @@ pub struct HostPage {
 }
 
 impl GuestRam {
-    /// Describes `mem`, which must stay mapped for as long as this lives.
-    pub fn new(mem: &GuestMemoryMmap) -> Self {
+    /// Describes `mem`, keeping it mapped for as long as this lives.
+    pub fn new(mem: Arc<GuestMemoryMmap>) -> Self {
         let mut regions = Vec::new();
         let mut pages = 0u32;
         for r in mem.iter() {
@@ -55,7 +60,11 @@ impl GuestRam {
             });
             pages += (len >> PAGE_SHIFT) as u32;
         }
-        GuestRam { regions, pages }
+        GuestRam {
+            regions,
+            pages,
+            _mem: mem,
+        }
     }
 
     /// Number of RAM pages.
@@ -179,7 +188,7 @@ mod tests {
             (GuestAddress(0x1_0000_0000), 0x1000),
         ])
         .unwrap();
-        let ram = GuestRam::new(&mem);
+        let ram = GuestRam::new(Arc::new(mem));
         assert_eq!(ram.pages(), 3);
         assert_eq!(ram.page(0x1fff).unwrap().index, 1);
         assert_eq!(ram.page(0x1_0000_0abc).unwrap().index, 2);

@@ -76,8 +76,7 @@ pub struct InterpMachine {
     ram: Arc<GuestRam>,
     code: Arc<CodePages>,
     clock: Clock,
-    // Declared last: the RAM descriptions above point into it.
-    mem: arch::GuestMemory,
+    mem: Arc<arch::GuestMemory>,
 }
 
 impl InterpMachine {
@@ -86,7 +85,8 @@ impl InterpMachine {
         let mem = arch::GuestMemory::from_ranges(&[(GuestAddress(0), layout::RAM_SIZE as usize)])
             .map_err(|e| format!("allocating guest memory: {e}"))?;
         layout::write_infrastructure(&mem);
-        let ram = GuestRam::new(&mem);
+        let mem = Arc::new(mem);
+        let ram = GuestRam::new(mem.clone());
         let code = CodePages::new(ram.pages());
         let stop = Arc::new(AtomicBool::new(false));
         Ok(InterpMachine {
@@ -105,7 +105,7 @@ impl InterpMachine {
 
     /// Runs `case` (whose initial state is `init`) and returns the state it ended in.
     pub fn run(&mut self, case: &Case, init: &InitialState) -> FinalState {
-        write_case(&self.mem, init, &case.code_pages(), case.code_addr);
+        write_case(self.mem.as_ref(), init, &case.code_pages(), case.code_addr);
         self.stop.store(false, Ordering::SeqCst);
         *self.bus.event.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.bus.port.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -148,7 +148,7 @@ impl InterpMachine {
             &cpu.regs(),
             cpu.sregs().cr2,
             &cpu.fpu(),
-            &self.mem,
+            self.mem.as_ref(),
             port,
             case.code_end(),
         )

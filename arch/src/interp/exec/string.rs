@@ -27,6 +27,12 @@ pub const INS: u8 = 5;
 /// OUTS.
 pub const OUTS: u8 = 6;
 
+/// Elements a repeated string instruction processes one by one before it lets the vCPU look
+/// at interrupts and stop requests (hardware takes interrupts between iterations too).
+const ELEMENTS_PER_SLICE: u32 = 1024;
+/// Page-sized bulk moves a repeated MOVS/STOS makes before it does the same.
+const BULK_MOVES_PER_SLICE: u32 = 64;
+
 /// Executes one string instruction, repeated per its prefix.
 pub fn string(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
@@ -38,18 +44,28 @@ pub fn string(cpu: &mut Core, i: &Insn) -> Result<()> {
     if !rep {
         return step(cpu, i, size, amask);
     }
+    let (mut elements, mut bulk_moves) = (0u32, 0u32);
     loop {
         let count = cpu.s.gpr[RCX] & amask;
         if count == 0 {
+            return Ok(());
+        }
+        if elements == ELEMENTS_PER_SLICE || bulk_moves == BULK_MOVES_PER_SLICE {
+            // The registers say how far it got: run this instruction again after the vCPU
+            // has looked at interrupts and stop requests, as an interrupted REP does.
+            cpu.s.rip = cpu.s.rip.wrapping_sub(u64::from(i.len));
+            cpu.end_block = true;
             return Ok(());
         }
         if matches!(i.cc, MOVS | STOS) && !cpu.s.flags.has(DF) {
             if let Some(done) = bulk(cpu, i, size, amask, count)? {
                 advance(cpu, i, amask, done, size);
                 set_count(cpu, amask, count - done);
+                bulk_moves += 1;
                 continue;
             }
         }
+        elements += 1;
         step(cpu, i, size, amask)?;
         set_count(cpu, amask, count - 1);
         if matches!(i.cc, CMPS | SCAS) {
