@@ -67,10 +67,33 @@ pub fn scratch_dir(test: &str) -> PathBuf {
     dir
 }
 
+/// The file where tests list what they skipped, or accepted as a limit of this host, and why
+/// (one line each). `make test` empties it first and prints it at the end, because the test
+/// harness hides what passing tests print.
+pub fn skip_log() -> PathBuf {
+    workspace().join("target/test-skips.txt")
+}
+
+/// Records that `test` skipped something (or accepted a host limitation) for `reason`: on
+/// stderr and in [`skip_log`].
+pub fn note_skip(test: &str, reason: &str) {
+    let line = format!("{test}: {reason}\n");
+    eprint!("{line}");
+    // One short O_APPEND write per line, so lines from parallel tests do not interleave.
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_log())
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("cannot record the skip in {}: {e}", skip_log().display());
+    }
+}
+
 /// Whether tests that need KVM can run: `/dev/kvm` opens and answers with the stable API
-/// version. Where it does not, such a test says so on stderr and returns without running,
-/// unless `EMBER_REQUIRE_KVM` is set (`.ci/run` sets it on hosts that have `/dev/kvm`): then
-/// it fails.
+/// version. Where it does not, such a test records why ([`note_skip`]) and returns without
+/// running, unless `EMBER_REQUIRE_KVM` is set (`.ci/run` sets it on hosts that have
+/// `/dev/kvm`): then it fails.
 pub fn kvm_or_skip(test: &str) -> bool {
     let usable = kvm_ioctls::Kvm::new().map(|kvm| kvm.get_api_version());
     if matches!(usable, Ok(12)) {
@@ -80,8 +103,54 @@ pub fn kvm_or_skip(test: &str) -> bool {
         std::env::var_os("EMBER_REQUIRE_KVM").is_none(),
         "{test}: /dev/kvm is unusable ({usable:?}) and EMBER_REQUIRE_KVM is set"
     );
-    eprintln!("{test}: skipped, /dev/kvm is unusable here ({usable:?})");
+    note_skip(
+        test,
+        &format!("skipped, /dev/kvm is unusable here ({usable:?})"),
+    );
     false
+}
+
+/// Present when this host's KVM is `kvm_pvm` (shadow paging in a nested guest, no VMX/SVM),
+/// whose instruction emulator cannot run some instructions guests use (see HOST-NOTES).
+const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
+
+/// Whether a KVM run stopped because KVM could not emulate an instruction, on a host whose KVM
+/// is known to be unable to (kvm_pvm): then the test may accept it, and this records that it
+/// did. The same stop on any other host fails the test: hardware KVM runs every guest here.
+pub fn kvm_could_not_emulate(test: &str, run: &Run) -> bool {
+    if run.status.code() != Some(4) || !run.stderr.contains("KVM_EXIT_INTERNAL_ERROR") {
+        return false;
+    }
+    assert!(
+        Path::new(KVM_PVM_MODULE).exists(),
+        "{test}: KVM could not emulate an instruction, on a host whose KVM is not kvm_pvm: \
+         {run:#?}"
+    );
+    let instruction = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("instruction:"))
+        .map_or("(no instruction bytes)", str::trim);
+    note_skip(
+        test,
+        &format!(
+            "accepted KVM_EXIT_INTERNAL_ERROR, as this host's KVM is kvm_pvm, which cannot \
+             emulate {instruction}"
+        ),
+    );
+    true
+}
+
+/// This host's RAM in MiB (`MemTotal` in /proc/meminfo; 0 if it cannot be read).
+pub fn host_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
 }
 
 /// Writes `json` as `<dir>/vm.json` and returns its path.

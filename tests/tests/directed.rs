@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use ember_tests::{boot, config_json, kvm_or_skip, scratch_dir, test_guest, write_config, Run};
+use ember_tests::{
+    boot, config_json, kvm_could_not_emulate, kvm_or_skip, scratch_dir, test_guest, write_config,
+    Run,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -29,7 +32,7 @@ fn both(guest: &str, args: &str, stdin: &[u8], last_line: &str, status: i32) {
         return;
     }
     let kvm = run(guest, "kvm", args, 1, stdin);
-    if kvm.code() == 4 && kvm.stderr.contains("KVM_EXIT_INTERNAL_ERROR") {
+    if kvm_could_not_emulate(&format!("{guest} under KVM"), &kvm) {
         assert!(
             soft.stdout.starts_with(&kvm.stdout),
             "the shared prefix differs: {kvm:#?}"

@@ -92,6 +92,10 @@ fn to_unix(t: &DateTime) -> i64 {
         + i64::from(t.second)
 }
 
+/// A wall clock: seconds since the Unix epoch.
+pub type WallClock = Box<dyn Fn() -> i64 + Send>;
+
+/// The host's wall clock.
 fn host_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -102,8 +106,9 @@ fn host_now() -> i64 {
 pub struct Rtc {
     index: u8,
     ram: [u8; 128],
-    /// Guest time minus host time, in seconds.
+    /// Guest time minus wall-clock time, in seconds.
     offset: i64,
+    clock: WallClock,
 }
 
 impl Default for Rtc {
@@ -115,6 +120,11 @@ impl Default for Rtc {
 impl Rtc {
     /// An RTC showing the host's time, in BCD with a 24-hour clock, as firmware leaves it.
     pub fn new() -> Self {
+        Self::with_clock(Box::new(host_now))
+    }
+
+    /// An RTC that runs from `clock` instead of the host's wall clock.
+    pub fn with_clock(clock: WallClock) -> Self {
         let mut ram = [0u8; 128];
         ram[usize::from(STATUS_A)] = 0x26;
         ram[usize::from(STATUS_B)] = B_24_HOUR;
@@ -123,6 +133,7 @@ impl Rtc {
             index: 0,
             ram,
             offset: 0,
+            clock,
         }
     }
 
@@ -167,7 +178,7 @@ impl Rtc {
     }
 
     fn now(&self) -> DateTime {
-        from_unix(host_now() + self.offset)
+        from_unix((self.clock)() + self.offset)
     }
 
     fn read_register(&mut self, reg: u8) -> u8 {
@@ -209,7 +220,7 @@ impl Rtc {
             YEAR => t.year = t.year.div_euclid(100) * 100 + i64::from(self.decode(value) % 100),
             _ => t.year = i64::from(self.decode(value)) * 100 + t.year.rem_euclid(100),
         }
-        self.offset = to_unix(&t) - host_now();
+        self.offset = to_unix(&t) - (self.clock)();
     }
 }
 
@@ -268,36 +279,51 @@ mod tests {
         assert_eq!((t.year, t.month, t.day, t.weekday), (2000, 2, 29, 3));
     }
 
+    /// An RTC whose wall clock reads 2031-12-31 23:59:58 (a Wednesday) plus what the
+    /// returned cell holds, so a test decides when time moves.
+    fn stopped_rtc() -> (Rtc, std::sync::Arc<std::sync::atomic::AtomicI64>) {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        let elapsed = std::sync::Arc::new(AtomicI64::new(0));
+        let t = elapsed.clone();
+        let rtc = Rtc::with_clock(Box::new(move || 1_956_527_998 + t.load(Ordering::SeqCst)));
+        (rtc, elapsed)
+    }
+
     #[test]
-    fn reads_host_time_in_bcd_and_keeps_guest_settings() {
-        let mut rtc = Rtc::new();
+    fn reads_its_clock_in_bcd_and_keeps_guest_settings() {
+        let (mut rtc, elapsed) = stopped_rtc();
         assert_eq!(
             read(&mut rtc, STATUS_A) & 0x80,
             0,
             "never update-in-progress"
         );
         assert_ne!(read(&mut rtc, STATUS_D) & D_VALID, 0);
-        let now = from_unix(host_now());
-        let year = read(&mut rtc, YEAR);
-        assert_eq!(
-            u32::from(year >> 4) * 10 + u32::from(year & 0xf),
-            (now.year % 100) as u32
-        );
-        assert_eq!(read(&mut rtc, CENTURY), 0x20);
-        // Binary mode, then set the year to 2031: it stays set.
+        let fields = [SECONDS, MINUTES, HOURS, WEEKDAY, DAY, MONTH, YEAR, CENTURY];
+        let now: Vec<u8> = fields.iter().map(|&r| read(&mut rtc, r)).collect();
+        assert_eq!(now, [0x58, 0x59, 0x23, 0x04, 0x31, 0x12, 0x31, 0x20]);
+        // Two seconds later it is 2032.
+        elapsed.store(2, std::sync::atomic::Ordering::SeqCst);
+        let later: Vec<u8> = fields.iter().map(|&r| read(&mut rtc, r)).collect();
+        assert_eq!(later, [0x00, 0x00, 0x00, 0x05, 0x01, 0x01, 0x32, 0x20]);
+        // Binary mode, then set the year to 2040: it stays set as the clock runs on.
         write(&mut rtc, STATUS_B, B_24_HOUR | B_BINARY);
-        write(&mut rtc, YEAR, 31);
-        assert_eq!(read(&mut rtc, YEAR), 31);
+        write(&mut rtc, YEAR, 40);
+        elapsed.store(3, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(read(&mut rtc, YEAR), 40);
+        assert_eq!(read(&mut rtc, SECONDS), 1);
         write(&mut rtc, 0x40, 0x5a);
         assert_eq!(read(&mut rtc, 0x40), 0x5a, "CMOS RAM");
     }
 
     #[test]
     fn twelve_hour_mode_marks_pm() {
-        let mut rtc = Rtc::new();
+        let (mut rtc, _) = stopped_rtc();
         write(&mut rtc, STATUS_B, B_BINARY);
         write(&mut rtc, HOURS, 0x80 | 3); // 3 PM
-        let h = read(&mut rtc, HOURS);
-        assert!(h == 0x83 || h == 0x84, "{h:#x}");
+        assert_eq!(read(&mut rtc, HOURS), 0x83);
+        write(&mut rtc, HOURS, 0x80 | 12); // 12 PM is noon
+        assert_eq!(read(&mut rtc, HOURS), 0x8c);
+        write(&mut rtc, STATUS_B, B_BINARY | B_24_HOUR);
+        assert_eq!(read(&mut rtc, HOURS), 12);
     }
 }
