@@ -139,6 +139,56 @@ _start:
     jz \none
 .endm
 
+/* 32-bit library: cmdline_number finds the word "KEY=N" on the Multiboot
+ * command line, KEY being the four bytes in EDX (little-endian, e.g.
+ * 0x74697865 for "exit"), and returns N (decimal, at most 100000 or so) in
+ * EAX with CF clear; CF set when it is absent. Preserves other registers. */
+.macro CMDLINE_LIB
+    .code32
+cmdline_number:
+    push %ebx
+    push %ecx
+    push %esi
+    MB_CMDLINE .Lnone\@
+    mov $' ', %cl               /* previous character */
+.Lscan\@:
+    movzbl (%esi), %eax
+    test %al, %al
+    jz .Lnone\@
+    cmp $' ', %cl               /* only at the start of a word */
+    jne .Lnext\@
+    cmp %edx, (%esi)
+    jne .Lnext\@
+    cmpb $'=', 4(%esi)
+    jne .Lnext\@
+    add $5, %esi
+    xor %eax, %eax
+.Ldigit\@:
+    movzbl (%esi), %ecx
+    sub $'0', %ecx
+    cmp $9, %ecx
+    ja .Lfound\@
+    imul $10, %eax
+    add %ecx, %eax
+    inc %esi
+    cmp $100000, %eax           /* no overflow on silly input */
+    jb .Ldigit\@
+.Lfound\@:
+    clc
+    jmp .Lout\@
+.Lnext\@:
+    mov %al, %cl
+    inc %esi
+    jmp .Lscan\@
+.Lnone\@:
+    stc
+.Lout\@:
+    pop %esi
+    pop %ecx
+    pop %ebx
+    ret
+.endm
+
 /* Exit through isa-debug-exit with the value in the operand (32 or 64-bit
  * code: the encodings used are the same). Never returns. */
 .macro EXIT val

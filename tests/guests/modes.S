@@ -134,40 +134,20 @@ long64:
     /* ---- helpers ---- */
 
 /* parse_cmdline (32-bit): exit_code = N from a word "exit=N" in the
- * Multiboot command line (flags bit 2, pointer at offset 16). */
+ * Multiboot command line. */
     .code32
 parse_cmdline:
-    pusha
-    MB_CMDLINE 9f
-    mov $' ', %dl               /* previous character */
-1:  movzbl (%esi), %eax
-    test %al, %al
-    jz 9f
-    cmp $' ', %dl               /* only at the start of a word */
-    jne 2f
-    cmpl $0x74697865, (%esi)    /* "exit" */
-    jne 2f
-    cmpb $'=', 4(%esi)
-    jne 2f
-    lea 5(%esi), %edi
-    xor %eax, %eax
-4:  movzbl (%edi), %ecx
-    sub $'0', %ecx
-    cmp $9, %ecx
-    ja 5f
-    imul $10, %eax
-    add %ecx, %eax
-    inc %edi
-    cmp $100000, %eax           /* no overflow on silly input */
-    jb 4b
-5:  mov %eax, exit_code
-    jmp 9f
-2:  mov %al, %dl
-    inc %esi
-    jmp 1b
-9:  popa
+    push %eax
+    push %edx
+    mov $0x74697865, %edx       /* "exit" */
+    call cmdline_number
+    jc 1f
+    mov %eax, exit_code
+1:  pop %edx
+    pop %eax
     ret
 
+    CMDLINE_LIB
     SERIAL_LIB 32, e
     .code64
     SERIAL_LIB 64, r

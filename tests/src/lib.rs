@@ -2,6 +2,7 @@
 //! default Debian guest, write configs, and run the VMM with a hang guard; and the
 //! differential test harness of the software CPU against KVM ([`difftest`]).
 
+pub mod chaos;
 pub mod difftest;
 
 use std::io::{Read, Write};
@@ -114,6 +115,12 @@ pub fn kvm_or_skip(test: &str) -> bool {
 /// whose instruction emulator cannot run some instructions guests use (see HOST-NOTES).
 const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
 
+/// Whether this host's KVM is `kvm_pvm`, which runs CPL-0 guest code through its instruction
+/// emulator and cannot emulate everything guests use.
+pub fn kvm_is_pvm() -> bool {
+    Path::new(KVM_PVM_MODULE).exists()
+}
+
 /// Whether a KVM run stopped because KVM could not emulate an instruction, on a host whose KVM
 /// is known to be unable to (kvm_pvm): then the test may accept it, and this records that it
 /// did. The same stop on any other host fails the test: hardware KVM runs every guest here.
@@ -122,7 +129,7 @@ pub fn kvm_could_not_emulate(test: &str, run: &Run) -> bool {
         return false;
     }
     assert!(
-        Path::new(KVM_PVM_MODULE).exists(),
+        kvm_is_pvm(),
         "{test}: KVM could not emulate an instruction, on a host whose KVM is not kvm_pvm: \
          {run:#?}"
     );
@@ -215,7 +222,21 @@ pub fn run_ember_typing(args: &[&str], prompt: Option<&str>, stdin: &[u8], limit
 /// As [`run_ember`], but sends `signal` to the VMM once the guest's console has printed
 /// `prompt`.
 pub fn run_ember_signalled(args: &[&str], prompt: &str, signal: i32, limit: Duration) -> Run {
-    run_ember_with(args, Some(prompt), Prompted::Signal(signal), limit)
+    let action = Prompted::Signal {
+        signal,
+        after: Duration::ZERO,
+    };
+    run_ember_with(args, Some(prompt), action, limit)
+}
+
+/// As [`run_ember`], but lets the guest run for `run_for` after its console has printed
+/// `prompt`, then sends the VMM SIGTERM (if it is still running).
+pub fn run_ember_for(args: &[&str], prompt: &str, run_for: Duration, limit: Duration) -> Run {
+    let action = Prompted::Signal {
+        signal: libc::SIGTERM,
+        after: run_for,
+    };
+    run_ember_with(args, Some(prompt), action, limit)
 }
 
 /// As [`run_ember_typing`], but with standard input on a pseudo-terminal, as when a user runs
@@ -262,8 +283,8 @@ enum Prompted {
     Type(Vec<u8>),
     /// Write these bytes to its standard input (a pseudo-terminal).
     TypeOnTerminal(Vec<u8>),
-    /// Send it this signal.
-    Signal(i32),
+    /// Send it `signal`, `after` the prompt.
+    Signal { signal: i32, after: Duration },
 }
 
 fn run_ember_with(args: &[&str], prompt: Option<&str>, action: Prompted, limit: Duration) -> Run {
@@ -302,15 +323,24 @@ fn run_ember_with(args: &[&str], prompt: Option<&str>, action: Prompted, limit: 
     });
     let mut stdin = child.stdin.take();
     let mut action = Some(action);
+    let mut prompted_at = None;
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        // The console is searched only until the action has been taken.
+        // The console is searched only until the prompt has been seen.
         let prompted =
             || prompt.is_none_or(|p| String::from_utf8_lossy(&console.lock().unwrap()).contains(p));
-        if action.is_some() && prompted() {
+        if action.is_some() && prompted_at.is_none() && prompted() {
+            prompted_at = Some(Instant::now());
+        }
+        let due = match (&action, prompted_at) {
+            (Some(Prompted::Signal { after, .. }), Some(at)) => at.elapsed() >= *after,
+            (Some(_), Some(_)) => true,
+            _ => false,
+        };
+        if due {
             match action.take() {
                 Some(Prompted::Type(data)) => {
                     if let Some(mut pipe) = stdin.take() {
@@ -328,7 +358,7 @@ fn run_ember_with(args: &[&str], prompt: Option<&str>, action: Prompted, limit: 
                         });
                     }
                 }
-                Some(Prompted::Signal(signal)) => {
+                Some(Prompted::Signal { signal, .. }) => {
                     // SAFETY: kill(2) on our own child's pid, which has not been reaped.
                     unsafe { libc::kill(child.id() as libc::pid_t, signal) };
                 }
