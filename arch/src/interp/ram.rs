@@ -199,6 +199,18 @@ mod tests {
     }
 
     #[test]
+    fn the_ram_view_keeps_guest_memory_mapped_on_its_own() {
+        let mem =
+            Arc::new(GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap());
+        let ram = GuestRam::new(mem.clone());
+        ram.or_u64(0x1ff8, 0x5a);
+        drop(mem); // the VM's own reference goes first, as at teardown
+        assert_eq!(ram.read_u64(0x1ff8), Some(0x5a));
+        ram.or_u32(0x10, 1);
+        assert_eq!(ram.read_u32(0x10), Some(1));
+    }
+
+    #[test]
     fn writes_to_code_pages_bump_the_generation() {
         let code = CodePages::new(4);
         let g = code.mark(2);
