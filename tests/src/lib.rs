@@ -140,8 +140,20 @@ pub fn run_ember(args: &[&str], stdin: &[u8], limit: Duration) -> Run {
 /// (when given), as a user types only once a shell is there: bytes sent while the guest's
 /// UART driver starts up may be discarded by it.
 pub fn run_ember_typing(args: &[&str], prompt: Option<&str>, stdin: &[u8], limit: Duration) -> Run {
+    run_ember_in(args, &[], prompt, stdin, limit)
+}
+
+/// [`run_ember_typing`] with the environment variables `env` set for `ember`.
+fn run_ember_in(
+    args: &[&str],
+    env: &[(&str, &str)],
+    prompt: Option<&str>,
+    stdin: &[u8],
+    limit: Duration,
+) -> Run {
     let mut child = Command::new(ember_bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -202,8 +214,19 @@ pub fn run_ember_typing(args: &[&str], prompt: Option<&str>, stdin: &[u8], limit
 
 /// Boots the config at `config` with `--no-api` and extra `args`.
 pub fn boot(config: &Path, args: &[&str], stdin: &[u8], limit: Duration) -> Run {
+    boot_with_env(config, args, &[], stdin, limit)
+}
+
+/// As [`boot`], with the environment variables `env` set for `ember`.
+pub fn boot_with_env(
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &[u8],
+    limit: Duration,
+) -> Run {
     let config = config.to_str().unwrap();
     let mut all = vec!["--no-api", "--config-file", config];
     all.extend_from_slice(args);
-    run_ember(&all, stdin, limit)
+    run_ember_in(&all, env, None, stdin, limit)
 }

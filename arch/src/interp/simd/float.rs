@@ -26,6 +26,7 @@ use core::arch::asm;
 
 use iced_x86::Mnemonic;
 
+use super::super::hostcpu::HostCpu;
 use super::lanes::{dwords, imm_table, qwords};
 
 /// MXCSR invalid-operation flag.
@@ -237,12 +238,14 @@ enum Isa {
 }
 
 impl Isa {
-    /// True if the host can execute instructions of this extension.
+    /// True if the host can execute instructions of this extension. A guard against running
+    /// an instruction the host lacks: the decoder already refuses (#UD) instructions above
+    /// the vCPU's CPUID level, which never exceeds the host's (see `hostcpu`).
     fn available(self) -> bool {
         match self {
             Isa::Sse2 => true,
-            Isa::Sse3 => std::arch::is_x86_feature_detected!("sse3"),
-            Isa::Sse41 => std::arch::is_x86_feature_detected!("sse4.1"),
+            Isa::Sse3 => HostCpu::detected().sse3,
+            Isa::Sse41 => HostCpu::detected().sse41,
         }
     }
 }
