@@ -568,8 +568,7 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
         | M::Prefetchw
         | M::Prefetch
         | M::Endbr32
-        | M::Endbr64
-        | M::Wait => data::nop,
+        | M::Endbr64 => data::nop,
         M::Clflush | M::Clflushopt => data::touch,
 
         M::Jmp => {

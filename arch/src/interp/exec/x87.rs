@@ -6,7 +6,7 @@ use iced_x86::{Instruction, MemorySize, Mnemonic, OpKind, Register};
 use super::super::fault::{Exception, Result, MF};
 use super::super::flags::{CF, PF, ZF};
 use super::super::insn::{Handler, Insn, MEM, MEM_DST};
-use super::super::state::{CR0_EM, CR0_NE, CR0_TS, CR4_OSFXSR};
+use super::super::state::{CR0_EM, CR0_MP, CR0_NE, CR0_TS, CR4_OSFXSR};
 use super::super::x87::compute::{self, ArithForm, ArithOp, BinaryOp, CmpSrc, Const, UnaryOp};
 use super::super::x87::image::{self, EnvFormat, FxFormat, MXCSR_MASK};
 use super::super::x87::{ops, stack};
@@ -72,8 +72,8 @@ pub fn lower(ins: &Instruction, i: &mut Insn) -> Option<Handler> {
         | M::Ffree
         | M::Ffreep
         | M::Fnop
-        | M::Fxch
-        | M::Wait => control,
+        | M::Fxch => control,
+        M::Wait => wait,
         M::Fnstsw => {
             i.cc = u8::from(ins.op_kind(0) == OpKind::Register);
             control
@@ -212,8 +212,20 @@ fn u64_of(b: [u8; 10]) -> u64 {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
+/// FWAIT: #NM when CR0.MP and CR0.TS are both set (CR0.EM does not matter), then #MF for a
+/// pending unmasked x87 exception.
+fn wait(cpu: &mut Core, _: &Insn) -> Result<()> {
+    if cpu.s.cr0 & (CR0_MP | CR0_TS) == CR0_MP | CR0_TS {
+        return Err(Exception::nm());
+    }
+    if stack::mf_pending(&cpu.s.fpu) && cpu.s.cr0 & CR0_NE != 0 {
+        return Err(Exception::new(MF));
+    }
+    Ok(())
+}
+
 /// Control instructions: FNINIT, FNCLEX, FNSTCW, FLDCW, FNSTSW, FINCSTP, FDECSTP, FFREE(P),
-/// FNOP, FXCH, FWAIT.
+/// FNOP, FXCH.
 fn control(cpu: &mut Core, i: &Insn) -> Result<()> {
     use Mnemonic as M;
     cpu.check_x87(i)?;
