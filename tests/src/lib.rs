@@ -216,7 +216,7 @@ pub fn run_ember(args: &[&str], stdin: &[u8], limit: Duration) -> Run {
 /// (when given), as a user types only once a shell is there: bytes sent while the guest's
 /// UART driver starts up may be discarded by it.
 pub fn run_ember_typing(args: &[&str], prompt: Option<&str>, stdin: &[u8], limit: Duration) -> Run {
-    run_ember_with(args, prompt, Prompted::Type(stdin.to_vec()), limit)
+    run_ember_with(args, &[], prompt, Prompted::Type(stdin.to_vec()), limit)
 }
 
 /// As [`run_ember`], but sends `signal` to the VMM once the guest's console has printed
@@ -226,7 +226,7 @@ pub fn run_ember_signalled(args: &[&str], prompt: &str, signal: i32, limit: Dura
         signal,
         after: Duration::ZERO,
     };
-    run_ember_with(args, Some(prompt), action, limit)
+    run_ember_with(args, &[], Some(prompt), action, limit)
 }
 
 /// As [`run_ember`], but lets the guest run for `run_for` after its console has printed
@@ -236,7 +236,7 @@ pub fn run_ember_for(args: &[&str], prompt: &str, run_for: Duration, limit: Dura
         signal: libc::SIGTERM,
         after: run_for,
     };
-    run_ember_with(args, Some(prompt), action, limit)
+    run_ember_with(args, &[], Some(prompt), action, limit)
 }
 
 /// As [`run_ember_typing`], but with standard input on a pseudo-terminal, as when a user runs
@@ -245,6 +245,7 @@ pub fn run_ember_for(args: &[&str], prompt: &str, run_for: Duration, limit: Dura
 pub fn run_ember_on_terminal(args: &[&str], prompt: &str, input: &[u8], limit: Duration) -> Run {
     run_ember_with(
         args,
+        &[],
         Some(prompt),
         Prompted::TypeOnTerminal(input.to_vec()),
         limit,
@@ -287,7 +288,15 @@ enum Prompted {
     Signal { signal: i32, after: Duration },
 }
 
-fn run_ember_with(args: &[&str], prompt: Option<&str>, action: Prompted, limit: Duration) -> Run {
+/// Runs `ember` with `args` and the environment variables `env`, doing `action` once the
+/// console has printed `prompt`, killing it after `limit`.
+fn run_ember_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+    prompt: Option<&str>,
+    action: Prompted,
+    limit: Duration,
+) -> Run {
     // The controlling side stays open until the VMM has exited: closing it would hang up
     // the VMM's terminal.
     let (stdin, terminal) = match action {
@@ -299,6 +308,7 @@ fn run_ember_with(args: &[&str], prompt: Option<&str>, action: Prompted, limit: 
     };
     let mut child = Command::new(ember_bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -388,8 +398,19 @@ fn run_ember_with(args: &[&str], prompt: Option<&str>, action: Prompted, limit: 
 
 /// Boots the config at `config` with `--no-api` and extra `args`.
 pub fn boot(config: &Path, args: &[&str], stdin: &[u8], limit: Duration) -> Run {
+    boot_with_env(config, args, &[], stdin, limit)
+}
+
+/// As [`boot`], with the environment variables `env` set for `ember`.
+pub fn boot_with_env(
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &[u8],
+    limit: Duration,
+) -> Run {
     let config = config.to_str().unwrap();
     let mut all = vec!["--no-api", "--config-file", config];
     all.extend_from_slice(args);
-    run_ember(&all, stdin, limit)
+    run_ember_with(&all, env, None, Prompted::Type(stdin.to_vec()), limit)
 }

@@ -6,19 +6,31 @@
 use std::time::Duration;
 
 use ember_tests::{
-    boot, config_json, kvm_could_not_emulate, kvm_or_skip, scratch_dir, test_guest, write_config,
-    Run,
+    boot_with_env, config_json, kvm_could_not_emulate, kvm_or_skip, scratch_dir, test_guest,
+    write_config, Run,
 };
 
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn run(guest: &str, accel: &str, args: &str, vcpus: u8, stdin: &[u8]) -> Run {
+    run_with_env(guest, accel, args, vcpus, stdin, &[])
+}
+
+/// [`run`] with the environment variables `env` set for `ember`.
+fn run_with_env(
+    guest: &str,
+    accel: &str,
+    args: &str,
+    vcpus: u8,
+    stdin: &[u8],
+    env: &[(&str, &str)],
+) -> Run {
     let dir = scratch_dir(&format!("directed-{guest}-{accel}-{vcpus}"));
     let config = write_config(
         &dir,
         &config_json(&test_guest(guest), None, args, vcpus, 64),
     );
-    boot(&config, &["--accel", accel], stdin, LIMIT)
+    boot_with_env(&config, &["--accel", accel], env, stdin, LIMIT)
 }
 
 /// Runs `guest` on both backends; the software CPU must pass with `last_line`, and KVM must
@@ -71,6 +83,46 @@ fn self_modifying_code_agrees() {
 #[test]
 fn serial_input_agrees() {
     both("echo", "", b"abc\nq", "bye\n", 1);
+}
+
+/// Every SSE3..SSE4.2 instruction probed runs where CPUID advertises its extension and raises
+/// #UD where it does not.
+#[test]
+fn advertised_sse_extensions_are_the_ones_that_run() {
+    both("features", "", b"", "features: PASS\n", 1);
+}
+
+/// On a host lacking SSE4.1 or SSE3 (simulated with `EMBER_HOST_CPU_MASK`), the software CPU
+/// advertises only the SSE level the host allows, cumulatively (no SSE4.2 without SSE4.1, no
+/// SSSE3 without SSE3), and every instruction above it raises #UD.
+#[test]
+fn masked_host_features_are_neither_advertised_nor_run() {
+    let cases: [(&str, &[&str]); 2] = [("sse4.1", &["sse3", "ssse3"]), ("sse3", &[])];
+    for (mask, offered) in cases {
+        let env = [("EMBER_HOST_CPU_MASK", mask)];
+        let soft = run_with_env("features", "interp", "", 1, b"", &env);
+        assert!(
+            soft.stdout.ends_with("features: PASS\n"),
+            "mask {mask}: {soft:#?}"
+        );
+        for ext in ["sse3", "ssse3", "sse4.1", "sse4.2"] {
+            let want = if offered.contains(&ext) {
+                "cpuid=1 vector=none ok"
+            } else {
+                "cpuid=0 vector=6 ok"
+            };
+            let prefix = format!("{ext}-");
+            let lines: Vec<&str> = soft
+                .stdout
+                .lines()
+                .filter(|l| l.starts_with(&prefix))
+                .collect();
+            assert!(
+                !lines.is_empty() && lines.iter().all(|l| l.ends_with(want)),
+                "mask {mask}: {ext} should read `{want}`: {soft:#?}"
+            );
+        }
+    }
 }
 
 /// Ring 3, SYSCALL/SYSRET and interrupt gates from user mode. This host's KVM mishandles

@@ -1,12 +1,13 @@
 //! The default Debian guest on the software CPU (`--accel interp`): it boots from the ELF
 //! vmlinux and from the bzImage, with one vCPU and with two, runs a command and powers off,
-//! and the VMM exits 0. Twenty boots in a row all reach init.
+//! and the VMM exits 0. Twenty boots in a row all reach init. On a host without SSE3 Linux
+//! sees no SSE3 and still boots.
 
 use std::path::Path;
 use std::time::Duration;
 
 use ember_tests::{
-    boot, config_json, default_guest, run_ember_typing, scratch_dir, write_config, Run,
+    boot_with_env, config_json, default_guest, run_ember_typing, scratch_dir, write_config, Run,
 };
 
 /// A hang guard, not a performance assertion: a boot takes a few seconds.
@@ -16,11 +17,18 @@ const COMMAND: &str = "uname -a; cat /proc/cpuinfo; ls /";
 
 /// Boots `kernel` with `vcpus` on the software CPU, running `command` in the guest.
 fn boot_interp(test: &str, kernel: &Path, vcpus: u8, command: &str) -> Run {
-    boot_interp_with(test, kernel, vcpus, command, &[])
+    boot_interp_with(test, kernel, vcpus, command, &[], &[])
 }
 
-/// As [`boot_interp`], with more `ember` arguments.
-fn boot_interp_with(test: &str, kernel: &Path, vcpus: u8, command: &str, extra: &[&str]) -> Run {
+/// [`boot_interp`] with more `ember` arguments and the environment variables `env`.
+fn boot_interp_with(
+    test: &str,
+    kernel: &Path,
+    vcpus: u8,
+    command: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let dir = scratch_dir(test);
     let args = format!(
         "console=ttyS0 reboot=k panic=1 pci=off quiet tsc=reliable ember_run=\"{command}\""
@@ -37,7 +45,7 @@ fn boot_interp_with(test: &str, kernel: &Path, vcpus: u8, command: &str, extra: 
     );
     let mut args = vec!["--accel", "interp"];
     args.extend_from_slice(extra);
-    boot(&config, &args, b"", LIMIT)
+    boot_with_env(&config, &args, env, b"", LIMIT)
 }
 
 /// The command ran to completion in the guest, which then powered off.
@@ -90,6 +98,31 @@ fn two_vcpus_both_come_up() {
     );
 }
 
+/// On a host without SSE3 (simulated with `EMBER_HOST_CPU_MASK`) Linux sees no SSE3 and
+/// nothing that implies it, and still boots.
+#[test]
+fn linux_sees_no_sse3_where_the_host_lacks_it() {
+    let run = boot_interp_with(
+        "interp-no-sse3",
+        &default_guest("vmlinux"),
+        1,
+        COMMAND,
+        &[],
+        &[("EMBER_HOST_CPU_MASK", "sse3")],
+    );
+    assert_command_ran(&run, 1);
+    let flags = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("flags\t"))
+        .unwrap_or_else(|| panic!("no flags in /proc/cpuinfo: {run:#?}"));
+    let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+    assert!(has("sse2") && has("popcnt"), "{flags}");
+    for absent in ["pni", "ssse3", "sse4_1", "sse4_2"] {
+        assert!(!has(absent), "{absent} in {flags}");
+    }
+}
+
 #[test]
 fn twenty_boots_in_a_row_all_reach_init() {
     for n in 0..20 {
@@ -113,7 +146,14 @@ fn a_linux_guest_chooses_the_exit_status_only_with_debug_exit() {
     assert_eq!(run.code(), 0, "{run:#?}");
     assert!(run.stdout.contains("port-written"), "{run:#?}");
     assert!(run.stdout.contains("EMBER-GUEST-EXIT 0"), "{run:#?}");
-    let run = boot_interp_with("interp-port-f4", &vmlinux, 1, write_port, &["--debug-exit"]);
+    let run = boot_interp_with(
+        "interp-port-f4",
+        &vmlinux,
+        1,
+        write_port,
+        &["--debug-exit"],
+        &[],
+    );
     assert_eq!(run.code(), 85, "{run:#?}");
 }
 

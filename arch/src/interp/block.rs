@@ -339,7 +339,7 @@ impl Core {
                     }
                     break 'segments;
                 }
-                let (mut insn, flow) = lower(&ins, code_bits);
+                let (mut insn, flow) = lower(&ins, code_bits, self.cpuid.simd());
                 insn.next &= ip_mask;
                 let end = at + ins.len();
                 insns.push(insn);

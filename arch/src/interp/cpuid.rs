@@ -1,10 +1,12 @@
 //! The software CPU's own CPUID: an x86-64-v2 processor with exactly the features the
-//! interpreter implements, the TSC frequency in leaves 0x15/0x16, and per-vCPU topology.
+//! interpreter implements on this host (the SSE level depends on the host, see
+//! [`super::hostcpu`]), the TSC frequency in leaves 0x15/0x16, and per-vCPU topology.
 
 use kvm_bindings::kvm_cpuid_entry2;
 
 use crate::cpuid::{apply_topology, Topology};
 
+use super::hostcpu::{HostCpu, SimdLevel};
 use super::time::TSC_KHZ;
 
 /// Leaf 1 EDX: FPU, DE, PSE, TSC, MSR, PAE, CX8, APIC, SEP, MTRR, PGE, CMOV, PAT, PSE36,
@@ -28,18 +30,9 @@ const LEAF1_EDX: u32 = (1 << 0)
     | (1 << 24)
     | (1 << 25)
     | (1 << 26);
-/// Leaf 1 ECX: SSE3, SSSE3, CX16, SSE4.1, SSE4.2, MOVBE, POPCNT, TSC-deadline, RDRAND,
-/// hypervisor.
-const LEAF1_ECX: u32 = (1 << 0)
-    | (1 << 9)
-    | (1 << 13)
-    | (1 << 19)
-    | (1 << 20)
-    | (1 << 22)
-    | (1 << 23)
-    | (1 << 24)
-    | (1 << 30)
-    | (1 << 31);
+/// Leaf 1 ECX apart from the SSE3..SSE4.2 bits ([`SimdLevel::leaf1_ecx`]): CX16, MOVBE,
+/// POPCNT, TSC-deadline, RDRAND, hypervisor.
+const LEAF1_ECX: u32 = (1 << 13) | (1 << 22) | (1 << 23) | (1 << 24) | (1 << 30) | (1 << 31);
 /// Leaf 7 EBX: ERMS (REP MOVSB/STOSB are fast here: they move whole pages at once).
 const LEAF7_EBX: u32 = 1 << 9;
 /// Leaf 0x8000_0001 ECX: LAHF/SAHF in 64-bit mode, LZCNT (ABM), PREFETCHW.
@@ -79,11 +72,18 @@ fn brand(s: &str, part: usize) -> [u32; 4] {
 #[derive(Debug, Clone)]
 pub struct CpuidTable {
     entries: Vec<kvm_cpuid_entry2>,
+    simd: SimdLevel,
 }
 
 impl CpuidTable {
-    /// The table for vCPU `apic_id` of a machine with `topology`.
+    /// The table for vCPU `apic_id` of a machine with `topology`, with the SSE level this
+    /// host supports ([`HostCpu::effective`]).
     pub fn new(apic_id: u8, topology: &Topology) -> Self {
+        Self::with_simd(apic_id, topology, HostCpu::effective().simd_level())
+    }
+
+    /// The table for vCPU `apic_id` of a machine with `topology` offering SSE level `simd`.
+    pub fn with_simd(apic_id: u8, topology: &Topology, simd: SimdLevel) -> Self {
         let [v0, v1, v2] = ascii(b"GenuineIntel");
         let [h0, h1, h2] = ascii(b"EmberEmberEm");
         let mhz = (TSC_KHZ / 1000) as u32;
@@ -92,7 +92,16 @@ impl CpuidTable {
         let signature = (6 << 8) | (0xa << 4) | (0x3 << 16) | 9;
         let mut entries = vec![
             entry(0, 0, [0x16, v0, v2, v1]),
-            entry(1, 0, [signature, 0x0008_0800, LEAF1_ECX, LEAF1_EDX]),
+            entry(
+                1,
+                0,
+                [
+                    signature,
+                    0x0008_0800,
+                    LEAF1_ECX | simd.leaf1_ecx(),
+                    LEAF1_EDX,
+                ],
+            ),
             // Cache parameters: L1D 32 KiB, L1I 32 KiB, L2 256 KiB, L3 8 MiB (line 64).
             entry(4, 0, [0x121, 0x01c0_003f, 0x3f, 0]),
             entry(4, 1, [0x122, 0x01c0_003f, 0x3f, 0]),
@@ -118,7 +127,12 @@ impl CpuidTable {
             entry(0x8000_0008, 0, [0x3028, 0, 0, 0]),
         ];
         apply_topology(&mut entries, apic_id, topology);
-        CpuidTable { entries }
+        CpuidTable { entries, simd }
+    }
+
+    /// The SSE level the table advertises (instructions above it raise #UD).
+    pub fn simd(&self) -> SimdLevel {
+        self.simd
     }
 
     /// EAX, EBX, ECX, EDX for `leaf`/`subleaf`; zeros for leaves that do not exist.
@@ -143,7 +157,7 @@ mod tests {
 
     #[test]
     fn vendor_features_and_tsc_frequency() {
-        let t = CpuidTable::new(0, &Topology::new(1, false));
+        let t = CpuidTable::with_simd(0, &Topology::new(1, false), SimdLevel::Sse42);
         let [max, b, c, d] = t.lookup(0, 0);
         assert!(max >= 0x16);
         let mut vendor = Vec::new();
@@ -163,6 +177,31 @@ mod tests {
             TSC_KHZ * 1000
         );
         assert_eq!(t.lookup(0x1234, 0), [0; 4]);
+    }
+
+    #[test]
+    fn a_host_without_sse3_or_sse41_hides_them_and_what_implies_them() {
+        let all = HostCpu {
+            sse3: true,
+            sse41: true,
+        };
+        let leaf1 = |host: HostCpu| {
+            let t = CpuidTable::with_simd(0, &Topology::new(1, false), host.simd_level());
+            assert_eq!(t.simd(), host.simd_level());
+            t.lookup(1, 0)[2]
+        };
+        let (sse3, ssse3, sse41, sse42, popcnt) = (1, 1 << 9, 1 << 19, 1 << 20, 1 << 23);
+        let ecx = leaf1(all);
+        assert_eq!(
+            ecx & (sse3 | ssse3 | sse41 | sse42 | popcnt),
+            sse3 | ssse3 | sse41 | sse42 | popcnt
+        );
+        let ecx = leaf1(all.masked("sse4.1").unwrap());
+        assert_eq!(ecx & (sse3 | ssse3 | sse41 | sse42), sse3 | ssse3);
+        let ecx = leaf1(all.masked("sse3").unwrap());
+        assert_eq!(ecx & (sse3 | ssse3 | sse41 | sse42), 0);
+        assert_ne!(ecx & popcnt, 0, "POPCNT is software");
+        assert_ne!(ecx & (1 << 13), 0, "CX16 is software");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
 use super::exec::{alu, bits, control, data, simd, string, system, x87};
+use super::hostcpu::SimdLevel;
 use super::insn::{Handler, Insn, HIGH_BYTE, LOCK, MEM, MEM_DST, REP, REPNE, ZERO};
 
 /// How an instruction affects block formation.
@@ -129,8 +130,9 @@ fn operand_size(ins: &Instruction, code_bits: u32) -> u8 {
     (code_bits / 8).min(4) as u8
 }
 
-/// Lowers `ins`. Instructions the interpreter does not implement get a handler that raises #UD.
-pub fn lower(ins: &Instruction, code_bits: u32) -> (Insn, Flow) {
+/// Lowers `ins` for a vCPU offering SSE level `simd`. Instructions the interpreter does not
+/// implement, and those of SSE extensions above `simd`, get a handler that raises #UD.
+pub fn lower(ins: &Instruction, code_bits: u32, simd: SimdLevel) -> (Insn, Flow) {
     let mut i = Insn {
         exec: control::undefined,
         next: ins.next_ip(),
@@ -150,7 +152,7 @@ pub fn lower(ins: &Instruction, code_bits: u32) -> (Insn, Flow) {
         flags: 0,
         op: ins.mnemonic(),
     };
-    if ins.is_invalid() {
+    if ins.is_invalid() || SimdLevel::required_by(ins) > simd {
         return (i, Flow::End);
     }
     if ins.has_lock_prefix() {
@@ -566,8 +568,7 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
         | M::Prefetchw
         | M::Prefetch
         | M::Endbr32
-        | M::Endbr64
-        | M::Wait => data::nop,
+        | M::Endbr64 => data::nop,
         M::Clflush | M::Clflushopt => data::touch,
 
         M::Jmp => {

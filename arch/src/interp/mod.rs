@@ -14,6 +14,7 @@ mod exec;
 pub mod fault;
 pub mod flags;
 pub mod fpu;
+pub mod hostcpu;
 mod insn;
 mod interrupt;
 pub mod lapic;

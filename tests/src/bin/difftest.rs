@@ -2,15 +2,17 @@
 //! Ember's software CPU, compared state for state.
 //!
 //! ```text
-//! difftest [--instructions N] [--seed N] [--groups int,string,sse,x87]
+//! difftest [--instructions N] [--seed N] [--groups int,string,sse,x87,ssefp,x87fp]
 //!          [--record FILE] [--max-reports N] [--no-bisect] [--min-len N] [--max-len N]
 //! difftest --case SEED [--groups ...]      one case, with its full report
 //! difftest --corpus FILE                   replay a recorded corpus (no KVM needed)
 //! difftest --fast --record tests/data/difftest-corpus.bin
-//!                                          re-record the corpus the fast test ships with
+//! difftest --float --record tests/data/difftest-float-corpus.bin
+//!                                          re-record the corpora the tests ship with
 //! ```
 //!
-//! `--fast` runs what the fast test runs (its seed and instruction count, default groups).
+//! `--fast` and `--float` run what the differential test's two suites run (their seed,
+//! instruction count and groups; see `difftest::suite`).
 //!
 //! Exit status: 0 when everything matched, 1 on mismatches, 2 for bad usage, 3 when KVM or
 //! the corpus is unusable.
@@ -19,17 +21,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ember_tests::difftest::corpus::{self, Corpus};
+use ember_tests::difftest::corpus::Corpus;
 use ember_tests::difftest::gen::{self, Groups};
 use ember_tests::difftest::interp::InterpMachine;
 use ember_tests::difftest::kvm::KvmMachine;
 use ember_tests::difftest::session::{self, Options};
 use ember_tests::difftest::state::InitialState;
-use ember_tests::difftest::{compare, flags, report, FAST_INSTRUCTIONS, FAST_SEED};
+use ember_tests::difftest::suite::{self, Suite};
+use ember_tests::difftest::{compare, flags, report};
 
 const USAGE: &str = "usage: difftest [--instructions N] [--seed N] \
-[--groups int,string,sse,x87] [--record FILE] [--max-reports N] [--no-bisect] \
-[--min-len N] [--max-len N] [--fast] | --case SEED | --corpus FILE";
+[--groups int,string,sse,x87,ssefp,x87fp] [--record FILE] [--max-reports N] [--no-bisect] \
+[--min-len N] [--max-len N] [--fast | --float] | --case SEED | --corpus FILE";
 
 /// Parsed command line.
 #[derive(Debug)]
@@ -73,10 +76,8 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--min-len" => args.opts.config.min_len = number(&value()?)? as u32,
             "--max-len" => args.opts.config.max_len = number(&value()?)? as u32,
             "--case" => args.case = Some(number(&value()?)?),
-            "--fast" => {
-                args.opts.seed = FAST_SEED;
-                args.opts.instructions = FAST_INSTRUCTIONS;
-            }
+            "--fast" => run_suite(&mut args.opts, &suite::FAST),
+            "--float" => run_suite(&mut args.opts, &suite::FLOAT),
             "--corpus" => args.corpus = Some(PathBuf::from(value()?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -90,12 +91,19 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(args)
 }
 
+/// Sets `opts` to run `suite`.
+fn run_suite(opts: &mut Options, suite: &Suite) {
+    opts.seed = suite.seed;
+    opts.instructions = suite.instructions;
+    opts.config = suite.config;
+}
+
 /// Runs one case and prints its report whether or not it matches.
 fn one_case(seed: u64, opts: &Options) -> Result<bool, String> {
     let mut kvm = KvmMachine::new().map_err(|e| e.to_string())?;
     let mut interp = InterpMachine::new()?;
     let case = gen::generate(seed, &opts.config);
-    let init = InitialState::from_seed(seed);
+    let init = InitialState::from_seed(seed, opts.config.groups);
     let k = kvm.run(&case, &init).map_err(|e| e.to_string())?;
     let s = interp.run(&case, &init);
     let (points, end) = flags::trace(&case.code, case.code_addr);
@@ -109,6 +117,7 @@ fn one_case(seed: u64, opts: &Options) -> Result<bool, String> {
         case: &case,
         init: &init,
         origin: (opts.seed, 0),
+        groups: opts.config.groups,
         kvm: Some(&k),
         interp: &s,
         undefined,
@@ -189,8 +198,9 @@ fn main() -> ExitCode {
                 eprintln!("difftest: {e}");
             }
             eprintln!(
-                "{USAGE}\n(the shipped corpus is {})",
-                corpus::default_path().display()
+                "{USAGE}\n(the shipped corpora are {} and {})",
+                suite::FAST.corpus_path().display(),
+                suite::FLOAT.corpus_path().display()
             );
             return ExitCode::from(2);
         }
@@ -240,8 +250,14 @@ mod tests {
         assert!(args(&["--record", "x.bin"]).unwrap().opts.record);
         let fast = args(&["--fast"]).unwrap().opts;
         assert_eq!(
-            (fast.seed, fast.instructions),
-            (FAST_SEED, FAST_INSTRUCTIONS)
+            (fast.seed, fast.instructions, fast.config),
+            (
+                suite::FAST.seed,
+                suite::FAST.instructions,
+                suite::FAST.config
+            )
         );
+        let float = args(&["--float"]).unwrap().opts;
+        assert_eq!(float.config.groups, Groups::FLOAT);
     }
 }

@@ -98,8 +98,11 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Whether XMM fingerprints are stored: for runs with a vector or x87 group.
 fn wide(config: &Config) -> bool {
-    config.groups.contains(Groups::SSE) || config.groups.contains(Groups::X87)
+    config.groups.intersects(Groups::SSE)
+        || config.groups.intersects(Groups::X87)
+        || config.groups.intersects(Groups::FLOAT)
 }
 
 impl Corpus {
@@ -255,11 +258,6 @@ impl Corpus {
         std::fs::write(path, self.encode())
             .map_err(|e| CorpusError(format!("writing {}: {e}", path.display())))
     }
-}
-
-/// The corpus shipped with the repository.
-pub fn default_path() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/difftest-corpus.bin")
 }
 
 #[cfg(test)]

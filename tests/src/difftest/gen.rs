@@ -10,12 +10,15 @@
 
 mod catalog;
 mod div;
+pub mod fptables;
 mod int;
 mod mem;
 mod ops;
 mod sse;
+mod ssefp;
 mod string;
 pub mod x87;
+mod x87fp;
 
 use std::fmt;
 
@@ -44,19 +47,33 @@ impl Groups {
     pub const SSE: Groups = Groups(4);
     /// x87 loads, stores and exact arithmetic.
     pub const X87: Groups = Groups(8);
-    /// What the fast test and the recorded corpus use: every group (changing it needs a new
-    /// recording).
+    /// SSE floating-point arithmetic, compares and conversions on special operands, under
+    /// every rounding mode, DAZ and FTZ, and with unmasked exceptions (#XM).
+    pub const SSE_FP: Groups = Groups(16);
+    /// x87 arithmetic, compares, loads and stores on special operands, under every precision
+    /// and rounding control, and with unmasked exceptions (#MF).
+    pub const X87_FP: Groups = Groups(32);
+    /// What the fast test and its recorded corpus use (changing it needs a new recording).
     pub const DEFAULT: Groups = Groups(1 | 2 | 4 | 8);
-    const NAMES: [(&'static str, Groups); 4] = [
+    /// What the floating-point test and its recorded corpus use.
+    pub const FLOAT: Groups = Groups(16 | 32);
+    const NAMES: [(&'static str, Groups); 6] = [
         ("int", Self::INT),
         ("string", Self::STRING),
         ("sse", Self::SSE),
         ("x87", Self::X87),
+        ("ssefp", Self::SSE_FP),
+        ("x87fp", Self::X87_FP),
     ];
 
     /// Whether every group of `other` is in this set.
     pub fn contains(self, other: Groups) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// Whether any group of `other` is in this set.
+    pub fn intersects(self, other: Groups) -> bool {
+        self.0 & other.0 != 0
     }
 
     /// The raw bits (for the corpus header).
@@ -66,7 +83,7 @@ impl Groups {
 
     /// The set with these bits; None if unknown bits are set or none is.
     pub fn from_bits(bits: u32) -> Option<Self> {
-        (bits != 0 && bits & !0xf == 0).then_some(Groups(bits))
+        (bits != 0 && bits & !0x3f == 0).then_some(Groups(bits))
     }
 
     /// Parses a comma-separated list such as `int,string,sse`.
@@ -76,9 +93,11 @@ impl Groups {
             match Self::NAMES.iter().find(|(n, _)| *n == name) {
                 Some((_, g)) => bits |= g.0,
                 None => {
+                    let known: Vec<&str> = Self::NAMES.iter().map(|(n, _)| *n).collect();
                     return Err(format!(
-                        "unknown instruction group `{name}` (known: int, string, sse, x87)"
-                    ))
+                        "unknown instruction group `{name}` (known: {})",
+                        known.join(", ")
+                    ));
                 }
             }
         }
@@ -227,7 +246,7 @@ fn is_immediate(k: iced_x86::OpKind) -> bool {
 
 /// Generates the case with `seed`.
 pub fn generate(seed: u64, config: &Config) -> Case {
-    let init = InitialState::from_seed(seed);
+    let init = InitialState::from_seed(seed, config.groups);
     let mut rng = Rng::new(seed ^ 0x6e6e_c0de_0000_0002);
     let len = rng.range(i64::from(config.min_len), i64::from(config.max_len.max(1))) as usize;
     let (lo, _) = layout::code_window();
@@ -240,6 +259,9 @@ pub fn generate(seed: u64, config: &Config) -> Case {
     }
     if g.rng.chance(4) && config.groups.contains(Groups::INT) {
         g.faulting_tail();
+    }
+    if config.groups.intersects(Groups::FLOAT) {
+        g.unmasked_tail();
     }
     Case {
         seed,
@@ -314,6 +336,8 @@ impl<'a> Gen<'a> {
             Category::String => self.string_op(),
             Category::X87 => self.x87_op(),
             Category::Sse => self.sse_op(),
+            Category::SseFp => self.ssefp_op(),
+            Category::X87Fp => self.x87fp_op(),
             _ => {
                 let codes = self.catalog.codes(cat);
                 match self.rng.pick(codes) {
@@ -324,6 +348,18 @@ impl<'a> Gen<'a> {
         };
         if emitted && cat.sets_flags() && self.rng.chance(25) {
             self.capture_flags();
+        }
+    }
+
+    /// The end of a floating-point case: exceptions unmasked in MXCSR or the x87 control
+    /// word (of a group that is on), then a few instructions that may raise #XM or #MF.
+    fn unmasked_tail(&mut self) -> bool {
+        let sse = self.groups.contains(Groups::SSE_FP);
+        let x87 = self.groups.contains(Groups::X87_FP);
+        if sse && (!x87 || self.rng.chance(50)) {
+            self.ssefp_unmasked_tail()
+        } else {
+            self.x87fp_unmasked_tail()
         }
     }
 
@@ -499,8 +535,10 @@ mod tests {
         assert_eq!(g.to_string(), "int,sse");
         assert!(Groups::parse("int,avx").unwrap_err().contains("avx"));
         assert!(Groups::parse("").is_err());
-        assert_eq!(Groups::from_bits(0x10), None);
+        assert_eq!(Groups::from_bits(0x40), None);
         assert_eq!(Groups::from_bits(15), Some(Groups::DEFAULT));
+        assert_eq!(Groups::parse("ssefp,x87fp").unwrap(), Groups::FLOAT);
+        assert!(Groups::FLOAT.intersects(Groups::X87_FP) && !Groups::FLOAT.intersects(Groups::SSE));
     }
 
     #[test]
@@ -512,8 +550,14 @@ mod tests {
 
     #[test]
     fn cases_decode_completely_and_fit_their_window() {
-        let c = Config::default();
-        for seed in 0..300 {
+        let float = Config {
+            groups: Groups::FLOAT,
+            ..Config::default()
+        };
+        for (c, seed) in [Config::default(), float]
+            .into_iter()
+            .flat_map(|c| (0..300).map(move |seed| (c, seed)))
+        {
             let case = generate(seed, &c);
             assert!(case.fits(), "seed {seed}");
             let n = case.instructions().len();

@@ -7,7 +7,8 @@
 //! bits (`flags`), the data area, the stacks, the accessed/dirty bits of the pages involved,
 //! XMM registers, MXCSR, x87 state, and the exception that ended the case, if any (`report`
 //! explains a difference). Where `/dev/kvm` is missing, `corpus` holds KVM's results
-//! recorded on a machine that has it. `session` runs many cases and keeps statistics.
+//! recorded on a machine that has it. `session` runs many cases and keeps statistics; `suite`
+//! names the fixed runs the tests compare (and whose KVM results are recorded).
 
 pub mod compare;
 pub mod corpus;
@@ -21,8 +22,4 @@ pub mod report;
 pub mod rng;
 pub mod session;
 pub mod state;
-
-/// The seed of the fast mode (`tests/tests/differential.rs`) and of the shipped corpus.
-pub const FAST_SEED: u64 = 0x454d_4245_5244_4946;
-/// Instructions the fast mode compares, at least.
-pub const FAST_INSTRUCTIONS: u64 = 100_000;
+pub mod suite;

@@ -6,7 +6,7 @@ use iced_x86::{Formatter, IntelFormatter};
 
 use super::compare::{xmm_hex, Diff};
 use super::flags::rflags_bits;
-use super::gen::Case;
+use super::gen::{Case, Groups};
 use super::state::{FinalState, InitialState, GPR_NAMES};
 
 /// What a report is about.
@@ -17,6 +17,8 @@ pub struct Mismatch<'a> {
     pub init: &'a InitialState,
     /// The run's seed and the case's index in it.
     pub origin: (u64, u64),
+    /// The run's instruction groups (the case's initial state depends on them).
+    pub groups: Groups,
     /// KVM's final state (None when compared against a recorded digest).
     pub kvm: Option<&'a FinalState>,
     /// The interpreter's final state.
@@ -91,9 +93,9 @@ impl Mismatch<'_> {
         );
         let _ = writeln!(
             out,
-            "  reproduce: cargo run --release -p ember-tests --bin difftest -- --case {:#x}  \
-             (or EMBER_DIFF_SEED={master} for the whole run)",
-            c.seed
+            "  reproduce: cargo run --release -p ember-tests --bin difftest -- --case {:#x} \
+             --groups {}  (or EMBER_DIFF_SEED={master} for the whole run)",
+            c.seed, self.groups
         );
         if let Some(n) = self.culprit {
             let ins = c.instructions();

@@ -205,7 +205,7 @@ pub fn run_kvm(
     while stats.instructions < opts.instructions {
         let seed = Case::seed_for(opts.seed, index);
         let case = gen::generate(seed, &opts.config);
-        let init = InitialState::from_seed(seed);
+        let init = InitialState::from_seed(seed, opts.config.groups);
         index += 1;
         let o = match run_both(kvm, interp, &case, &init, &mut stats) {
             Ok(o) => o,
@@ -243,6 +243,7 @@ pub fn run_kvm(
                     case: &case,
                     init: &init,
                     origin: (opts.seed, index - 1),
+                    groups: opts.config.groups,
                     kvm: Some(&o.kvm),
                     interp: &o.interp,
                     undefined: o.undefined,
@@ -270,7 +271,7 @@ pub fn run_corpus(corpus: &Corpus, interp: &mut InterpMachine, max_reports: usiz
     let mut stats = Stats::default();
     for (index, entry) in corpus.entries.iter().enumerate() {
         let case = &entry.case;
-        let init = InitialState::from_seed(case.seed);
+        let init = InitialState::from_seed(case.seed, corpus.config.groups);
         let t = Instant::now();
         let s = interp.run(case, &init);
         stats.interp_time += t.elapsed();
@@ -291,6 +292,7 @@ pub fn run_corpus(corpus: &Corpus, interp: &mut InterpMachine, max_reports: usiz
                     case,
                     init: &init,
                     origin: (corpus.seed, index as u64),
+                    groups: corpus.config.groups,
                     kvm: None,
                     interp: &s,
                     undefined,

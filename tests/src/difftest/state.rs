@@ -3,6 +3,7 @@
 
 use kvm_bindings::{kvm_fpu, kvm_regs};
 
+use super::gen::Groups;
 use super::layout::{self, Memory};
 use super::rng::Rng;
 
@@ -124,8 +125,9 @@ fn memory(rng: &mut Rng, len: usize) -> Vec<u8> {
 }
 
 impl InitialState {
-    /// The state of the case with `seed`.
-    pub fn from_seed(seed: u64) -> Self {
+    /// The state of the case with `seed` in a run of `groups` (the floating-point groups add
+    /// their operand tables to the constant page).
+    pub fn from_seed(seed: u64, groups: Groups) -> Self {
         let mut rng = Rng::new(seed ^ 0x5eed_57a7_e000_0001);
         let mut gpr = [0u64; 16];
         for r in &mut gpr {
@@ -146,7 +148,10 @@ impl InitialState {
         let mxcsr = 0x1f80 | (rng.next_u64() as u32 & 0xe07f);
         let data = memory(&mut rng, (layout::DATA_END - layout::DATA_BASE) as usize);
         let stack = memory(&mut rng, (layout::STACK_END - layout::STACK_BASE) as usize);
-        let consts = super::gen::x87::constant_page(&mut rng);
+        let mut consts = super::gen::x87::constant_page(&mut rng);
+        if groups.intersects(Groups::FLOAT) {
+            super::gen::fptables::fill(&mut consts, &mut rng);
+        }
         InitialState {
             gpr,
             rflags,
@@ -384,17 +389,29 @@ mod tests {
 
     #[test]
     fn a_seed_always_gives_the_same_state() {
-        assert_eq!(InitialState::from_seed(42), InitialState::from_seed(42));
-        assert_ne!(
-            InitialState::from_seed(42).gpr,
-            InitialState::from_seed(43).gpr
+        let d = Groups::DEFAULT;
+        assert_eq!(
+            InitialState::from_seed(42, d),
+            InitialState::from_seed(42, d)
         );
+        assert_ne!(
+            InitialState::from_seed(42, d).gpr,
+            InitialState::from_seed(43, d).gpr
+        );
+        let (plain, float) = (
+            InitialState::from_seed(42, d),
+            InitialState::from_seed(42, Groups::FLOAT),
+        );
+        assert_eq!(plain.data, float.data);
+        let tables = super::super::gen::x87::TABLES_END;
+        assert_eq!(plain.consts[..tables], float.consts[..tables]);
+        assert_ne!(plain.consts[tables..], float.consts[tables..]);
     }
 
     #[test]
     fn reserved_registers_and_stack_are_in_place() {
         for seed in 0..200 {
-            let s = InitialState::from_seed(seed);
+            let s = InitialState::from_seed(seed, Groups::DEFAULT);
             assert_eq!(s.gpr[BASE], BASE_VALUE);
             assert!(s.gpr[INDEX] < 0x400);
             let rsp = s.gpr[RSP];

@@ -6,7 +6,8 @@ use iced_x86::{Instruction, MemorySize, Mnemonic, OpKind, Register};
 use super::super::fault::{Exception, Result, MF};
 use super::super::flags::{CF, PF, ZF};
 use super::super::insn::{Handler, Insn, MEM, MEM_DST};
-use super::super::state::{CR0_EM, CR0_NE, CR0_TS, CR4_OSFXSR};
+use super::super::mmu::Access;
+use super::super::state::{CR0_EM, CR0_MP, CR0_NE, CR0_TS, CR4_OSFXSR};
 use super::super::x87::compute::{self, ArithForm, ArithOp, BinaryOp, CmpSrc, Const, UnaryOp};
 use super::super::x87::image::{self, EnvFormat, FxFormat, MXCSR_MASK};
 use super::super::x87::{ops, stack};
@@ -72,8 +73,8 @@ pub fn lower(ins: &Instruction, i: &mut Insn) -> Option<Handler> {
         | M::Ffree
         | M::Ffreep
         | M::Fnop
-        | M::Fxch
-        | M::Wait => control,
+        | M::Fxch => control,
+        M::Wait => wait,
         M::Fnstsw => {
             i.cc = u8::from(ins.op_kind(0) == OpKind::Register);
             control
@@ -197,10 +198,18 @@ impl Core {
         Ok(b)
     }
 
-    fn write_x87(&mut self, i: &Insn, bytes: &[u8]) -> Result<()> {
-        let lin = self.linear(i.seg as usize, self.ea(i), bytes.len() as u32, true)?;
+    /// The linear address of an x87 store's `len`-byte destination, translated for writing
+    /// (accessed and dirty bits set, #PF raised) as hardware does whether or not an unmasked
+    /// exception then suppresses the store.
+    fn x87_store_target(&mut self, i: &Insn, len: usize) -> Result<u64> {
+        let lin = self.linear(i.seg as usize, self.ea(i), len as u32, true)?;
         let user = self.user();
-        self.write_bytes(lin, bytes, user)
+        self.host_for(lin, Access::Write, user)?;
+        let last = lin.wrapping_add(len as u64 - 1);
+        if (last ^ lin) & !0xfff != 0 {
+            self.host_for(last & !0xfff, Access::Write, user)?;
+        }
+        Ok(lin)
     }
 }
 
@@ -212,8 +221,20 @@ fn u64_of(b: [u8; 10]) -> u64 {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
+/// FWAIT: #NM when CR0.MP and CR0.TS are both set (CR0.EM does not matter), then #MF for a
+/// pending unmasked x87 exception.
+fn wait(cpu: &mut Core, _: &Insn) -> Result<()> {
+    if cpu.s.cr0 & (CR0_MP | CR0_TS) == CR0_MP | CR0_TS {
+        return Err(Exception::nm());
+    }
+    if stack::mf_pending(&cpu.s.fpu) && cpu.s.cr0 & CR0_NE != 0 {
+        return Err(Exception::new(MF));
+    }
+    Ok(())
+}
+
 /// Control instructions: FNINIT, FNCLEX, FNSTCW, FLDCW, FNSTSW, FINCSTP, FDECSTP, FFREE(P),
-/// FNOP, FXCH, FWAIT.
+/// FNOP, FXCH.
 fn control(cpu: &mut Core, i: &Insn) -> Result<()> {
     use Mnemonic as M;
     cpu.check_x87(i)?;
@@ -288,32 +309,40 @@ fn store(cpu: &mut Core, i: &Insn) -> Result<()> {
         let _ = ops::fst_st(&mut cpu.s.fpu, usize::from(i.r0), pop);
         return Ok(());
     }
-    // Compute on a copy: a store that faults must leave the FPU unchanged.
-    let mut f = cpu.s.fpu.clone();
-    let bytes: Option<Vec<u8>> = match i.size {
-        F32 => ops::fst_f32(&mut f, pop)
+    let len = match i.size {
+        F32 | I32 => 4,
+        F64 | I64 => 8,
+        F80 | BCD => 10,
+        _ => 2,
+    };
+    let lin = cpu.x87_store_target(i, len)?;
+    let f = &mut cpu.s.fpu;
+    let mut bytes = [0u8; 10];
+    let stored = match i.size {
+        F32 => ops::fst_f32(f, pop)
             .value
-            .map(|v| v.to_le_bytes().to_vec()),
-        F64 => ops::fst_f64(&mut f, pop)
+            .map(|v| bytes[..4].copy_from_slice(&v.to_le_bytes())),
+        F64 => ops::fst_f64(f, pop)
             .value
-            .map(|v| v.to_le_bytes().to_vec()),
-        F80 => ops::fst_f80(&mut f, pop).value.map(|v| v.to_vec()),
-        BCD => ops::fbstp(&mut f).value.map(|v| v.to_vec()),
+            .map(|v| bytes[..8].copy_from_slice(&v.to_le_bytes())),
+        F80 => ops::fst_f80(f, pop).value.map(|v| bytes = v),
+        BCD => ops::fbstp(f).value.map(|v| bytes = v),
         kind => {
             let bits = match kind {
                 I16 => 16,
                 I32 => 32,
                 _ => 64,
             };
-            ops::fist(&mut f, bits, pop, i.op == M::Fisttp)
+            ops::fist(f, bits, pop, i.op == M::Fisttp)
                 .value
-                .map(|v| v.to_le_bytes()[..(bits / 8) as usize].to_vec())
+                .map(|v| bytes[..len].copy_from_slice(&v.to_le_bytes()[..len]))
         }
     };
-    if let Some(b) = bytes {
-        cpu.write_x87(i, &b)?;
+    if stored.is_some() {
+        // Translated above: the store cannot fault.
+        let user = cpu.user();
+        cpu.write_bytes(lin, &bytes[..len], user)?;
     }
-    cpu.s.fpu = f;
     Ok(())
 }
 

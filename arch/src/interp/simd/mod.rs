@@ -12,6 +12,7 @@
 //! low bits); memory operands are loaded by the caller.
 
 pub mod data;
+mod exact;
 pub mod float;
 pub mod int;
 mod lanes;

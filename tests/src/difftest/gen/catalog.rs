@@ -46,11 +46,15 @@ pub enum Category {
     Sse,
     /// x87 (built by `x87.rs`).
     X87,
+    /// SSE floating-point arithmetic on special operands (built by `ssefp.rs`).
+    SseFp,
+    /// x87 arithmetic on special operands (built by `x87fp.rs`).
+    X87Fp,
 }
 
 impl Category {
     /// Every category.
-    pub const ALL: [Category; 17] = [
+    pub const ALL: [Category; 19] = [
         Category::Alu,
         Category::Shift,
         Category::Mul,
@@ -68,6 +72,8 @@ impl Category {
         Category::String,
         Category::Sse,
         Category::X87,
+        Category::SseFp,
+        Category::X87Fp,
     ];
 
     /// The group that enables this category.
@@ -76,6 +82,8 @@ impl Category {
             Category::String => Groups::STRING,
             Category::Sse => Groups::SSE,
             Category::X87 => Groups::X87,
+            Category::SseFp => Groups::SSE_FP,
+            Category::X87Fp => Groups::X87_FP,
             _ => Groups::INT,
         }
     }
@@ -114,6 +122,8 @@ impl Category {
             Category::String => 6,
             Category::Sse => 60,
             Category::X87 => 60,
+            Category::SseFp => 60,
+            Category::X87Fp => 60,
         }
     }
 
@@ -206,7 +216,11 @@ impl Category {
                 M::Cmc,
             ],
             Category::Mov => &[M::Mov, M::Nop],
-            Category::String | Category::Sse | Category::X87 => &[],
+            Category::String
+            | Category::Sse
+            | Category::X87
+            | Category::SseFp
+            | Category::X87Fp => &[],
         }
     }
 }
@@ -242,6 +256,79 @@ fn sse_excluded(m: Mnemonic) -> bool {
             | Mnemonic::Prefetcht0
             | Mnemonic::Prefetcht1
             | Mnemonic::Prefetcht2
+    )
+}
+
+/// The SSE floating-point arithmetic, compare and conversion instructions (those whose
+/// results depend on MXCSR), minus the approximations of [`sse_excluded`].
+fn is_sse_float(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Addps
+            | M::Addpd
+            | M::Addss
+            | M::Addsd
+            | M::Subps
+            | M::Subpd
+            | M::Subss
+            | M::Subsd
+            | M::Mulps
+            | M::Mulpd
+            | M::Mulss
+            | M::Mulsd
+            | M::Divps
+            | M::Divpd
+            | M::Divss
+            | M::Divsd
+            | M::Minps
+            | M::Minpd
+            | M::Minss
+            | M::Minsd
+            | M::Maxps
+            | M::Maxpd
+            | M::Maxss
+            | M::Maxsd
+            | M::Sqrtps
+            | M::Sqrtpd
+            | M::Sqrtss
+            | M::Sqrtsd
+            | M::Cmpps
+            | M::Cmppd
+            | M::Cmpss
+            | M::Cmpsd
+            | M::Comiss
+            | M::Comisd
+            | M::Ucomiss
+            | M::Ucomisd
+            | M::Addsubps
+            | M::Addsubpd
+            | M::Haddps
+            | M::Haddpd
+            | M::Hsubps
+            | M::Hsubpd
+            | M::Roundps
+            | M::Roundpd
+            | M::Roundss
+            | M::Roundsd
+            | M::Dpps
+            | M::Dppd
+            | M::Cvtps2pd
+            | M::Cvtpd2ps
+            | M::Cvtdq2ps
+            | M::Cvtps2dq
+            | M::Cvttps2dq
+            | M::Cvtdq2pd
+            | M::Cvtpd2dq
+            | M::Cvttpd2dq
+            | M::Cvtss2sd
+            | M::Cvtsd2ss
+            | M::Cvtss2si
+            | M::Cvttss2si
+            | M::Cvtsd2si
+            | M::Cvttsd2si
+            | M::Cvtsi2ss
+            | M::Cvtsi2sd
     )
 }
 
@@ -288,6 +375,9 @@ impl Catalog {
                 Category::Sse => Code::values()
                     .filter(|&c| usable(c) && is_sse(c) && !sse_excluded(c.mnemonic()))
                     .collect(),
+                Category::SseFp => Code::values()
+                    .filter(|&c| usable(c) && is_sse(c) && is_sse_float(c.mnemonic()))
+                    .collect(),
                 _ => Code::values()
                     .filter(|&c| usable(c) && cat.mnemonics().contains(&c.mnemonic()))
                     .collect(),
@@ -314,7 +404,7 @@ mod tests {
     fn every_integer_category_has_codes_and_exclusions_hold() {
         let c = Catalog::get();
         for cat in Category::ALL {
-            if !matches!(cat, Category::String | Category::X87) {
+            if !matches!(cat, Category::String | Category::X87 | Category::X87Fp) {
                 assert!(!c.codes(cat).is_empty(), "{cat:?}");
             }
         }
@@ -330,6 +420,11 @@ mod tests {
         assert!(sse.contains(&Code::Addps_xmm_xmmm128));
         assert!(sse.contains(&Code::Pcmpistri_xmm_xmmm128_imm8));
         assert!(!sse.contains(&Code::Rcpps_xmm_xmmm128));
+        let fp = c.codes(Category::SseFp);
+        assert!(fp.contains(&Code::Dpps_xmm_xmmm128_imm8));
+        assert!(fp.contains(&Code::Cvtsi2sd_xmm_rm64));
+        assert!(!fp.contains(&Code::Rcpps_xmm_xmmm128) && !fp.contains(&Code::Cmpsd_m32_m32));
+        assert!(!fp.contains(&Code::Cvtpi2ps_xmm_mmm64), "MMX operands");
         assert!(!sse.iter().any(|c| c.encoding() != EncodingKind::Legacy));
         assert!(c.codes(Category::Stack).contains(&Code::Pushq_imm8));
     }

@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn every_memory_form_reaches_its_target() {
-        let init = InitialState::from_seed(5);
+        let init = InitialState::from_seed(5, Groups::DEFAULT);
         let mut g = Gen::new(Rng::new(1), &init, 0x9000, Groups::INT);
         for i in 0..2000 {
             let req = MemReq::of(1 + (i % 16));
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn memory_operands_land_in_the_data_area_or_the_stack() {
-        let init = InitialState::from_seed(6);
+        let init = InitialState::from_seed(6, Groups::DEFAULT);
         let mut g = Gen::new(Rng::new(3), &init, 0x9000, Groups::INT);
         let mut short = 0;
         for i in 0..3000u64 {

@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn drafts_follow_the_operand_kinds() {
-        let init = InitialState::from_seed(9);
+        let init = InitialState::from_seed(9, Groups::DEFAULT);
         let mut g = Gen::new(Rng::new(2), &init, 0x9000, Groups::INT);
         let d = g
             .draft(

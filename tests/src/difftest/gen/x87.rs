@@ -1,10 +1,10 @@
 //! x87 instructions on exactly representable values, and the constant page they load from.
 //!
-//! The interpreter computes x87 arithmetic in f64 while hardware rounds to 64-bit precision,
-//! so only operations whose exact result is representable in f64 are generated. The
-//! generator simulates the register stack (values from the constant page it knows) and
-//! checks each operation's exactness with error-free transformations before emitting it.
-//! The stack never overflows or underflows.
+//! This group keeps to operations whose exact result is representable in f64 (the `x87fp`
+//! group covers rounding, special values and exceptions): the generator simulates the
+//! register stack (values from the constant page it knows) and checks each operation's
+//! exactness with error-free transformations before emitting it. The stack never overflows
+//! or underflows.
 
 use iced_x86::{Code, Register};
 
@@ -23,6 +23,8 @@ const I32_AT: usize = 0x580;
 const I64_AT: usize = 0x680;
 const ENTRIES: usize = 64;
 const F80_ENTRIES: usize = 32;
+/// Where the tables end (the floating-point groups' tables follow, see `fptables.rs`).
+pub const TABLES_END: usize = I64_AT + 8 * ENTRIES;
 
 /// A value with few significant bits: exact in every format.
 fn small(rng: &mut Rng) -> f64 {
@@ -89,6 +91,32 @@ pub struct Stack {
     vals: Vec<f64>,
 }
 
+impl Stack {
+    /// Registers in use, as far as the generator knows.
+    pub(super) fn depth(&self) -> usize {
+        self.vals.len()
+    }
+
+    /// A push of a value the generator does not follow (NaN, which this group's operations
+    /// refuse); a push onto a full stack overflows and leaves it full.
+    pub(super) fn push_unknown(&mut self) {
+        if self.vals.len() < 8 {
+            self.vals.push(f64::NAN);
+        }
+        self.forget();
+    }
+
+    /// A pop (of an empty stack: nothing).
+    pub(super) fn pop(&mut self) {
+        self.vals.pop();
+    }
+
+    /// Every value becomes one the generator does not follow.
+    pub(super) fn forget(&mut self) {
+        self.vals.fill(f64::NAN);
+    }
+}
+
 /// Whether `v` is a value every later operation and store can handle exactly.
 fn tame(v: f64) -> bool {
     v.is_finite() && (v == 0.0 || (v.abs() <= 2f64.powi(40) && v.abs() >= 2f64.powi(-30)))
@@ -116,7 +144,7 @@ fn exact_div(a: f64, b: f64) -> Option<f64> {
 
 /// The binary operations, by what they compute from (destination, source).
 #[derive(Debug, Clone, Copy)]
-enum Arith {
+pub(super) enum Arith {
     Add,
     Sub,
     Subr,
@@ -126,6 +154,16 @@ enum Arith {
 }
 
 impl Arith {
+    /// Every operation.
+    pub(super) const ALL: [Arith; 6] = [
+        Arith::Add,
+        Arith::Sub,
+        Arith::Subr,
+        Arith::Mul,
+        Arith::Div,
+        Arith::Divr,
+    ];
+
     fn apply(self, dst: f64, src: f64) -> Option<f64> {
         match self {
             Arith::Add => exact_add(dst, src),
@@ -139,7 +177,7 @@ impl Arith {
 
     /// (ST0 op= m32, ST0 op= m64, ST0 op= m16int, ST0 op= m32int, ST0 op= ST(i),
     /// ST(i) op= ST0, ST(i) op= ST0 and pop).
-    fn codes(self) -> [Code; 7] {
+    pub(super) fn codes(self) -> [Code; 7] {
         use Code as C;
         match self {
             Arith::Add => [
@@ -200,7 +238,8 @@ impl Arith {
     }
 }
 
-fn st(i: usize) -> Register {
+/// The x87 register `ST(i & 7)`.
+pub(super) fn st(i: usize) -> Register {
     [
         Register::ST0,
         Register::ST1,
@@ -259,14 +298,16 @@ impl Gen<'_> {
         (layout::CONST_BASE + at as u64, v)
     }
 
-    fn emit_with(&mut self, code: Code, ops: &[Op]) -> bool {
+    /// Builds `code` with `ops` and emits it.
+    pub(super) fn emit_with(&mut self, code: Code, ops: &[Op]) -> bool {
         match super::ops::build(code, ops) {
             Some(ins) => self.emit(ins),
             None => false,
         }
     }
 
-    fn x87_mem(&mut self, addr: u64) -> Option<Op> {
+    /// A memory operand at `addr`.
+    pub(super) fn x87_mem(&mut self, addr: u64) -> Option<Op> {
         self.mem_at(addr, false).map(Op::Mem)
     }
 
@@ -398,14 +439,7 @@ impl Gen<'_> {
 
     fn x87_arith(&mut self) -> bool {
         let depth = self.x87.vals.len();
-        let op = [
-            Arith::Add,
-            Arith::Sub,
-            Arith::Subr,
-            Arith::Mul,
-            Arith::Div,
-            Arith::Divr,
-        ][self.rng.below(6) as usize];
+        let op = Arith::ALL[self.rng.below(6) as usize];
         let codes = op.codes();
         let form = self.rng.below(7) as usize;
         let top = self.x87.vals[depth - 1];

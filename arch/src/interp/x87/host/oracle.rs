@@ -1,6 +1,8 @@
 //! Test-only reference: executes one complete x87 instruction on the host
 //! against a full guest state loaded with FRSTOR, and captures the result with
-//! FNSAVE. Used to check every software path against real hardware.
+//! FNSAVE. Used to check every software path against real hardware, and the
+//! host-executed arithmetic's operand plumbing (not its results, which come
+//! from the same host instruction).
 
 use core::arch::asm;
 

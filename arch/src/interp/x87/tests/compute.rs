@@ -1,5 +1,10 @@
-//! Host-executed families (guest-to-host register mapping, stack motion,
-//! tags, flags) against execution of the complete instruction on the full state.
+//! The host-executed families' plumbing against execution of the complete
+//! instruction on the full state: how guest registers map onto the host's ST(0)
+//! and ST(1) (any TOP, any ST(i), empty registers), stack motion, tags,
+//! condition codes and RFLAGS. Not their arithmetic: both sides run the same host
+//! instruction, so results and exception flags agree by construction. The
+//! arithmetic is checked against hardware by the differential test's
+//! floating-point suite (`tests/src/difftest`).
 
 use super::super::compute::{self as c, ArithForm, ArithOp, BinaryOp, CmpSrc, Const, UnaryOp};
 use super::super::host::oracle::{run_plain, run_reg, Plain, RegOp};
@@ -204,16 +209,16 @@ fn rand_small(r: &mut Rng) -> u64 {
 }
 
 #[test]
-fn arithmetic_matches_full_state_execution() {
+fn arithmetic_operands_map_as_in_full_state_execution() {
     run(1, 100_000, |r| r.below(4));
 }
 
 #[test]
-fn compares_match_full_state_execution() {
+fn compare_operands_map_as_in_full_state_execution() {
     run(2, 100_000, |r| 4 + r.below(3));
 }
 
 #[test]
-fn unary_binary_constants_match_full_state_execution() {
+fn unary_binary_and_constant_operands_map_as_in_full_state_execution() {
     run(3, 60_000, |r| 7 + r.below(3));
 }

@@ -1,5 +1,9 @@
-//! Tests: every software path is compared against the host x87 executing the
-//! same instruction on the same complete state (see `host::oracle`).
+//! Tests: every software path (loads, stores and conversions, stack and
+//! control instructions, save/restore images) is compared against the host x87
+//! executing the same instruction on the same complete state (see
+//! `host::oracle`); the host-executed arithmetic only for its operand plumbing
+//! (`compute.rs`), since the host runs it on both sides; and known answers from
+//! the manuals (`known.rs`).
 
 mod compute;
 mod conv;
