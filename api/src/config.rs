@@ -331,7 +331,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             field: field.to_string(),
             message: message.into(),
@@ -381,8 +381,9 @@ impl VmConfig {
             ));
         }
         self.machine_config.validate(limits)?;
-        if !self.drives.is_empty() {
-            return Err(ConfigError::unsupported("drives", "virtio-block"));
+        crate::devices::check_drives(&self.drives)?;
+        if let Some(entropy) = &self.entropy {
+            crate::devices::check_entropy(entropy)?;
         }
         if !self.network_interfaces.is_empty() {
             return Err(ConfigError::unsupported("network-interfaces", "virtio-net"));
@@ -393,9 +394,6 @@ impl VmConfig {
         if self.balloon.is_some() {
             return Err(ConfigError::unsupported("balloon", "virtio-balloon"));
         }
-        if self.entropy.is_some() {
-            return Err(ConfigError::unsupported("entropy", "virtio-rng"));
-        }
         if self.metrics.is_some() {
             return Err(ConfigError::unsupported("metrics", "the metrics sink"));
         }
@@ -403,6 +401,20 @@ impl VmConfig {
             return Err(ConfigError::unsupported(
                 "mmds-config",
                 "the metadata service",
+            ));
+        }
+        let devices = self.drives.len()
+            + self.network_interfaces.len()
+            + usize::from(self.vsock.is_some())
+            + usize::from(self.balloon.is_some())
+            + usize::from(self.entropy.is_some());
+        if devices > crate::devices::MAX_VIRTIO_DEVICES {
+            return Err(ConfigError::invalid(
+                "drives",
+                format!(
+                    "{devices} virtio devices in all; at most {} fit",
+                    crate::devices::MAX_VIRTIO_DEVICES
+                ),
             ));
         }
         Ok(())
@@ -576,16 +588,11 @@ mod tests {
     fn sections_without_device_are_refused_not_ignored() {
         for (section, body) in [
             (
-                "drives",
-                r#"[{"drive_id": "root", "path_on_host": "d", "is_root_device": true}]"#,
-            ),
-            (
                 "network-interfaces",
                 r#"[{"iface_id": "eth0", "host_dev_name": "tap0"}]"#,
             ),
             ("vsock", r#"{"guest_cid": 3, "uds_path": "/tmp/v.sock"}"#),
             ("balloon", r#"{"amount_mib": 0, "deflate_on_oom": true}"#),
-            ("entropy", r#"{}"#),
             ("metrics", r#"{"metrics_path": "/tmp/m"}"#),
             ("mmds-config", r#"{"network_interfaces": ["eth0"]}"#),
         ] {
@@ -607,6 +614,70 @@ mod tests {
         let e = err(r#"{"boot-source": {"kernel_image_path": "k"},
                 "machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "2M"}}"#);
         assert!(e.contains("machine-config.huge_pages"), "{e}");
+    }
+
+    /// A config with `drives` set to `drives` (JSON), validated.
+    fn drives_err(drives: &str) -> String {
+        let text =
+            format!(r#"{{"boot-source": {{"kernel_image_path": "k"}}, "drives": {drives}}}"#);
+        VmConfig::from_json(&text, "vm.json")
+            .unwrap()
+            .validate(&LIMITS)
+            .map(|()| String::new())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn drives_are_checked_field_by_field() {
+        let file = std::env::temp_dir().join(format!("ember-api-drive-{}", std::process::id()));
+        std::fs::write(&file, [0u8; 512]).unwrap();
+        let f = file.display();
+        let drive = |id: &str, root: bool, extra: &str| {
+            format!(
+                r#"{{"drive_id": "{id}", "path_on_host": "{f}", "is_root_device": {root}{extra}}}"#
+            )
+        };
+        assert_eq!(
+            drives_err(&format!(
+                "[{}, {}]",
+                drive("root", true, ""),
+                drive("data", false, "")
+            )),
+            ""
+        );
+        for (drives, needle) in [
+            (format!("[{}, {}]", drive("a", false, ""), drive("a", false, "")), "drives[1].drive_id"),
+            (format!("[{}]", drive("bad id", false, "")), "drives[0].drive_id"),
+            (format!("[{}, {}]", drive("a", true, ""), drive("b", true, "")), "drives[1].is_root_device"),
+            (format!("[{}]", drive("a", false, r#", "partuuid": "0eaa91a0-01""#)), "drives[0].partuuid"),
+            (format!("[{}]", drive("a", true, r#", "partuuid": "not-a-uuid!""#)), "drives[0].partuuid"),
+            (format!("[{}]", drive("a", false, r#", "io_engine": "Fast""#)), "drives[0].io_engine"),
+            (format!("[{}]", drive("a", false, r#", "cache_type": "None""#)), "drives[0].cache_type"),
+            (
+                format!("[{}]", drive("a", false, r#", "rate_limiter": {"ops": {"size": 5, "refill_time": 0}}"#)),
+                "drives[0].rate_limiter.ops.refill_time",
+            ),
+            (
+                r#"[{"drive_id": "a", "path_on_host": "/nonexistent/disk", "is_root_device": false}]"#.into(),
+                "drives[0].path_on_host",
+            ),
+            (
+                r#"[{"drive_id": "a", "path_on_host": "/dev/null", "is_root_device": false}]"#.into(),
+                "not a regular file",
+            ),
+            (
+                r#"[{"drive_id": "a", "is_root_device": false}]"#.into(),
+                "drives[0].path_on_host",
+            ),
+        ] {
+            let e = drives_err(&drives);
+            assert!(e.contains(needle), "{drives}: {e}");
+        }
+        let many: Vec<String> = (0..17)
+            .map(|i| drive(&format!("d{i}"), false, ""))
+            .collect();
+        assert!(drives_err(&format!("[{}]", many.join(","))).contains("at most 16"));
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

@@ -5,5 +5,7 @@
 //! the offending field; [`VmConfig::validate`] checks ranges and cross-field rules.
 
 mod config;
+pub mod devices;
 
 pub use config::*;
+pub use devices::MAX_VIRTIO_DEVICES;

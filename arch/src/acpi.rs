@@ -1,6 +1,7 @@
 //! ACPI tables for a hardware-reduced x86 platform, built with `acpi_tables`: RSDP, XSDT,
 //! FADT (sleep control/status and reset registers), MADT (one local APIC per vCPU and the
-//! IOAPIC) and a DSDT describing `\_S5` and the serial ports.
+//! IOAPIC) and a DSDT describing `\_S5`, the serial ports, the RTC and the virtio-mmio
+//! devices (`LNRO0005`, which Linux's virtio_mmio driver matches through ACPI).
 
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -57,6 +58,17 @@ pub struct CmosRtc {
     pub century_register: u8,
 }
 
+/// A virtio-mmio device to describe: its register window and interrupt.
+#[derive(Debug, Clone, Copy)]
+pub struct VirtioMmio {
+    /// Guest physical address of the window (below 4 GiB).
+    pub addr: u32,
+    /// Window size in bytes.
+    pub size: u32,
+    /// Edge-triggered, active-high interrupt (GSI).
+    pub gsi: u32,
+}
+
 /// What the tables describe.
 #[derive(Debug, Clone)]
 pub struct Platform {
@@ -68,6 +80,8 @@ pub struct Platform {
     pub uarts: Vec<Uart>,
     /// The real-time clock.
     pub rtc: CmosRtc,
+    /// virtio-mmio devices.
+    pub virtio: Vec<VirtioMmio>,
 }
 
 fn io_register(port: u16) -> GAS {
@@ -86,11 +100,46 @@ fn bytes(table: &dyn Aml) -> Vec<u8> {
     v
 }
 
+/// AML already encoded, to put inside a scope.
+struct Encoded(Vec<u8>);
+
+impl Aml for Encoded {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        sink.vec(&self.0);
+    }
+}
+
+/// Devices named `paths[i]`, each with `_HID` `hid`, `_UID` i and `_CRS` `crs[i]`.
+fn numbered_devices(
+    hid: &dyn Aml,
+    paths: &[String],
+    crs: &[aml::ResourceTemplate],
+) -> Vec<Encoded> {
+    paths
+        .iter()
+        .zip(crs)
+        .enumerate()
+        .map(|(uid, (path, crs))| {
+            let uid = uid as u32;
+            let names = [
+                aml::Name::new("_HID".into(), hid),
+                aml::Name::new("_UID".into(), &uid),
+                aml::Name::new("_CRS".into(), crs),
+            ];
+            let device = aml::Device::new(
+                path.as_str().into(),
+                names.iter().map(|x| x as &dyn Aml).collect(),
+            );
+            Encoded(bytes(&device))
+        })
+        .collect()
+}
+
 fn dsdt(platform: &Platform) -> Vec<u8> {
     let mut body = Vec::new();
     let s5 = aml::Package::new(vec![&platform.pm.s5_sleep_type]);
     aml::Name::new("_S5_".into(), &s5).to_aml_bytes(&mut body);
-    let resources: Vec<(aml::IO, aml::Interrupt)> = platform
+    let uart_res: Vec<(aml::IO, aml::Interrupt)> = platform
         .uarts
         .iter()
         .map(|u| {
@@ -100,34 +149,33 @@ fn dsdt(platform: &Platform) -> Vec<u8> {
             )
         })
         .collect();
-    let hid = aml::EISAName::new("PNP0501");
-    let crs: Vec<aml::ResourceTemplate> = resources
+    let uart_crs: Vec<aml::ResourceTemplate> = uart_res
         .iter()
         .map(|(io, irq)| aml::ResourceTemplate::new(vec![io, irq]))
         .collect();
-    let uids: Vec<u8> = (0..platform.uarts.len() as u8).collect();
-    let names: Vec<[aml::Name; 3]> = crs
+    let uart_paths: Vec<String> = (1..=uart_crs.len()).map(|i| format!("COM{i}")).collect();
+    let uarts = numbered_devices(&aml::EISAName::new("PNP0501"), &uart_paths, &uart_crs);
+    // virtio-mmio devices: VR00, VR01... with the register window and the (edge-triggered,
+    // active-high) interrupt.
+    let virtio_res: Vec<(aml::Memory32Fixed, aml::Interrupt)> = platform
+        .virtio
         .iter()
-        .zip(&uids)
-        .map(|(crs, uid)| {
-            [
-                aml::Name::new("_HID".into(), &hid),
-                aml::Name::new("_UID".into(), uid),
-                aml::Name::new("_CRS".into(), crs),
-            ]
-        })
-        .collect();
-    let paths: Vec<String> = uids.iter().map(|i| format!("COM{}", i + 1)).collect();
-    let devices: Vec<aml::Device> = names
-        .iter()
-        .zip(&paths)
-        .map(|(n, path)| {
-            aml::Device::new(
-                path.as_str().into(),
-                n.iter().map(|x| x as &dyn Aml).collect(),
+        .map(|d| {
+            (
+                aml::Memory32Fixed::new(true, d.addr, d.size),
+                aml::Interrupt::new(true, true, false, false, d.gsi),
             )
         })
         .collect();
+    let virtio_crs: Vec<aml::ResourceTemplate> = virtio_res
+        .iter()
+        .map(|(window, irq)| aml::ResourceTemplate::new(vec![window, irq]))
+        .collect();
+    let virtio_paths: Vec<String> = (0..virtio_crs.len())
+        .map(|i| format!("VR{i:02X}"))
+        .collect();
+    let virtio_hid: &'static str = "LNRO0005";
+    let virtio = numbered_devices(&virtio_hid, &virtio_paths, &virtio_crs);
     let rtc_hid = aml::EISAName::new("PNP0B00");
     let rtc_io = aml::IO::new(platform.rtc.port, platform.rtc.port, 1, 2);
     let rtc_crs = aml::ResourceTemplate::new(vec![&rtc_io]);
@@ -139,8 +187,9 @@ fn dsdt(platform: &Platform) -> Vec<u8> {
         "RTC_".into(),
         rtc_names.iter().map(|x| x as &dyn Aml).collect(),
     );
-    let mut children: Vec<&dyn Aml> = devices.iter().map(|d| d as &dyn Aml).collect();
+    let mut children: Vec<&dyn Aml> = uarts.iter().map(|d| d as &dyn Aml).collect();
     children.push(&rtc);
+    children.extend(virtio.iter().map(|d| d as &dyn Aml));
     aml::Scope::new("_SB_".into(), children).to_aml_bytes(&mut body);
 
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
@@ -242,6 +291,18 @@ mod tests {
                 port: 0x70,
                 century_register: 0x32,
             },
+            virtio: vec![
+                VirtioMmio {
+                    addr: 0xc000_0000,
+                    size: 0x1000,
+                    gsi: 5,
+                },
+                VirtioMmio {
+                    addr: 0xc000_1000,
+                    size: 0x1000,
+                    gsi: 6,
+                },
+            ],
         }
     }
 
@@ -289,6 +350,16 @@ mod tests {
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
         assert!(dsdt.windows(4).any(|w| w == b"COM1"));
         assert!(dsdt.windows(4).any(|w| w == b"RTC_"));
+        // Each virtio device: its name, the LNRO0005 ID, a Memory32Fixed descriptor (0x86,
+        // length 9, read-write) with its window, and an extended interrupt descriptor.
+        for (name, addr) in [(b"VR00", 0xc000_0000u32), (b"VR01", 0xc000_1000)] {
+            assert!(dsdt.windows(4).any(|w| w == name));
+            let mut window = vec![0x86, 9, 0, 1];
+            window.extend_from_slice(&addr.to_le_bytes());
+            window.extend_from_slice(&0x1000u32.to_le_bytes());
+            assert!(dsdt.windows(window.len()).any(|w| w == window));
+        }
+        assert_eq!(dsdt.windows(8).filter(|w| w == b"LNRO0005").count(), 2);
         assert_eq!(fadt[108], 0x32, "century register");
 
         let madt = table(&mem, madt_addr);

@@ -45,6 +45,11 @@ pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// Most guest RAM a VM can have: with the MMIO gap it must fit in 40 physical address bits,
 /// which both backends' CPUs have.
 pub const MAX_RAM_SIZE: u64 = (1 << 40) - (MMIO_GAP_END - MMIO_GAP_START);
+/// Where the virtio-mmio windows start (one page each, upwards), at the bottom of the gap.
+pub const VIRTIO_MMIO_START: u64 = MMIO_GAP_START;
+/// Interrupts (GSIs) given to virtio devices, in order: IOAPIC inputs that no legacy device
+/// of Ember's uses (COM1 has 4, the PIT 0 and 2, the RTC 8, the i8042 1 and 12).
+pub const VIRTIO_GSIS: [u32; 16] = [5, 6, 7, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22];
 /// Where the IOAPIC's registers are.
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 /// Where each local APIC's registers are.

@@ -10,5 +10,10 @@ pub mod exit;
 pub mod intc;
 pub mod irq;
 pub mod legacy;
+pub mod rate_limiter;
+pub mod virtio;
 
 pub use exit::GuestExit;
+
+/// Guest memory as devices reach it (the same type the VMM maps).
+pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;

@@ -18,7 +18,7 @@ use kvm_bindings::{
     KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
     KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
-use kvm_ioctls::{Cap, Kvm, VcpuExit as KvmExit, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuExit as KvmExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -69,7 +69,7 @@ fn state(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> StateError {
 const PIT_RW_LOBYTE_HIBYTE: u8 = 3;
 
 /// Capabilities the backend relies on.
-const REQUIRED_CAPS: [(Cap, &str); 6] = [
+const REQUIRED_CAPS: [(Cap, &str); 7] = [
     (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
     (
         Cap::Irqchip,
@@ -77,6 +77,7 @@ const REQUIRED_CAPS: [(Cap, &str); 6] = [
     ),
     (Cap::Pit2, "KVM_CAP_PIT2"),
     (Cap::Irqfd, "KVM_CAP_IRQFD"),
+    (Cap::Ioeventfd, "KVM_CAP_IOEVENTFD"),
     (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
     (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
 ];
@@ -218,10 +219,22 @@ impl KvmMachine {
             what: "eventfd",
             source: kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::EIO)),
         })?;
-        self.vm
-            .register_irqfd(&evt, gsi)
-            .map_err(ioctl("KVM_IRQFD"))?;
+        self.interrupt_on_event(&evt, gsi)?;
         Ok(Arc::new(EventFdLine(evt)))
+    }
+
+    /// Makes every write to `evt` raise an edge on the in-kernel IOAPIC/PIC input `gsi`
+    /// (an irqfd), without leaving the kernel.
+    pub fn interrupt_on_event(&self, evt: &EventFd, gsi: u32) -> Result<(), KvmError> {
+        self.vm.register_irqfd(evt, gsi).map_err(ioctl("KVM_IRQFD"))
+    }
+
+    /// Makes a 4-byte guest write of `value` to MMIO address `addr` signal `evt` inside
+    /// KVM (an ioeventfd), instead of exiting to the VMM.
+    pub fn notify_on_write(&self, evt: &EventFd, addr: u64, value: u32) -> Result<(), KvmError> {
+        self.vm
+            .register_ioevent(evt, &IoEventAddress::Mmio(addr), value)
+            .map_err(ioctl("KVM_IOEVENTFD"))
     }
 
     /// Creates vCPU `index` with its CPUID topology, boot MSRs and LAPIC wiring. The boot

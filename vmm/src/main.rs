@@ -2,6 +2,7 @@
 
 mod cli;
 mod console;
+mod event_loop;
 mod kvm;
 mod logger;
 mod report;
@@ -10,6 +11,7 @@ mod stop;
 mod threads;
 mod timers;
 mod vcpu;
+mod virtio;
 mod vm;
 
 use std::path::Path;

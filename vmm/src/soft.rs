@@ -20,12 +20,16 @@ use devices::intc::pic::{Pic, PIC_MASTER_PORT, PIC_PORTS, PIC_SLAVE_PORT};
 use devices::irq::InterruptLine;
 use devices::legacy::pit::{DeadlineTimer, Pit, PIT_PORT, PIT_PORTS, PORT_B};
 
+use crate::event_loop::Subscriber;
 use crate::report::FaultReport;
 use crate::stop::StopSignal;
 use crate::threads::VmThread;
 use crate::timers::{TimerId, TimerService};
 use crate::vcpu::{StateError, VcpuBackend, VcpuExit};
+use event_manager::{EventOps, Events, MutEventSubscriber};
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Blocks a software vCPU runs before it looks back at the VMM.
 const BLOCKS_PER_RUN: u64 = 100_000;
@@ -70,6 +74,28 @@ impl InterruptLine for GsiLine {
         }
         lock(&self.ioapic).pulse(self.gsi as usize);
         Ok(())
+    }
+}
+
+/// Carries a device's interrupt eventfd into the software interrupt controllers: on the
+/// event loop, each write to the eventfd becomes an edge on its GSI.
+struct InterruptRoute {
+    event: EventFd,
+    line: Arc<dyn InterruptLine>,
+}
+
+impl MutEventSubscriber for InterruptRoute {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.event, EventSet::IN)) {
+            log::error!("software CPU: cannot watch a device interrupt: {e}");
+        }
+    }
+
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        if self.event.read().is_ok() {
+            // The software controllers cannot fail to take an edge.
+            let _ = self.line.trigger();
+        }
     }
 }
 
@@ -217,6 +243,15 @@ impl SoftMachine {
     /// The IOAPIC, for the MMIO bus.
     pub fn ioapic(&self) -> Arc<Mutex<IoApic>> {
         self.ioapic.clone()
+    }
+
+    /// A route from a device's interrupt eventfd `event` to IOAPIC input `gsi`, for the
+    /// device event loop.
+    pub fn interrupt_route(&self, event: &EventFd, gsi: u32) -> std::io::Result<Subscriber> {
+        Ok(Arc::new(Mutex::new(InterruptRoute {
+            event: event.try_clone()?,
+            line: self.interrupt_line(gsi),
+        })))
     }
 
     /// An interrupt line into IOAPIC input `gsi`.

@@ -11,7 +11,7 @@ use arch::boot::{BootError, BootSetup, EntryState, KernelSpec, Protocol};
 use arch::cpuid::Topology;
 use arch::{layout, GuestMemory};
 use devices::acpi_pm::{self, AcpiPm, ACPI_PM_PORT, ACPI_PM_PORTS};
-use devices::bus::{Bus, BusError, BusKind, SharedDevice};
+use devices::bus::{lock, Bus, BusError, BusKind, SharedDevice};
 use devices::intc::ioapic::{IOAPIC_ADDR, IOAPIC_SIZE};
 use devices::irq::InterruptLine;
 use devices::legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS};
@@ -19,15 +19,19 @@ use devices::legacy::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
 use devices::legacy::rtc::{self, Rtc, RTC_PORT, RTC_PORTS};
 use devices::legacy::serial::{Serial, COM1_IRQ, COM1_PORT, UART_PORTS};
 use devices::legacy::testdev::{TestMemory, IOMEM_ADDR, IOMEM_SIZE, TESTDEV_PORT, TESTDEV_PORTS};
+use devices::virtio::mmio::MMIO_WINDOW_SIZE;
+use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::cli::Accel;
 use crate::console::{self, RawTerminal};
+use crate::event_loop::EventLoop;
 use crate::kvm::{KvmError, KvmMachine};
 use crate::soft::SoftMachine;
 use crate::stop::{StopReason, StopSignal};
 use crate::threads::{self, VmThread};
 use crate::vcpu::{self, run_loop, Buses, StateError, VcpuBackend};
+use crate::virtio;
 
 /// How to run the VM, from the command line.
 pub struct VmOptions<'a> {
@@ -65,6 +69,9 @@ pub enum VmError {
     /// Devices overlap (a bug in the machine layout).
     #[error("device layout: {0}")]
     Bus(#[from] BusError),
+    /// A configured device cannot be built (its backing file, say); the text names it.
+    #[error("{0}")]
+    Device(String),
     /// A host resource (thread, eventfd, signal handler) could not be set up.
     #[error("{what}: {source}")]
     Host {
@@ -78,7 +85,7 @@ pub enum VmError {
 impl VmError {
     /// Whether the fault lies with what the user gave (config, images) rather than the host.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, VmError::Boot(_))
+        matches!(self, VmError::Boot(_) | VmError::Device(_))
     }
 }
 
@@ -111,15 +118,17 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
         .map_err(|e| memory_error(e.to_string()))?;
     let mem = Arc::new(mem);
 
-    let rsdp_addr = arch::acpi::write_tables(&mem, &acpi_platform(machine_config.vcpu_count))
-        .map_err(VmError::Acpi)?;
+    let slots = virtio::plan(config);
+    let platform = acpi_platform(machine_config.vcpu_count, &slots);
+    let rsdp_addr = arch::acpi::write_tables(&mem, &platform).map_err(VmError::Acpi)?;
     let boot = &config.boot_source;
+    let cmdline = virtio::kernel_args(config, &slots, boot.boot_args());
     let setup = arch::boot::load(
         &mem,
         &KernelSpec {
             kernel: &boot.kernel_image_path,
             initrd: boot.initrd_path.as_deref(),
-            cmdline: boot.boot_args(),
+            cmdline: &cmdline,
             rsdp_addr: Some(rsdp_addr),
             prefer_pvh: true,
         },
@@ -154,15 +163,16 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
             Backend::Soft(soft)
         }
     };
-    let result = assemble_and_run(
+    let vm = Assembly {
         config,
         opts,
-        &setup,
-        &mem,
-        &backend,
-        &stop,
-        &mut service_threads,
-    );
+        setup: &setup,
+        slots: &slots,
+        mem: &mem,
+        backend: &backend,
+        stop: &stop,
+    };
+    let result = vm.assemble_and_run(&mut service_threads);
     if result.is_err() {
         stop.stop(StopReason::Internal("the VM could not be started".into()));
     }
@@ -173,105 +183,131 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
     result
 }
 
-/// Puts the devices on their buses, starts the console and the vCPUs, waits for the stop
-/// request and stops the vCPUs again. Threads that outlive the vCPUs go to `service_threads`.
-fn assemble_and_run(
-    config: &VmConfig,
-    opts: &VmOptions,
-    setup: &BootSetup,
-    mem: &Arc<GuestMemory>,
-    backend: &Backend,
-    stop: &Arc<StopSignal>,
-    service_threads: &mut Vec<VmThread>,
-) -> Result<StopReason, VmError> {
-    let machine_config = &config.machine_config;
-    let stdout = console::stdout_writer().map_err(host("standard output"))?;
-    let serial = Serial::new(backend.interrupt_line(COM1_IRQ)?, Box::new(stdout))
-        .map_err(host("serial port"))?;
-    let serial = Arc::new(Mutex::new(serial));
-    let mut pio = Bus::new(BusKind::Pio);
-    pio.insert(serial.clone(), COM1_PORT, UART_PORTS)?;
-    let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(stop.clone())));
-    pio.insert_window(i8042.clone(), I8042_DATA_PORT, 1, 0)?;
-    pio.insert_window(
-        i8042,
-        I8042_COMMAND_PORT,
-        1,
-        I8042_COMMAND_PORT - I8042_DATA_PORT,
-    )?;
-    if setup.protocol == Protocol::Multiboot || opts.debug_exit {
-        // Test images end the VM with a status of their choosing; other guests get this only
-        // when asked for (--debug-exit): it lets the guest pick the VMM's exit status.
-        let debug_exit: SharedDevice = Arc::new(Mutex::new(DebugExit::new(stop.clone())));
-        pio.insert(debug_exit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)?;
-    }
-    let cmos: SharedDevice = Arc::new(Mutex::new(Rtc::new()));
-    pio.insert(cmos, RTC_PORT, RTC_PORTS)?;
-    let acpi_pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(stop.clone())));
-    pio.insert(acpi_pm, ACPI_PM_PORT, ACPI_PM_PORTS)?;
-    let mut mmio = Bus::new(BusKind::Mmio);
-    if setup.bios_interrupts {
-        // A Multiboot test guest: QEMU's pc-testdev, which kvm-unit-tests expect.
-        pio.insert(
-            Arc::new(Mutex::new(TestMemory::new(TESTDEV_PORTS))),
-            TESTDEV_PORT,
-            TESTDEV_PORTS,
-        )?;
-        mmio.insert(
-            Arc::new(Mutex::new(TestMemory::new(IOMEM_SIZE))),
-            IOMEM_ADDR,
-            IOMEM_SIZE,
-        )?;
-    }
-    if let Backend::Soft(soft) = backend {
-        soft.add_legacy_ports(&mut pio)?;
-        mmio.insert(soft.ioapic(), IOAPIC_ADDR, IOAPIC_SIZE)?;
-    }
-    let buses = Arc::new(Buses { pio, mmio });
+/// What a VM is built from, once its memory is loaded and its backend chosen.
+struct Assembly<'a> {
+    config: &'a VmConfig,
+    opts: &'a VmOptions<'a>,
+    setup: &'a BootSetup,
+    slots: &'a [virtio::Slot],
+    mem: &'a Arc<GuestMemory>,
+    backend: &'a Backend,
+    stop: &'a Arc<StopSignal>,
+}
 
-    let topology = Topology::new(machine_config.vcpu_count, machine_config.smt);
-    let vcpus = (0..usize::from(machine_config.vcpu_count))
-        .map(|i| {
-            let entry = (i == 0).then_some(&setup.entry);
-            backend.create_vcpu(i, &topology, entry, mem, &buses, stop)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+impl Assembly<'_> {
+    /// Puts the devices on their buses, starts the device loop, the console and the vCPUs, waits
+    /// for the stop request and stops the vCPUs again. Threads that outlive the vCPUs go to
+    /// `service_threads`.
+    fn assemble_and_run(&self, service_threads: &mut Vec<VmThread>) -> Result<StopReason, VmError> {
+        let Assembly {
+            config,
+            opts,
+            setup,
+            slots,
+            mem,
+            backend,
+            stop,
+        } = *self;
+        let machine_config = &config.machine_config;
+        let stdout = console::stdout_writer().map_err(host("standard output"))?;
+        let serial = Serial::new(backend.interrupt_line(COM1_IRQ)?, Box::new(stdout))
+            .map_err(host("serial port"))?;
+        let serial = Arc::new(Mutex::new(serial));
+        let mut pio = Bus::new(BusKind::Pio);
+        pio.insert(serial.clone(), COM1_PORT, UART_PORTS)?;
+        let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(stop.clone())));
+        pio.insert_window(i8042.clone(), I8042_DATA_PORT, 1, 0)?;
+        pio.insert_window(
+            i8042,
+            I8042_COMMAND_PORT,
+            1,
+            I8042_COMMAND_PORT - I8042_DATA_PORT,
+        )?;
+        if setup.protocol == Protocol::Multiboot || opts.debug_exit {
+            // Test images end the VM with a status of their choosing; other guests get this only
+            // when asked for (--debug-exit): it lets the guest pick the VMM's exit status.
+            let debug_exit: SharedDevice = Arc::new(Mutex::new(DebugExit::new(stop.clone())));
+            pio.insert(debug_exit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)?;
+        }
+        let cmos: SharedDevice = Arc::new(Mutex::new(Rtc::new()));
+        pio.insert(cmos, RTC_PORT, RTC_PORTS)?;
+        let acpi_pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(stop.clone())));
+        pio.insert(acpi_pm, ACPI_PM_PORT, ACPI_PM_PORTS)?;
+        let mut mmio = Bus::new(BusKind::Mmio);
+        if setup.bios_interrupts {
+            // A Multiboot test guest: QEMU's pc-testdev, which kvm-unit-tests expect.
+            pio.insert(
+                Arc::new(Mutex::new(TestMemory::new(TESTDEV_PORTS))),
+                TESTDEV_PORT,
+                TESTDEV_PORTS,
+            )?;
+            mmio.insert(
+                Arc::new(Mutex::new(TestMemory::new(IOMEM_SIZE))),
+                IOMEM_ADDR,
+                IOMEM_SIZE,
+            )?;
+        }
+        if let Backend::Soft(soft) = backend {
+            soft.add_legacy_ports(&mut pio)?;
+            mmio.insert(soft.ioapic(), IOAPIC_ADDR, IOAPIC_SIZE)?;
+        }
+        let mut event_loop = EventLoop::new().map_err(host("the device event loop"))?;
+        for device in virtio::build(config, slots, mem).map_err(VmError::Device)? {
+            backend.connect_virtio(&device, &mut event_loop)?;
+            mmio.insert(device.transport.clone(), device.slot.addr, MMIO_WINDOW_SIZE)?;
+            event_loop.add(device.subscriber);
+        }
+        service_threads.push(
+            event_loop
+                .start(stop.clone())
+                .map_err(host("the device event loop thread"))?,
+        );
+        let buses = Arc::new(Buses { pio, mmio });
 
-    register_signal_handler(SIGRTMIN(), on_kick).map_err(|e| VmError::Host {
-        what: "installing the vCPU kick handler",
-        source: io::Error::from_raw_os_error(e.errno()),
-    })?;
-    let terminal = RawTerminal::enter();
-    service_threads.push(
-        console::spawn_input(serial, stop.clone(), terminal.is_active())
-            .map_err(host("console input thread"))?,
-    );
-    let mut vcpu_threads = Vec::with_capacity(vcpus.len());
-    let mut started = Ok(());
-    for (i, mut vcpu) in vcpus.into_iter().enumerate() {
-        let (buses, thread_stop) = (buses.clone(), stop.clone());
-        let thread = VmThread::spawn(format!("vcpu{i}"), stop.clone(), move || {
-            run_loop(vcpu.as_mut(), &buses, &thread_stop)
-        });
-        match thread {
-            Ok(thread) => vcpu_threads.push(thread),
-            Err(e) => {
-                started = Err(host("starting a vCPU thread")(e));
-                stop.stop(StopReason::Internal("a vCPU thread could not start".into()));
-                break;
+        let topology = Topology::new(machine_config.vcpu_count, machine_config.smt);
+        let vcpus = (0..usize::from(machine_config.vcpu_count))
+            .map(|i| {
+                let entry = (i == 0).then_some(&setup.entry);
+                backend.create_vcpu(i, &topology, entry, mem, &buses, stop)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        register_signal_handler(SIGRTMIN(), on_kick).map_err(|e| VmError::Host {
+            what: "installing the vCPU kick handler",
+            source: io::Error::from_raw_os_error(e.errno()),
+        })?;
+        let terminal = RawTerminal::enter();
+        service_threads.push(
+            console::spawn_input(serial, stop.clone(), terminal.is_active())
+                .map_err(host("console input thread"))?,
+        );
+        let mut vcpu_threads = Vec::with_capacity(vcpus.len());
+        let mut started = Ok(());
+        for (i, mut vcpu) in vcpus.into_iter().enumerate() {
+            let (buses, thread_stop) = (buses.clone(), stop.clone());
+            let thread = VmThread::spawn(format!("vcpu{i}"), stop.clone(), move || {
+                run_loop(vcpu.as_mut(), &buses, &thread_stop)
+            });
+            match thread {
+                Ok(thread) => vcpu_threads.push(thread),
+                Err(e) => {
+                    started = Err(host("starting a vCPU thread")(e));
+                    stop.stop(StopReason::Internal("a vCPU thread could not start".into()));
+                    break;
+                }
             }
         }
+        let reason = stop.wait();
+        let stuck = threads::join_all(vcpu_threads, VCPU_STOP_TIMEOUT, |thread| {
+            backend.kick_all();
+            thread.signal(SIGRTMIN());
+        });
+        for name in stuck {
+            log::warn!("the {name} thread did not stop within {VCPU_STOP_TIMEOUT:?}");
+        }
+        drop(terminal);
+        started.map(|()| reason)
     }
-    let reason = stop.wait();
-    let stuck = threads::join_all(vcpu_threads, VCPU_STOP_TIMEOUT, |thread| {
-        backend.kick_all();
-        thread.signal(SIGRTMIN());
-    });
-    for name in stuck {
-        log::warn!("the {name} thread did not stop within {VCPU_STOP_TIMEOUT:?}");
-    }
-    drop(terminal);
-    started.map(|()| reason)
 }
 
 /// The CPU backend of a VM.
@@ -340,6 +376,34 @@ impl Backend {
         }
     }
 
+    /// Wires a virtio device's queue notifications and interrupt into the backend: KVM
+    /// signals the queue eventfds itself (ioeventfd) and raises the interrupt from its
+    /// eventfd (irqfd); on the software CPU the transport signals the queues, and the event
+    /// loop carries the interrupt eventfd into the IOAPIC.
+    fn connect_virtio(
+        &self,
+        device: &virtio::Built,
+        event_loop: &mut EventLoop,
+    ) -> Result<(), VmError> {
+        let transport = lock(&device.transport);
+        match self {
+            Backend::Kvm(kvm) => {
+                let notify = device.slot.addr + u64::from(VIRTIO_MMIO_QUEUE_NOTIFY);
+                for (queue, evt) in transport.queue_events().iter().enumerate() {
+                    kvm.notify_on_write(evt, notify, queue as u32)?;
+                }
+                kvm.interrupt_on_event(transport.interrupt_event(), device.slot.gsi)?;
+            }
+            Backend::Soft(soft) => {
+                let route = soft
+                    .interrupt_route(transport.interrupt_event(), device.slot.gsi)
+                    .map_err(host("an interrupt route"))?;
+                event_loop.add(route);
+            }
+        }
+        Ok(())
+    }
+
     /// An interrupt line into the backend's interrupt controller for `gsi`.
     fn interrupt_line(&self, gsi: u32) -> Result<Arc<dyn InterruptLine>, VmError> {
         match self {
@@ -370,7 +434,7 @@ impl Backend {
 }
 
 /// The platform the ACPI tables describe: the vCPUs, COM1 and the power-management ports.
-fn acpi_platform(vcpu_count: u8) -> Platform {
+fn acpi_platform(vcpu_count: u8, slots: &[virtio::Slot]) -> Platform {
     let port = |offset: u64| (ACPI_PM_PORT + offset) as u16;
     Platform {
         vcpu_count,
@@ -389,6 +453,7 @@ fn acpi_platform(vcpu_count: u8) -> Platform {
             port: RTC_PORT as u16,
             century_register: rtc::CENTURY,
         },
+        virtio: virtio::acpi_entries(slots),
     }
 }
 

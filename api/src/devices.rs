@@ -1,0 +1,150 @@
+//! Validation of the device sections of a configuration: drives and entropy today. Each
+//! error names the field, as `drives[1].path_on_host`.
+
+use std::collections::HashSet;
+use std::os::unix::fs::FileTypeExt;
+
+use crate::{ConfigError, Drive, Entropy, RateLimiter, TokenBucket};
+
+/// Most virtio devices one microVM may have: each takes an MMIO window and an interrupt.
+pub const MAX_VIRTIO_DEVICES: usize = 16;
+/// Longest device ID accepted.
+const MAX_ID_LEN: usize = 64;
+
+fn invalid(field: String, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Checks a device ID: 1 to 64 ASCII letters, digits, `_` or `-`.
+pub fn check_id(field: &str, id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field.to_string(),
+            format!("`{id}` must be 1 to {MAX_ID_LEN} letters, digits, `_` or `-`"),
+        ))
+    }
+}
+
+fn check_bucket(field: &str, bucket: &TokenBucket) -> Result<(), ConfigError> {
+    if bucket.size > 0 && bucket.refill_time == 0 {
+        return Err(invalid(
+            format!("{field}.refill_time"),
+            "must be at least 1 (milliseconds) for a bucket with a size",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks both buckets of a rate limiter at `field`.
+pub fn check_rate_limiter(field: &str, limiter: &Option<RateLimiter>) -> Result<(), ConfigError> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    if let Some(b) = &limiter.bandwidth {
+        check_bucket(&format!("{field}.bandwidth"), b)?;
+    }
+    if let Some(b) = &limiter.ops {
+        check_bucket(&format!("{field}.ops"), b)?;
+    }
+    Ok(())
+}
+
+/// Checks the `drives` section: unique IDs, at most one root device, a backing file that is
+/// a regular file or block device, and the options Ember serves.
+pub fn check_drives(drives: &[Drive]) -> Result<(), ConfigError> {
+    let mut ids = HashSet::new();
+    let mut root = None;
+    for (i, d) in drives.iter().enumerate() {
+        let field = |name: &str| format!("drives[{i}].{name}");
+        check_id(&field("drive_id"), &d.drive_id)?;
+        if !ids.insert(d.drive_id.as_str()) {
+            return Err(invalid(
+                field("drive_id"),
+                format!("`{}` is used twice", d.drive_id),
+            ));
+        }
+        if d.socket.is_some() {
+            return Err(invalid(
+                field("socket"),
+                "vhost-user block devices are not supported; give path_on_host",
+            ));
+        }
+        let Some(path) = &d.path_on_host else {
+            return Err(invalid(field("path_on_host"), "is required"));
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() || m.file_type().is_block_device() => {}
+            Ok(_) => {
+                return Err(invalid(
+                    field("path_on_host"),
+                    format!("{} is not a regular file or block device", path.display()),
+                ))
+            }
+            Err(e) => {
+                return Err(invalid(
+                    field("path_on_host"),
+                    format!("{}: {e}", path.display()),
+                ))
+            }
+        }
+        if d.is_root_device {
+            if let Some(other) = root.replace(&d.drive_id) {
+                return Err(invalid(
+                    field("is_root_device"),
+                    format!("`{other}` is already the root device"),
+                ));
+            }
+        }
+        if let Some(uuid) = &d.partuuid {
+            if !d.is_root_device {
+                return Err(invalid(
+                    field("partuuid"),
+                    "is only used with is_root_device",
+                ));
+            }
+            if uuid.is_empty() || !uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+                return Err(invalid(
+                    field("partuuid"),
+                    format!("`{uuid}` is not a UUID"),
+                ));
+            }
+        }
+        if let Some(c) = d
+            .cache_type
+            .as_deref()
+            .filter(|c| !matches!(*c, "Unsafe" | "Writeback"))
+        {
+            return Err(invalid(
+                field("cache_type"),
+                format!("`{c}` (allowed: Unsafe, Writeback)"),
+            ));
+        }
+        if let Some(e) = d
+            .io_engine
+            .as_deref()
+            .filter(|e| !matches!(*e, "Sync" | "Async"))
+        {
+            return Err(invalid(
+                field("io_engine"),
+                format!("`{e}` (allowed: Sync, Async)"),
+            ));
+        }
+        check_rate_limiter(&field("rate_limiter"), &d.rate_limiter)?;
+    }
+    Ok(())
+}
+
+/// Checks the `entropy` section.
+pub fn check_entropy(entropy: &Entropy) -> Result<(), ConfigError> {
+    check_rate_limiter("entropy.rate_limiter", &entropy.rate_limiter)
+}
