@@ -1,0 +1,267 @@
+//! virtio-blk and virtio-rng with the default Debian guest: an ext4 image made on the host is
+//! mounted, read and written by the guest and read back on the host; a read-only drive
+//! refuses writes and stays byte-identical; DISCARD punches holes and WRITE_ZEROES zeroes;
+//! GET_ID gives the drive ID; the guest reads /dev/hwrng. Bad drives are refused, naming the
+//! drive and the file. The guest runs on the software CPU, and on KVM where this host's KVM
+//! can run it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ember_tests::{boot, default_guest, kvm_is_pvm, kvm_or_skip, note_skip, scratch_dir, Run};
+
+/// A hang guard: a boot with a few commands takes seconds.
+const LIMIT: Duration = Duration::from_secs(240);
+/// What the host puts in the image for the guest to read.
+const HOST_TEXT: &str = "written by the host before boot";
+
+/// An ext4 image of `mib` MiB holding `hello.txt`, made with `mkfs.ext4 -d`.
+fn ext4_image(dir: &Path, name: &str, mib: u32) -> PathBuf {
+    let root = dir.join(format!("{name}-root"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), HOST_TEXT).unwrap();
+    let image = dir.join(format!("{name}.ext4"));
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(&image)
+        .arg(format!("{mib}M"))
+        .output()
+        .expect("mkfs.ext4 (e2fsprogs)");
+    assert!(out.status.success(), "mkfs.ext4: {out:?}");
+    image
+}
+
+/// A file's contents inside an ext4 image, read on the host with debugfs.
+fn read_from_image(image: &Path, file: &str) -> Vec<u8> {
+    let out = Command::new("debugfs")
+        .args(["-R", &format!("cat {file}")])
+        .arg(image)
+        .output()
+        .expect("debugfs (e2fsprogs)");
+    assert!(out.status.success(), "debugfs: {out:?}");
+    out.stdout
+}
+
+fn sha256(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Blocks of 512 bytes the file occupies on the host's disk.
+fn allocated_sectors(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks()
+}
+
+/// Boots the default guest on `accel` with `drives` (JSON array body) and an entropy
+/// device, running `command`.
+fn boot_with_drives(dir: &Path, accel: &str, drives: &str, command: &str) -> Run {
+    let json = format!(
+        r#"{{"boot-source": {{"kernel_image_path": "{}", "initrd_path": "{}",
+              "boot_args": "console=ttyS0 reboot=k panic=1 pci=off quiet ember_run=\"{}\""}},
+            "machine-config": {{"vcpu_count": 1, "mem_size_mib": 256}},
+            "drives": [{drives}],
+            "entropy": {{}}}}"#,
+        default_guest("vmlinux").display(),
+        default_guest("initramfs.cpio").display(),
+        command
+    );
+    let config = dir.join("vm.json");
+    std::fs::write(&config, json).unwrap();
+    boot(&config, &["--accel", accel], b"", LIMIT)
+}
+
+/// The guest's commands: each line it prints starts with a tag the test looks for.
+const GUEST_COMMANDS: &str = "mkdir -p /mnt/rw /mnt/ro; \
+    mount /dev/vda /mnt/rw && echo READ-RW $(cat /mnt/rw/hello.txt); \
+    dd if=/dev/hwrng of=/mnt/rw/random.bin bs=4096 count=256 2>/dev/null; \
+    echo GUEST-SHA $(sha256sum /mnt/rw/random.bin); \
+    echo guest-text > /mnt/rw/guest.txt; sync; umount /mnt/rw; \
+    mount /dev/vdb /mnt/ro && echo READ-RO $(cat /mnt/ro/hello.txt); \
+    touch /mnt/ro/new 2>/dev/null || echo RO-TOUCH-REFUSED; \
+    dd if=/dev/zero of=/dev/vdb bs=512 count=1 conv=fsync 2>/dev/null || echo RO-DD-REFUSED; \
+    echo SERIALS $(cat /sys/block/vda/serial) $(cat /sys/block/vdb/serial); \
+    blkdiscard -o 0 -l 4194304 /dev/vdc && echo DISCARDED; \
+    ember-zeroout /dev/vdc 4194304 4194304 && echo ZEROED; \
+    echo ZERO-SHA $(dd if=/dev/vdc bs=1M skip=4 count=4 2>/dev/null | sha256sum); \
+    echo RNG $(head -c 32 /dev/hwrng | wc -c) $(head -c 32 /dev/hwrng | md5sum) \
+    $(head -c 32 /dev/hwrng | md5sum)";
+
+fn disks_work_on(accel: &str) {
+    let dir = scratch_dir(&format!("virtio-blk-{accel}"));
+    let rw = ext4_image(&dir, "rw", 32);
+    let ro = ext4_image(&dir, "ro", 16);
+    let ro_before = std::fs::read(&ro).unwrap();
+    let scratch = dir.join("scratch.raw");
+    std::fs::write(&scratch, vec![0xa5u8; 8 << 20]).unwrap();
+    let drives = format!(
+        r#"{{"drive_id": "rootish", "path_on_host": "{}", "is_root_device": false}},
+           {{"drive_id": "frozen", "path_on_host": "{}", "is_root_device": false,
+             "is_read_only": true}},
+           {{"drive_id": "scratch", "path_on_host": "{}", "is_root_device": false}}"#,
+        rw.display(),
+        ro.display(),
+        scratch.display()
+    );
+    let before_discard = allocated_sectors(&scratch);
+    let run = boot_with_drives(&dir, accel, &drives, GUEST_COMMANDS);
+    assert_eq!(run.code(), 0, "{run:#?}");
+    let out = &run.stdout;
+    assert!(out.contains(&format!("READ-RW {HOST_TEXT}")), "{run:#?}");
+    assert!(out.contains(&format!("READ-RO {HOST_TEXT}")), "{run:#?}");
+    assert!(out.contains("RO-TOUCH-REFUSED"), "{run:#?}");
+    assert!(out.contains("RO-DD-REFUSED"), "{run:#?}");
+    assert!(out.contains("SERIALS rootish frozen"), "{run:#?}");
+    assert!(
+        out.contains("DISCARDED") && out.contains("ZEROED"),
+        "{run:#?}"
+    );
+
+    // What the guest wrote is on the host's disk after power-off: the same bytes.
+    assert_eq!(read_from_image(&rw, "/guest.txt"), b"guest-text\n");
+    let random = read_from_image(&rw, "/random.bin");
+    assert_eq!(random.len(), 1 << 20);
+    let guest_sha = out
+        .lines()
+        .find_map(|l| l.strip_prefix("GUEST-SHA "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no GUEST-SHA line: {run:#?}"));
+    assert_eq!(
+        guest_sha,
+        sha256(&random),
+        "the guest's file differs on the host"
+    );
+    assert!(
+        random.iter().any(|&b| b != 0),
+        "the entropy device gave zeros"
+    );
+
+    // The read-only image is untouched, byte for byte.
+    assert!(
+        std::fs::read(&ro).unwrap() == ro_before,
+        "the read-only image changed"
+    );
+
+    // DISCARD punched a hole (where the host file system can) and WRITE_ZEROES zeroed.
+    let scratch_now = std::fs::read(&scratch).unwrap();
+    assert!(
+        scratch_now[..4 << 20].iter().all(|&b| b == 0),
+        "discarded range"
+    );
+    assert!(
+        scratch_now[4 << 20..].iter().all(|&b| b == 0),
+        "zeroed range"
+    );
+    assert!(
+        allocated_sectors(&scratch) < before_discard,
+        "no space was given back: {} then {} sectors",
+        before_discard,
+        allocated_sectors(&scratch)
+    );
+    let zero_sha = sha256(&vec![0u8; 4 << 20]);
+    assert!(out.contains(&format!("ZERO-SHA {zero_sha}")), "{run:#?}");
+    let rng: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RNG "))
+        .unwrap_or_else(|| panic!("no RNG line: {run:#?}"))
+        .split_whitespace()
+        .collect();
+    // "32", then two md5sum outputs ("<hash> -") of two reads, which differ.
+    assert_eq!(rng.len(), 5, "{rng:?}");
+    assert_eq!(rng[0], "32", "{rng:?}");
+    assert_ne!(
+        rng[1], rng[3],
+        "two reads of /dev/hwrng were equal: {rng:?}"
+    );
+}
+
+#[test]
+fn disks_and_entropy_work_on_the_software_cpu() {
+    disks_work_on("interp");
+}
+
+#[test]
+fn disks_and_entropy_work_on_kvm() {
+    const TEST: &str = "disks_and_entropy_work_on_kvm";
+    if !kvm_or_skip(TEST) {
+        return;
+    }
+    if kvm_is_pvm() {
+        note_skip(
+            TEST,
+            "skipped: this host's kvm_pvm cannot run the Debian guest",
+        );
+        return;
+    }
+    disks_work_on("kvm");
+}
+
+/// One config and the message its refusal must contain.
+fn refused(dir: &Path, drives: &str, needles: &[&str]) {
+    let run = boot_with_drives(dir, "interp", drives, "true");
+    assert_eq!(run.code(), 2, "{run:#?}");
+    for needle in needles {
+        assert!(run.stderr.contains(needle), "missing {needle:?}: {run:#?}");
+    }
+    assert!(!run.stdout.contains("EMBER-GUEST-INIT"), "{run:#?}");
+}
+
+#[test]
+fn unusable_drives_are_refused_naming_drive_and_file() {
+    let dir = scratch_dir("virtio-blk-bad");
+    let odd = dir.join("odd.raw");
+    std::fs::write(&odd, vec![0u8; 1000]).unwrap();
+    let good = dir.join("good.raw");
+    std::fs::write(&good, vec![0u8; 1 << 20]).unwrap();
+    let drive = |id: &str, path: &Path, extra: &str| {
+        format!(
+            r#"{{"drive_id": "{id}", "path_on_host": "{}", "is_root_device": false{extra}}}"#,
+            path.display()
+        )
+    };
+    refused(
+        &dir,
+        &drive("odd", &odd, ""),
+        &["odd", "odd.raw", "not a multiple of 512"],
+    );
+    refused(
+        &dir,
+        &format!("{}, {}", drive("one", &good, ""), drive("two", &good, "")),
+        &["two", "good.raw", "in use"],
+    );
+    // A file nobody may write (immutable, which binds root too), configured writable.
+    let frozen = dir.join("immutable.raw");
+    std::fs::write(&frozen, vec![0u8; 1 << 20]).unwrap();
+    let chattr = |flag: &str| Command::new("chattr").arg(flag).arg(&frozen).status();
+    if chattr("+i").is_ok_and(|s| s.success()) {
+        refused(
+            &dir,
+            &drive("frozen", &frozen, ""),
+            &["frozen", "immutable.raw", "for writing"],
+        );
+        let _ = chattr("-i");
+    } else {
+        note_skip(
+            "unusable_drives_are_refused_naming_drive_and_file",
+            "the writable-but-read-only-file case: chattr +i does not work on this file system",
+        );
+    }
+    refused(
+        &dir,
+        &drive("gone", &dir.join("missing.raw"), ""),
+        &["drives[0].path_on_host", "missing.raw"],
+    );
+}
