@@ -24,12 +24,19 @@ pub const QUEUE_TOKEN_BASE: u32 = 1;
 /// The first event data value free for a device's own descriptors.
 pub const DEVICE_TOKEN_BASE: u32 = 0x100;
 
+/// Most queue eventfds of earlier activations kept for the loop to stop watching.
+const MAX_RETIRED: usize = 64;
+
 /// A device's queues, and whether the event loop watches them.
 pub struct Activation {
     kick: EventFd,
     active: Option<ActiveQueues>,
     /// Queue eventfds currently registered with the event manager.
     watched: Vec<RawFd>,
+    /// Queue eventfds of an earlier activation, kept open until the loop has stopped
+    /// watching them (a closed descriptor cannot be taken out of epoll, and its number may be
+    /// reused).
+    retired: Vec<EventFd>,
 }
 
 impl Activation {
@@ -39,6 +46,7 @@ impl Activation {
             kick: EventFd::new(EFD_NONBLOCK)?,
             active: None,
             watched: Vec::new(),
+            retired: Vec::new(),
         })
     }
 
@@ -53,24 +61,40 @@ impl Activation {
         }
     }
 
-    /// Takes the driver's queues (on a vCPU thread) and tells the loop.
-    pub fn activate(&mut self, queues: ActiveQueues) {
+    /// Takes the driver's queues (on a vCPU thread) and tells the loop. A driver that
+    /// resets and restarts the device faster than the loop can follow is refused, so that
+    /// the descriptors kept for the loop stay bounded.
+    pub fn activate(&mut self, queues: ActiveQueues) -> Result<(), String> {
+        if self.retired.len() >= MAX_RETIRED {
+            return Err("the driver restarts the device faster than it can follow".into());
+        }
+        self.retire();
         self.active = Some(queues);
         let _ = self.kick.write(1);
+        Ok(())
     }
 
     /// Drops the queues (the driver reset the device) and tells the loop.
     pub fn reset(&mut self) {
-        self.active = None;
+        self.retire();
         let _ = self.kick.write(1);
+    }
+
+    fn retire(&mut self) {
+        if let Some(old) = self.active.take() {
+            self.retired.extend(old.events);
+        }
     }
 
     /// On [`ACTIVATION_TOKEN`]: makes the watched queue eventfds match the current state.
     pub fn sync(&mut self, ops: &mut EventOps) {
         let _ = self.kick.read();
         for fd in self.watched.drain(..) {
-            let _ = ops.remove(Events::empty_raw(fd));
+            if let Err(e) = ops.remove(Events::empty_raw(fd)) {
+                log::error!("virtio: cannot stop watching a queue: {e}");
+            }
         }
+        self.retired.clear();
         let Some(active) = &self.active else {
             return;
         };

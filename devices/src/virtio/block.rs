@@ -495,12 +495,16 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let mut block = Block::new(name, disk, RateLimiter::new(None, None).unwrap()).unwrap();
         let queue = vq.create_queue().unwrap();
-        block.core.activation.activate(ActiveQueues {
-            mem: mem.clone(),
-            queues: vec![queue],
-            events: vec![EventFd::new(0).unwrap()],
-            acked_features: COMMON_FEATURES,
-        });
+        block
+            .core
+            .activation
+            .activate(ActiveQueues {
+                mem: mem.clone(),
+                queues: vec![queue],
+                events: vec![EventFd::new(0).unwrap()],
+                acked_features: COMMON_FEATURES,
+            })
+            .unwrap();
         block
     }
 

@@ -43,6 +43,8 @@ pub struct MmioTransport {
     acked_features: u64,
     queue_sel: u32,
     queues: Vec<Queue>,
+    /// Queues the driver gave a size that is 0, too large or not a power of two.
+    bad_sizes: Vec<bool>,
     queue_events: Vec<EventFd>,
 }
 
@@ -75,6 +77,7 @@ impl MmioTransport {
             driver_features_sel: 0,
             acked_features: 0,
             queue_sel: 0,
+            bad_sizes: vec![false; queues.len()],
             queues,
             queue_events,
         })
@@ -144,10 +147,13 @@ impl MmioTransport {
             reg::VIRTIO_MMIO_DRIVER_FEATURES => self.write_driver_features(value),
             reg::VIRTIO_MMIO_QUEUE_SEL => self.queue_sel = value,
             reg::VIRTIO_MMIO_QUEUE_NUM => {
+                let sel = self.queue_sel as usize;
                 if let Some(q) = self.selected_queue() {
-                    // Queue::set_size refuses (and logs) sizes that are not a power of two
-                    // or exceed the maximum; is_valid then fails at DRIVER_OK.
-                    q.set_size(value.min(u32::from(u16::MAX)) as u16);
+                    let size = u16::try_from(value).unwrap_or(0);
+                    let bad = q.try_set_size(size).is_err();
+                    if let Some(flag) = self.bad_sizes.get_mut(sel) {
+                        *flag = bad;
+                    }
                 }
             }
             reg::VIRTIO_MMIO_QUEUE_READY => {
@@ -277,6 +283,11 @@ impl MmioTransport {
     }
 
     fn activate(&mut self) {
+        if let Some(i) = self.bad_sizes.iter().position(|&bad| bad) {
+            self.signals
+                .needs_reset(&self.name, &format!("queue {i} was given an invalid size"));
+            return;
+        }
         if let Some(i) = self.queues.iter().position(|q| !q.is_valid(&self.mem)) {
             self.signals.needs_reset(
                 &self.name,
@@ -332,6 +343,7 @@ impl MmioTransport {
         for q in &mut self.queues {
             q.reset();
         }
+        self.bad_sizes.fill(false);
     }
 }
 

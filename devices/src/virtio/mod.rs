@@ -99,8 +99,7 @@ pub trait VirtioDevice: Send {
     /// Starts the device with the driver's queues. An error marks the device as needing a
     /// reset.
     fn activate(&mut self, queues: ActiveQueues) -> Result<(), String> {
-        self.core_mut().activation.activate(queues);
-        Ok(())
+        self.core_mut().activation.activate(queues)
     }
     /// Stops the device and forgets the queues (the driver wrote 0 to the status register).
     fn reset(&mut self) {
