@@ -391,8 +391,8 @@ impl VmConfig {
         if self.vsock.is_some() {
             return Err(ConfigError::unsupported("vsock", "virtio-vsock"));
         }
-        if self.balloon.is_some() {
-            return Err(ConfigError::unsupported("balloon", "virtio-balloon"));
+        if let Some(balloon) = &self.balloon {
+            crate::devices::check_balloon(balloon, self.machine_config.mem_size_mib)?;
         }
         if self.metrics.is_some() {
             return Err(ConfigError::unsupported("metrics", "the metrics sink"));
@@ -592,7 +592,6 @@ mod tests {
                 r#"[{"iface_id": "eth0", "host_dev_name": "tap0"}]"#,
             ),
             ("vsock", r#"{"guest_cid": 3, "uds_path": "/tmp/v.sock"}"#),
-            ("balloon", r#"{"amount_mib": 0, "deflate_on_oom": true}"#),
             ("metrics", r#"{"metrics_path": "/tmp/m"}"#),
             ("mmds-config", r#"{"network_interfaces": ["eth0"]}"#),
         ] {

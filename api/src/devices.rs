@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::os::unix::fs::FileTypeExt;
 
-use crate::{ConfigError, Drive, Entropy, RateLimiter, TokenBucket};
+use crate::{Balloon, ConfigError, Drive, Entropy, RateLimiter, TokenBucket};
 
 /// Most virtio devices one microVM may have: each takes an MMIO window and an interrupt.
 pub const MAX_VIRTIO_DEVICES: usize = 16;
@@ -147,4 +147,18 @@ pub fn check_drives(drives: &[Drive]) -> Result<(), ConfigError> {
 /// Checks the `entropy` section.
 pub fn check_entropy(entropy: &Entropy) -> Result<(), ConfigError> {
     check_rate_limiter("entropy.rate_limiter", &entropy.rate_limiter)
+}
+
+/// Checks the `balloon` section against guest memory of `mem_size_mib`.
+pub fn check_balloon(balloon: &Balloon, mem_size_mib: u64) -> Result<(), ConfigError> {
+    if u64::from(balloon.amount_mib) > mem_size_mib {
+        return Err(invalid(
+            "balloon.amount_mib".into(),
+            format!(
+                "{} is more than the guest's {mem_size_mib} MiB",
+                balloon.amount_mib
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -3,12 +3,14 @@
 //! them, and building them from the configuration.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use api::VmConfig;
 use arch::acpi::VirtioMmio;
 use arch::layout::{VIRTIO_GSIS, VIRTIO_MMIO_START};
 use arch::GuestMemory;
 use devices::rate_limiter::{BucketConfig, RateLimiter};
+use devices::virtio::balloon::Balloon;
 use devices::virtio::block::{Block, Disk};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE};
 use devices::virtio::rng::Rng;
@@ -26,6 +28,8 @@ pub enum Kind {
     Block(usize),
     /// `entropy`.
     Rng,
+    /// `balloon`.
+    Balloon,
 }
 
 /// Where one device goes.
@@ -42,7 +46,7 @@ pub struct Slot {
 }
 
 /// Places every configured device: the root drive first (so that it is `/dev/vda`), then the
-/// other drives in order, then the entropy device.
+/// other drives in order, then the entropy device and the balloon.
 pub fn plan(config: &VmConfig) -> Vec<Slot> {
     let root = config.drives.iter().position(|d| d.is_root_device);
     let drives = root
@@ -53,6 +57,9 @@ pub fn plan(config: &VmConfig) -> Vec<Slot> {
         .collect();
     if config.entropy.is_some() {
         kinds.push((Kind::Rng, "entropy".into()));
+    }
+    if config.balloon.is_some() {
+        kinds.push((Kind::Balloon, "balloon".into()));
     }
     kinds
         .into_iter()
@@ -180,6 +187,14 @@ pub fn build(
                     let section = config.entropy.as_ref().and_then(|e| e.rate_limiter.clone());
                     let rng = Rng::new(limiter(&section).map_err(io)?).map_err(io)?;
                     (shared(rng), "virtio-rng".to_string())
+                }
+                Kind::Balloon => {
+                    let b = config.balloon.as_ref().ok_or("balloon section missing")?;
+                    let period = (b.stats_polling_interval_s > 0)
+                        .then(|| Duration::from_secs(u64::from(b.stats_polling_interval_s)));
+                    let balloon =
+                        Balloon::new(b.amount_mib, b.deflate_on_oom, period).map_err(io)?;
+                    (shared(balloon), "virtio-balloon".to_string())
                 }
             };
             let transport = MmioTransport::new(device, (**mem).clone(), name).map_err(io)?;

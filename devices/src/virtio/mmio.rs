@@ -288,7 +288,12 @@ impl MmioTransport {
                 .needs_reset(&self.name, &format!("queue {i} was given an invalid size"));
             return;
         }
-        if let Some(i) = self.queues.iter().position(|q| !q.is_valid(&self.mem)) {
+        let required = lock(&self.device).queues_used(self.acked_features);
+        let broken = self.queues.iter().enumerate().position(|(i, q)| {
+            let needed = i < required;
+            (needed || q.ready()) && !q.is_valid(&self.mem)
+        });
+        if let Some(i) = broken {
             self.signals.needs_reset(
                 &self.name,
                 &format!("queue {i} is not ready, or its size or rings do not fit in guest RAM"),

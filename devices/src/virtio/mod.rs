@@ -7,6 +7,7 @@
 //! on the VMM's event loop: each device is an event-manager subscriber.
 
 pub mod activation;
+pub mod balloon;
 pub mod block;
 pub mod chain;
 pub mod mmio;
@@ -39,7 +40,8 @@ pub const COMMON_FEATURES: u64 =
 pub struct ActiveQueues {
     /// Guest memory.
     pub mem: GuestMemory,
-    /// The queues as the driver configured them (validated), in index order.
+    /// The queues as the driver configured them, in index order; the ones it uses are
+    /// validated, any others are not ready.
     pub queues: Vec<Queue>,
     /// Each queue's notification eventfd.
     pub events: Vec<EventFd>,
@@ -82,6 +84,11 @@ pub trait VirtioDevice: Send {
     fn queue_max_sizes(&self) -> &[u16];
     /// The feature bits the device offers (including [`COMMON_FEATURES`]).
     fn features(&self) -> u64;
+    /// How many queues, from the first, a driver that accepted `acked_features` must set up;
+    /// the rest may stay unready.
+    fn queues_used(&self, _acked_features: u64) -> usize {
+        self.queue_max_sizes().len()
+    }
     /// Reads the device-specific configuration space at `offset`; bytes past its end read 0.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes the configuration space; devices whose configuration is read-only ignore it.
