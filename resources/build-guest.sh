@@ -3,6 +3,7 @@
 #   vmlinuz            Debian cloud kernel, bzImage (LZ4 payload)
 #   vmlinux            the ELF kernel taken out of that bzImage (has the PVH entry note)
 #   initramfs.cpio     busybox-static + virtio/vsock modules + /init (uncompressed newc)
+#   rootfs.ext4        the same system without modules, as an ext4 root file system image
 #   vm.json            example Firecracker --config-file using the files above
 #   config-KVER        the kernel's .config, for reference
 # Usage: build-guest.sh [BUILD_DIR]   (or EMBER_BUILD=DIR; default <repo>/build/guest)
@@ -15,7 +16,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF=$(realpath "${BASH_SOURCE[0]}")
 OUT=$(realpath -m "${1:-${EMBER_BUILD:-$REPO/build/guest}}")
 DEBS="$OUT/debs" WORK="$OUT/work"
-OUTPUTS=(vmlinuz vmlinux initramfs.cpio vm.json)
+OUTPUTS=(vmlinuz vmlinux initramfs.cpio rootfs.ext4 vm.json)
 # Modules the guest should have; built-in ones are dropped, dependencies are added.
 WANT_MODULES=(virtio virtio_ring virtio_mmio virtio_pci virtio_blk virtio_net
   vmw_vsock_virtio_transport virtio_rng virtio_balloon
@@ -43,7 +44,7 @@ rm -f "$OUT/.stamp"
 APT_UPDATED=
 apt_update() { [[ -n $APT_UPDATED ]] || { apt-get update -q >/dev/null; APT_UPDATED=1; }; }
 missing=()
-for t in lz4:lz4 depmod:kmod modprobe:kmod cpio:cpio readelf:binutils gcc:gcc; do
+for t in lz4:lz4 depmod:kmod modprobe:kmod cpio:cpio readelf:binutils gcc:gcc mkfs.ext4:e2fsprogs; do
   command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
 done
 [[ -e /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)   # static guest tools
@@ -123,7 +124,7 @@ readelf -nW "$OUT/vmlinux.tmp" | grep -Eq '^[[:space:]]*Xen[[:space:]]+0x[0-9a-f
 
 # --- initramfs ---------------------------------------------------------------------
 R="$WORK/root"
-mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,root,etc,lib/modules}
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,root,etc,lib/modules,newroot}
 cp "$WORK/busybox/bin/busybox" "$R/bin/busybox"
 for a in $("$R/bin/busybox" --list-full); do
   [[ -e $R/$a || -L $R/$a ]] || ln -s /bin/busybox "$R/$a"
@@ -166,26 +167,51 @@ depmod -b "$R" "$KVER"
 printf '%s\n' "${load[@]}" > "$R/etc/ember-modules"
 log "modules to load: ${load[*]}; built in: ${builtin[*]}"
 
+# The guest's init, as /init in the initramfs and as /sbin/init on the root file system
+# image. In the initramfs it loads the modules; if the kernel command line names a root
+# device (root=, which Ember adds for a root drive) it mounts it and switches to its
+# /sbin/init (Debian builds virtio as modules, so a root on virtio-blk needs this loader,
+# as every Debian install has one); otherwise it goes on as the guest's init.
 cat > "$R/init" <<'EOF'
 #!/bin/sh
-# Ember guest init (busybox sh). Prints EMBER-GUEST-INIT when ready; then runs the kernel
-# command line's ember_run="..." (passed to us as an environment variable) and prints
-# EMBER-GUEST-EXIT <status>, or starts a shell on the console. Then powers the VM off.
+# Ember guest init (busybox sh). Prints EMBER-GUEST-INIT when ready (EMBER-ROOTFS-INIT when
+# running from a root file system on a disk); then runs the kernel command line's
+# ember_run="..." (passed to us as an environment variable) and prints EMBER-GUEST-EXIT
+# <status>, or starts a shell on the console. Then powers the VM off.
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-echo /sbin/modprobe > /proc/sys/kernel/modprobe
-while read -r m; do
-    modprobe -q "$m" 2>/dev/null || echo "ember-init: module $m not loaded"
-done < /etc/ember-modules
-echo EMBER-GUEST-INIT
+[ -e /proc/self ] || mount -t proc proc /proc
+[ -e /sys/kernel ] || mount -t sysfs sysfs /sys
+[ -e /dev/null ] || mount -t devtmpfs devtmpfs /dev
+if [ ! -e /etc/ember-rootfs ]; then
+    echo /sbin/modprobe > /proc/sys/kernel/modprobe
+    while read -r m; do
+        modprobe -q "$m" 2>/dev/null || echo "ember-init: module $m not loaded"
+    done < /etc/ember-modules
+    root=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^root=//p' | tail -n 1)
+    if [ -n "$root" ]; then
+        mode=rw; tr ' ' '\n' < /proc/cmdline | grep -qx ro && mode=ro
+        for i in 1 2 3 4 5 6 7 8 9 10; do [ -b "$root" ] && break; sleep 0.2; done
+        # A read-only device cannot replay a journal: fall back to not loading it.
+        if mount -o "$mode" "$root" /newroot ||
+           { [ "$mode" = ro ] && mount -o ro,noload "$root" /newroot; }; then
+            mount --move /proc /newroot/proc
+            mount --move /sys /newroot/sys
+            mount --move /dev /newroot/dev
+            exec switch_root /newroot /sbin/init
+        fi
+        echo "ember-init: cannot mount the root file system $root; staying in the initramfs"
+    fi
+fi
+if [ -e /etc/ember-rootfs ]; then echo EMBER-ROOTFS-INIT; else echo EMBER-GUEST-INIT; fi
 if [ -n "${ember_run+set}" ]; then
     sh -c "$ember_run"
     echo "EMBER-GUEST-EXIT $?"
 else
     setsid cttyhack sh
 fi
+sync
+# A clean root file system for the next boot, read-only ones included.
+[ -e /etc/ember-rootfs ] && mount -o remount,ro / 2>/dev/null
 # Without a power-off method (no ACPI S5) "poweroff -f" halts the CPU for good instead of
 # returning, so use it only when ACPI offers S5; otherwise reboot (reboot=k / -no-reboot).
 dmesg | grep -q 'ACPI: PM: (supports.* S5' && poweroff -f
@@ -195,6 +221,16 @@ chmod 755 "$R/init"
 # Reproducible archive: fixed mtimes (the kernel image's), sorted names, no inode/dev numbers.
 find "$R" -exec touch -h -r "$WORK/kernel/boot/vmlinuz-$KVER" {} +
 (cd "$R" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) > "$OUT/initramfs.cpio.tmp"
+
+# --- rootfs.ext4: the same system as a root file system image for virtio-blk ------------
+RFS="$WORK/rootfs"
+rm -rf "$RFS"; cp -a "$R" "$RFS"
+rm -rf "$RFS/lib/modules" "$RFS/etc/ember-modules"
+rmdir "$RFS/newroot"; mkdir -p "$RFS/mnt"
+mv "$RFS/init" "$RFS/sbin/init"
+touch "$RFS/etc/ember-rootfs"
+find "$RFS" -exec touch -h -r "$WORK/kernel/boot/vmlinuz-$KVER" {} +
+mkfs.ext4 -q -F -d "$RFS" "$OUT/rootfs.ext4.tmp" 32M
 
 # --- vm.json (Firecracker --config-file) -----------------------------------------------
 cat > "$OUT/vm.json.tmp" <<EOF
@@ -212,7 +248,7 @@ cat > "$OUT/vm.json.tmp" <<EOF
 }
 EOF
 
-for f in vmlinuz vmlinux initramfs.cpio vm.json; do mv -f "$OUT/$f.tmp" "$OUT/$f"; done
+for f in "${OUTPUTS[@]}"; do mv -f "$OUT/$f.tmp" "$OUT/$f"; done
 rm -rf "$WORK"
 echo "$KPKG $KPKGVER $KVER" > "$OUT/.stamp"
 log "done: $OUT ($KVER)"

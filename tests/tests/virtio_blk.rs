@@ -265,3 +265,51 @@ fn unusable_drives_are_refused_naming_drive_and_file() {
         &["drives[0].path_on_host", "missing.raw"],
     );
 }
+
+/// Boots the guest with `rootfs` as its root drive (the initramfs only loads the virtio
+/// modules and switches to `root=`, which the VMM adds), running `command` from the disk.
+fn boot_from_disk(dir: &Path, rootfs: &Path, read_only: bool, command: &str) -> Run {
+    let drive = format!(
+        r#"{{"drive_id": "rootfs", "path_on_host": "{}", "is_root_device": true,
+             "is_read_only": {read_only}}}"#,
+        rootfs.display()
+    );
+    boot_with_drives(dir, "interp", &drive, command)
+}
+
+/// The root file system is the guest's disk: `/` is /dev/vda, writable, and what the guest
+/// writes there is in the image afterwards; a read-only root drive is mounted read-only.
+#[test]
+fn the_guest_runs_from_a_root_file_system_on_virtio_blk() {
+    let dir = scratch_dir("virtio-blk-rootfs");
+    let rootfs = dir.join("rootfs.ext4");
+    std::fs::copy(default_guest("rootfs.ext4"), &rootfs).unwrap();
+    let run = boot_from_disk(
+        &dir,
+        &rootfs,
+        false,
+        "grep ^/dev/vda /proc/mounts; echo from-the-rootfs > /written.txt",
+    );
+    assert_eq!(run.code(), 0, "{run:#?}");
+    assert!(run.stdout.contains("EMBER-ROOTFS-INIT"), "{run:#?}");
+    assert!(run.stdout.contains("/dev/vda / ext4 rw"), "{run:#?}");
+    assert_eq!(
+        read_from_image(&rootfs, "/written.txt"),
+        b"from-the-rootfs\n"
+    );
+
+    let before = std::fs::read(&rootfs).unwrap();
+    let run = boot_from_disk(
+        &dir,
+        &rootfs,
+        true,
+        "grep ^/dev/vda /proc/mounts; touch /x 2>/dev/null || echo ROOT-READ-ONLY",
+    );
+    assert_eq!(run.code(), 0, "{run:#?}");
+    assert!(run.stdout.contains("/dev/vda / ext4 ro"), "{run:#?}");
+    assert!(run.stdout.contains("ROOT-READ-ONLY"), "{run:#?}");
+    assert!(
+        std::fs::read(&rootfs).unwrap() == before,
+        "a read-only root changed"
+    );
+}
