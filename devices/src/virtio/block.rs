@@ -18,10 +18,10 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES,
 };
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
-use vm_memory::Bytes;
 
 use super::activation::{watch_limiter, DEVICE_TOKEN_BASE};
-use super::chain::{ranges, ChainBuffers};
+use super::chain::ChainBuffers;
+use super::iov::IoVecs;
 use super::serve::Served;
 use super::{read_config_bytes, Counters, DeviceCore, Handled, VirtioDevice, COMMON_FEATURES};
 use crate::rate_limiter::RateLimiter;
@@ -31,8 +31,9 @@ use crate::GuestMemory;
 pub const SECTOR_SIZE: u64 = 512;
 /// The request queue's size.
 const QUEUE_SIZE: u16 = 256;
-/// Data buffers per request the driver may use (announced as `seg_max`).
-const SEG_MAX: u32 = 128;
+/// Data buffers per request the driver may use (announced as `seg_max`): all the queue can
+/// hold but the header and the status.
+const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Requests served per wake-up before the loop moves on to other devices.
 const BUDGET: usize = 32;
 /// Ranges in one DISCARD or WRITE_ZEROES request (announced as `max_*_seg`).
@@ -202,6 +203,7 @@ pub struct Block {
     core: DeviceCore,
     limiter: RateLimiter,
     buffers: ChainBuffers,
+    iovs: IoVecs,
 }
 
 impl Block {
@@ -213,6 +215,7 @@ impl Block {
             core: DeviceCore::new()?,
             limiter,
             buffers: ChainBuffers::new(),
+            iovs: IoVecs::default(),
         })
     }
 
@@ -236,6 +239,7 @@ impl Block {
 
     fn serve(&mut self) {
         let (disk, buffers, limiter) = (&mut self.disk, &mut self.buffers, &mut self.limiter);
+        let iovs = &mut self.iovs;
         let counters = self.core.counters.clone();
         self.core.serve(&self.name, 0, BUDGET, |mem, chain| {
             buffers.parse(mem, chain).map_err(|e| e.to_string())?;
@@ -245,6 +249,7 @@ impl Block {
                 limiter: &mut *limiter,
                 counters: &counters,
                 mem,
+                iovs: &mut *iovs,
             }
             .serve_one()
         });
@@ -258,6 +263,7 @@ struct Requests<'a> {
     limiter: &'a mut RateLimiter,
     counters: &'a Counters,
     mem: &'a GuestMemory,
+    iovs: &'a mut IoVecs,
 }
 
 impl Requests<'_> {
@@ -307,23 +313,13 @@ impl Requests<'_> {
         if !len.is_multiple_of(SECTOR_SIZE) || !self.disk.covers(sector, len / SECTOR_SIZE) {
             return (VIRTIO_BLK_S_IOERR, 0);
         }
-        if self
-            .disk
-            .file
-            .seek(SeekFrom::Start(sector * SECTOR_SIZE))
-            .is_err()
+        let (mem, buffers) = (self.mem, self.buffers);
+        let offset = sector * SECTOR_SIZE;
+        if !self
+            .iovs
+            .read_into(mem, buffers.writable(), 0, len, &self.disk.file, offset)
         {
             return (VIRTIO_BLK_S_IOERR, 0);
-        }
-        for piece in ranges(self.buffers.writable(), 0, len) {
-            let mut file = &self.disk.file;
-            if self
-                .mem
-                .read_exact_volatile_from(piece.addr, &mut file, piece.len as usize)
-                .is_err()
-            {
-                return (VIRTIO_BLK_S_IOERR, 0);
-            }
         }
         Counters::add(&self.counters.bytes_to_guest, len);
         Counters::add(&self.counters.ops_to_guest, 1);
@@ -338,23 +334,17 @@ impl Requests<'_> {
         {
             return VIRTIO_BLK_S_IOERR;
         }
-        if self
-            .disk
-            .file
-            .seek(SeekFrom::Start(sector * SECTOR_SIZE))
-            .is_err()
-        {
+        let (mem, buffers) = (self.mem, self.buffers);
+        let offset = sector * SECTOR_SIZE;
+        if !self.iovs.write_from(
+            mem,
+            buffers.readable(),
+            HEADER_LEN,
+            len,
+            &self.disk.file,
+            offset,
+        ) {
             return VIRTIO_BLK_S_IOERR;
-        }
-        for piece in ranges(self.buffers.readable(), HEADER_LEN, len) {
-            let mut file = &self.disk.file;
-            if self
-                .mem
-                .write_all_volatile_to(piece.addr, &mut file, piece.len as usize)
-                .is_err()
-            {
-                return VIRTIO_BLK_S_IOERR;
-            }
         }
         Counters::add(&self.counters.bytes_from_guest, len);
         Counters::add(&self.counters.ops_from_guest, 1);
@@ -465,7 +455,7 @@ mod tests {
     use virtio_queue::desc::{split::Descriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
     use virtio_queue::QueueT;
-    use vm_memory::GuestAddress;
+    use vm_memory::{Bytes, GuestAddress};
     use vmm_sys_util::eventfd::EventFd;
 
     const RAM: u64 = 0x10_0000;

@@ -10,6 +10,7 @@ pub mod activation;
 pub mod balloon;
 pub mod block;
 pub mod chain;
+pub mod iov;
 pub mod mmio;
 pub mod rng;
 pub mod serve;

@@ -1,0 +1,126 @@
+//! Moving data between a file (or socket) and guest buffers with one vectored system call per
+//! request: the guest memory ranges of a chain become an iovec list, and preadv/pwritev fill or
+//! drain them directly, without copying through a bounce buffer.
+
+use std::os::fd::AsRawFd;
+
+use vm_memory::{GuestMemory as _, Permissions};
+
+use super::chain::{ranges, Segment};
+use crate::GuestMemory;
+
+/// Most iovecs one call takes (the kernel's UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
+
+/// A reusable list of host iovecs pointing into guest memory.
+#[derive(Default)]
+pub struct IoVecs {
+    iovs: Vec<libc::iovec>,
+}
+
+// SAFETY: the raw pointers are only ever handed to the kernel within one call, while the guest
+// memory they point into is kept mapped by the caller's `GuestMemory`.
+unsafe impl Send for IoVecs {}
+
+impl IoVecs {
+    /// Points the list at `len` bytes of `segments` from offset `at`. False if a range is not
+    /// in guest memory (the chain walker checked, so this means a bug) or needs more than
+    /// [`IOV_MAX`] entries.
+    fn fill(
+        &mut self,
+        mem: &GuestMemory,
+        segments: &[Segment],
+        at: u64,
+        len: u64,
+        access: Permissions,
+    ) -> bool {
+        self.iovs.clear();
+        for piece in ranges(segments, at, len) {
+            let Ok(slices) = mem.get_slices(piece.addr, piece.len as usize, access) else {
+                return false;
+            };
+            for slice in slices {
+                let Ok(slice) = slice else {
+                    return false;
+                };
+                if self.iovs.len() == IOV_MAX {
+                    return false;
+                }
+                self.iovs.push(libc::iovec {
+                    iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+                    iov_len: slice.len(),
+                });
+            }
+        }
+        true
+    }
+
+    /// Reads `len` bytes of `file` at `offset` into the guest buffers `segments` (from their
+    /// offset `at`). False on an I/O error or a short read.
+    pub fn read_into(
+        &mut self,
+        mem: &GuestMemory,
+        segments: &[Segment],
+        at: u64,
+        len: u64,
+        file: &impl AsRawFd,
+        offset: u64,
+    ) -> bool {
+        self.transfer(mem, segments, at, len, file, offset, Permissions::Write)
+    }
+
+    /// Writes `len` bytes of the guest buffers `segments` (from their offset `at`) to `file`
+    /// at `offset`. False on an I/O error or a short write.
+    pub fn write_from(
+        &mut self,
+        mem: &GuestMemory,
+        segments: &[Segment],
+        at: u64,
+        len: u64,
+        file: &impl AsRawFd,
+        offset: u64,
+    ) -> bool {
+        self.transfer(mem, segments, at, len, file, offset, Permissions::Read)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transfer(
+        &mut self,
+        mem: &GuestMemory,
+        segments: &[Segment],
+        at: u64,
+        len: u64,
+        file: &impl AsRawFd,
+        offset: u64,
+        access: Permissions,
+    ) -> bool {
+        let mut done = 0u64;
+        while done < len {
+            if !self.fill(mem, segments, at + done, len - done, access) {
+                return false;
+            }
+            let Ok(position) = libc::off_t::try_from(offset + done) else {
+                return false;
+            };
+            let fd = file.as_raw_fd();
+            let (iov, count) = (self.iovs.as_ptr(), self.iovs.len() as libc::c_int);
+            // SAFETY: every iovec points into guest memory that `mem` keeps mapped for the
+            // whole call, with the length the memory's own slice gave; the kernel copies into
+            // or out of it and keeps no reference after returning.
+            let n = unsafe {
+                if access == Permissions::Write {
+                    libc::preadv(fd, iov, count, position)
+                } else {
+                    libc::pwritev(fd, iov, count, position)
+                }
+            };
+            match n {
+                n if n > 0 => done += n as u64,
+                0 => return false, // end of file before the request was served
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
