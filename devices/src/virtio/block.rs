@@ -21,7 +21,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 
 use super::activation::{watch_limiter, DEVICE_TOKEN_BASE};
 use super::chain::ChainBuffers;
-use super::iov::IoVecs;
+use super::iov::{Direction, IoVecs};
 use super::serve::Served;
 use super::{read_config_bytes, Counters, DeviceCore, Handled, VirtioDevice, COMMON_FEATURES};
 use crate::rate_limiter::RateLimiter;
@@ -315,9 +315,10 @@ impl Requests<'_> {
         }
         let (mem, buffers) = (self.mem, self.buffers);
         let offset = sector * SECTOR_SIZE;
+        let (file, to_guest) = (&self.disk.file, Direction::FileToGuest);
         if !self
             .iovs
-            .read_into(mem, buffers.writable(), 0, len, &self.disk.file, offset)
+            .transfer(to_guest, mem, buffers.writable(), 0, len, file, offset)
         {
             return (VIRTIO_BLK_S_IOERR, 0);
         }
@@ -336,14 +337,12 @@ impl Requests<'_> {
         }
         let (mem, buffers) = (self.mem, self.buffers);
         let offset = sector * SECTOR_SIZE;
-        if !self.iovs.write_from(
-            mem,
-            buffers.readable(),
-            HEADER_LEN,
-            len,
-            &self.disk.file,
-            offset,
-        ) {
+        let (file, from_guest) = (&self.disk.file, Direction::GuestToFile);
+        let readable = buffers.readable();
+        if !self
+            .iovs
+            .transfer(from_guest, mem, readable, HEADER_LEN, len, file, offset)
+        {
             return VIRTIO_BLK_S_IOERR;
         }
         Counters::add(&self.counters.bytes_from_guest, len);

@@ -12,6 +12,15 @@ use crate::GuestMemory;
 /// Most iovecs one call takes (the kernel's UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
 
+/// Which way [`IoVecs::transfer`] moves data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// preadv: the file fills guest buffers.
+    FileToGuest,
+    /// pwritev: guest buffers go to the file.
+    GuestToFile,
+}
+
 /// A reusable list of host iovecs pointing into guest memory.
 #[derive(Default)]
 pub struct IoVecs {
@@ -55,45 +64,23 @@ impl IoVecs {
         true
     }
 
-    /// Reads `len` bytes of `file` at `offset` into the guest buffers `segments` (from their
-    /// offset `at`). False on an I/O error or a short read.
-    pub fn read_into(
-        &mut self,
-        mem: &GuestMemory,
-        segments: &[Segment],
-        at: u64,
-        len: u64,
-        file: &impl AsRawFd,
-        offset: u64,
-    ) -> bool {
-        self.transfer(mem, segments, at, len, file, offset, Permissions::Write)
-    }
-
-    /// Writes `len` bytes of the guest buffers `segments` (from their offset `at`) to `file`
-    /// at `offset`. False on an I/O error or a short write.
-    pub fn write_from(
-        &mut self,
-        mem: &GuestMemory,
-        segments: &[Segment],
-        at: u64,
-        len: u64,
-        file: &impl AsRawFd,
-        offset: u64,
-    ) -> bool {
-        self.transfer(mem, segments, at, len, file, offset, Permissions::Read)
-    }
-
+    /// Moves `len` bytes between `file` at `offset` and the guest buffers `segments` (from
+    /// their offset `at`), in the direction `dir`. False on an I/O error or a short transfer.
     #[allow(clippy::too_many_arguments)]
-    fn transfer(
+    pub fn transfer(
         &mut self,
+        dir: Direction,
         mem: &GuestMemory,
         segments: &[Segment],
         at: u64,
         len: u64,
         file: &impl AsRawFd,
         offset: u64,
-        access: Permissions,
     ) -> bool {
+        let access = match dir {
+            Direction::FileToGuest => Permissions::Write,
+            Direction::GuestToFile => Permissions::Read,
+        };
         let mut done = 0u64;
         while done < len {
             if !self.fill(mem, segments, at + done, len - done, access) {
