@@ -34,7 +34,7 @@ SKIPS := target/test-skips.txt
 
 test: build guest lint
 	@rm -f $(SKIPS)
-	@status=0; $(CARGO) test --workspace --release || status=$$?; \
+	@status=0; $(CARGO) test --workspace --release --no-fail-fast || status=$$?; \
 	if [ -s $(SKIPS) ]; then \
 	  echo; echo "== skipped, or accepted as a limit of this host =="; sort $(SKIPS); \
 	else \

@@ -94,11 +94,11 @@ fn memory_beyond_the_host_names_field_and_range() {
 fn sections_without_a_device_are_refused() {
     let json = format!(
         r#"{{"boot-source": {{"kernel_image_path": "{}"}},
-            "drives": [{{"drive_id": "root", "path_on_host": "/tmp/x", "is_root_device": true}}]}}"#,
+            "mmds-config": {{"network_interfaces": ["eth0"]}}}}"#,
         guest()
     );
-    let run = boot_json("drives", &json);
-    assert_refused(&run, &["drives", "not supported yet"]);
+    let run = boot_json("mmds", &json);
+    assert_refused(&run, &["mmds-config", "not supported yet"]);
 }
 
 #[test]
