@@ -15,6 +15,7 @@ pub mod mmio;
 pub mod rng;
 pub mod serve;
 pub mod signals;
+pub mod vsock;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -68,6 +69,8 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Times a rate limiter held the device back.
     pub throttled: AtomicU64,
+    /// Connections made (virtio-vsock).
+    pub connections: AtomicU64,
 }
 
 impl Counters {
