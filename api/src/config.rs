@@ -385,11 +385,11 @@ impl VmConfig {
         if let Some(entropy) = &self.entropy {
             crate::devices::check_entropy(entropy)?;
         }
+        if let Some(vsock) = &self.vsock {
+            crate::devices::check_vsock(vsock)?;
+        }
         if !self.network_interfaces.is_empty() {
             return Err(ConfigError::unsupported("network-interfaces", "virtio-net"));
-        }
-        if self.vsock.is_some() {
-            return Err(ConfigError::unsupported("vsock", "virtio-vsock"));
         }
         if let Some(balloon) = &self.balloon {
             crate::devices::check_balloon(balloon, self.machine_config.mem_size_mib)?;
@@ -591,7 +591,6 @@ mod tests {
                 "network-interfaces",
                 r#"[{"iface_id": "eth0", "host_dev_name": "tap0"}]"#,
             ),
-            ("vsock", r#"{"guest_cid": 3, "uds_path": "/tmp/v.sock"}"#),
             ("metrics", r#"{"metrics_path": "/tmp/m"}"#),
             ("mmds-config", r#"{"network_interfaces": ["eth0"]}"#),
         ] {
@@ -677,6 +676,74 @@ mod tests {
             .collect();
         assert!(drives_err(&format!("[{}]", many.join(","))).contains("at most 16"));
         std::fs::remove_file(&file).unwrap();
+    }
+
+    /// A config with `vsock` set to `vsock` (JSON), validated: the error, or "".
+    fn vsock_err(vsock: &str) -> String {
+        let text = format!(r#"{{"boot-source": {{"kernel_image_path": "k"}}, "vsock": {vsock}}}"#);
+        VmConfig::from_json(&text, "vm.json")
+            .and_then(|c| c.validate(&LIMITS))
+            .map(|()| String::new())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn vsock_is_checked_field_by_field() {
+        let dir = std::env::temp_dir().join(format!("ember-api-vsock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let vsock =
+            |cid: u64, path: &str| format!(r#"{{"guest_cid": {cid}, "uds_path": "{path}"}}"#);
+        assert_eq!(vsock_err(&vsock(3, &format!("{d}/v.sock"))), "");
+        assert_eq!(
+            vsock_err(&vsock(u64::from(u32::MAX) - 1, &format!("{d}/v.sock"))),
+            ""
+        );
+        // A socket nobody listens on any more is stale: the device replaces it.
+        let stale = dir.join("stale.sock");
+        let _ = std::fs::remove_file(&stale);
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        assert_eq!(vsock_err(&vsock(3, &stale.display().to_string())), "");
+        let live = dir.join("live.sock");
+        let _ = std::fs::remove_file(&live);
+        let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        let file = dir.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        for (body, needle) in [
+            (vsock(2, &format!("{d}/v.sock")), "vsock.guest_cid"),
+            (vsock(0, &format!("{d}/v.sock")), "0 is reserved"),
+            (
+                vsock(u64::from(u32::MAX), &format!("{d}/v.sock")),
+                "vsock.guest_cid",
+            ),
+            (vsock(3, "/nonexistent/dir/v.sock"), "vsock.uds_path"),
+            (
+                vsock(3, &format!("{}/v.sock", file.display())),
+                "not a directory",
+            ),
+            (vsock(3, &file.display().to_string()), "not a socket"),
+            (vsock(3, &live.display().to_string()), "in use"),
+            (vsock(3, ""), "vsock.uds_path"),
+            (
+                vsock(3, &format!("{d}/{}", "x".repeat(100))),
+                "vsock.uds_path",
+            ),
+            (r#"{"uds_path": "/tmp/v.sock"}"#.to_string(), "guest_cid"),
+        ] {
+            let e = vsock_err(&body);
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+        // One device at most: a second section is a duplicate key.
+        let text = format!(
+            r#"{{"boot-source": {{"kernel_image_path": "k"}}, "vsock": {}, "vsock": {}}}"#,
+            vsock(3, "/tmp/a"),
+            vsock(4, "/tmp/b")
+        );
+        let e = VmConfig::from_json(&text, "vm.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duplicate field `vsock`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! Validation of the device sections of a configuration: drives and entropy today. Each
-//! error names the field, as `drives[1].path_on_host`.
+//! Validation of the device sections of a configuration: drives, entropy, balloon and vsock.
+//! Each error names the field, as `drives[1].path_on_host`.
 
 use std::collections::HashSet;
 use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
-use crate::{Balloon, ConfigError, Drive, Entropy, RateLimiter, TokenBucket};
+use crate::{Balloon, ConfigError, Drive, Entropy, RateLimiter, TokenBucket, Vsock};
 
 /// Most virtio devices one microVM may have: each takes an MMIO window and an interrupt.
 pub const MAX_VIRTIO_DEVICES: usize = 16;
@@ -161,4 +162,63 @@ pub fn check_balloon(balloon: &Balloon, mem_size_mib: u64) -> Result<(), ConfigE
         ));
     }
     Ok(())
+}
+
+/// Longest `uds_path` accepted, in bytes: `<uds_path>_<port>` must still fit in a Unix socket
+/// address (107 bytes).
+const MAX_UDS_PATH: usize = 96;
+
+/// Checks the `vsock` section: a guest CID that is not reserved (3 up to 2^32 - 2), and a
+/// `uds_path` in an existing directory where nothing lies but, at most, a socket nobody
+/// listens on any more (the device replaces it).
+pub fn check_vsock(vsock: &Vsock) -> Result<(), ConfigError> {
+    if vsock.guest_cid < 3 || vsock.guest_cid == u32::MAX {
+        return Err(invalid(
+            "vsock.guest_cid".into(),
+            format!(
+                "{} is reserved (allowed 3..={})",
+                vsock.guest_cid,
+                u32::MAX - 1
+            ),
+        ));
+    }
+    let path = &vsock.uds_path;
+    let field = || "vsock.uds_path".to_string();
+    let len = path.as_os_str().len();
+    if len == 0 || len > MAX_UDS_PATH {
+        return Err(invalid(
+            field(),
+            format!("must name a socket path of 1 to {MAX_UDS_PATH} bytes"),
+        ));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(invalid(
+                field(),
+                format!("{} is not a directory", dir.display()),
+            ))
+        }
+        Err(e) => return Err(invalid(field(), format!("{}: {e}", dir.display()))),
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(invalid(field(), format!("{}: {e}", path.display()))),
+        Ok(m) if !m.file_type().is_socket() => Err(invalid(
+            field(),
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Ok(_) if std::os::unix::net::UnixStream::connect(path).is_ok() => Err(invalid(
+            field(),
+            format!(
+                "{} is in use: another process listens on it",
+                path.display()
+            ),
+        )),
+        Ok(_) => Ok(()),
+    }
 }

@@ -14,6 +14,7 @@ use devices::virtio::balloon::Balloon;
 use devices::virtio::block::{Block, Disk};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE};
 use devices::virtio::rng::Rng;
+use devices::virtio::vsock::{Listener, Vsock};
 use devices::virtio::VirtioDevice;
 use event_manager::MutEventSubscriber;
 
@@ -30,6 +31,8 @@ pub enum Kind {
     Rng,
     /// `balloon`.
     Balloon,
+    /// `vsock`.
+    Vsock,
 }
 
 /// Where one device goes.
@@ -46,7 +49,7 @@ pub struct Slot {
 }
 
 /// Places every configured device: the root drive first (so that it is `/dev/vda`), then the
-/// other drives in order, then the entropy device and the balloon.
+/// other drives in order, then the entropy device, the balloon and the vsock device.
 pub fn plan(config: &VmConfig) -> Vec<Slot> {
     let root = config.drives.iter().position(|d| d.is_root_device);
     let drives = root
@@ -60,6 +63,9 @@ pub fn plan(config: &VmConfig) -> Vec<Slot> {
     }
     if config.balloon.is_some() {
         kinds.push((Kind::Balloon, "balloon".into()));
+    }
+    if config.vsock.is_some() {
+        kinds.push((Kind::Vsock, "vsock".into()));
     }
     kinds
         .into_iter()
@@ -155,7 +161,8 @@ fn limiter(config: &Option<api::RateLimiter>) -> std::io::Result<RateLimiter> {
 }
 
 /// Builds the devices `slots` describe over guest memory `mem`. A disk that cannot be used
-/// is an error naming the drive and its file.
+/// is an error naming the drive and its file; a vsock socket that cannot be made names
+/// `vsock.uds_path`.
 pub fn build(
     config: &VmConfig,
     slots: &[Slot],
@@ -195,6 +202,13 @@ pub fn build(
                     let balloon =
                         Balloon::new(b.amount_mib, b.deflate_on_oom, period).map_err(io)?;
                     (shared(balloon), "virtio-balloon".to_string())
+                }
+                Kind::Vsock => {
+                    let section = config.vsock.as_ref().ok_or("vsock: no section")?;
+                    let listener = Listener::bind(&section.uds_path)
+                        .map_err(|e| format!("vsock.uds_path: {e}"))?;
+                    let vsock = Vsock::new(u64::from(section.guest_cid), listener).map_err(io)?;
+                    (shared(vsock), "virtio-vsock".to_string())
                 }
             };
             let transport = MmioTransport::new(device, (**mem).clone(), name).map_err(io)?;
