@@ -121,6 +121,23 @@ pub fn kvm_is_pvm() -> bool {
     Path::new(KVM_PVM_MODULE).exists()
 }
 
+/// Whether a test of the default Debian guest on KVM can run here: KVM is usable
+/// ([`kvm_or_skip`]) and is not kvm_pvm, which cannot run that guest (then the skip is
+/// recorded for `test`).
+pub fn debian_guest_runs_on_kvm(test: &str) -> bool {
+    if !kvm_or_skip(test) {
+        return false;
+    }
+    if kvm_is_pvm() {
+        note_skip(
+            test,
+            "skipped: this host's kvm_pvm cannot run the Debian guest",
+        );
+        return false;
+    }
+    true
+}
+
 /// Whether a KVM run stopped because KVM could not emulate an instruction, on a host whose KVM
 /// is known to be unable to (kvm_pvm): then the test may accept it, and this records that it
 /// did. The same stop on any other host fails the test: hardware KVM runs every guest here.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ember_tests::{boot, default_guest, kvm_is_pvm, kvm_or_skip, note_skip, scratch_dir, Run};
+use ember_tests::{boot, debian_guest_runs_on_kvm, default_guest, note_skip, scratch_dir, Run};
 
 /// A hang guard: a boot with a few commands takes seconds.
 const LIMIT: Duration = Duration::from_secs(240);
@@ -195,18 +195,9 @@ fn disks_and_entropy_work_on_the_software_cpu() {
 
 #[test]
 fn disks_and_entropy_work_on_kvm() {
-    const TEST: &str = "disks_and_entropy_work_on_kvm";
-    if !kvm_or_skip(TEST) {
-        return;
+    if debian_guest_runs_on_kvm("disks_and_entropy_work_on_kvm") {
+        disks_work_on("kvm");
     }
-    if kvm_is_pvm() {
-        note_skip(
-            TEST,
-            "skipped: this host's kvm_pvm cannot run the Debian guest",
-        );
-        return;
-    }
-    disks_work_on("kvm");
 }
 
 /// One config and the message its refusal must contain.
