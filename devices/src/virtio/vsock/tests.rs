@@ -133,6 +133,8 @@ struct Bench {
     rx: DriverQueue,
     tx: DriverQueue,
     uds: PathBuf,
+    /// Socket files of host programs, removed at the end.
+    sockets: Vec<PathBuf>,
 }
 
 impl Bench {
@@ -167,6 +169,7 @@ impl Bench {
             tx: driver.swap_remove(TX_QUEUE),
             rx: driver.swap_remove(RX_QUEUE),
             uds,
+            sockets: Vec::new(),
         };
         bench.run();
         bench
@@ -233,9 +236,12 @@ impl Bench {
     }
 
     /// A host program listening on `<uds_path>_<port>`.
-    fn host_program(&self, port: u32) -> UnixListener {
+    fn host_program(&mut self, port: u32) -> UnixListener {
         let mut path = self.uds.clone().into_os_string();
         path.push(format!("_{port}"));
+        let path = PathBuf::from(path);
+        let _ = std::fs::remove_file(&path);
+        self.sockets.push(path.clone());
         UnixListener::bind(&path).unwrap()
     }
 
@@ -249,6 +255,14 @@ impl Bench {
 
     fn broken(&self) -> bool {
         self.device.lock().unwrap().core().signals.is_broken()
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        for path in &self.sockets {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
