@@ -42,26 +42,38 @@ impl<'a> TestQueue<'a> {
         for (i, &(addr, len, flags)) in chain.iter().enumerate() {
             let index = self.next_desc;
             self.next_desc = (index + 1) % SIZE;
-            let flags = if i + 1 < chain.len() {
-                flags | VRING_DESC_F_NEXT as u16
+            let next = if i + 1 < chain.len() {
+                VRING_DESC_F_NEXT as u16
             } else {
-                flags
+                0
             };
-            let d = Descriptor::new(addr, len, flags, self.next_desc);
-            self.vq
-                .desc_table()
-                .store(index, RawDescriptor::from(d))
-                .unwrap();
+            self.store_raw(index, addr, len, flags | next, self.next_desc);
         }
-        let slot = usize::from(self.posted % SIZE);
-        self.vq
-            .avail()
-            .ring()
-            .ref_at(slot)
-            .unwrap()
-            .store(head.to_le());
+        self.set_avail(usize::from(self.posted % SIZE), head);
         self.posted = self.posted.wrapping_add(1);
         self.vq.avail().idx().store(self.posted.to_le());
+    }
+
+    /// Writes descriptor `index` as given, whatever it says.
+    pub fn store_raw(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = Descriptor::new(addr, len, flags, next);
+        self.vq
+            .desc_table()
+            .store(index, RawDescriptor::from(d))
+            .unwrap();
+    }
+
+    fn set_avail(&self, slot: usize, head: u16) {
+        let entry = self.vq.avail().ring().ref_at(slot).unwrap();
+        entry.store(head.to_le());
+    }
+
+    /// Fills the available ring with `heads` and sets its index to `idx`, whatever they are.
+    pub fn offer_raw(&self, heads: impl Iterator<Item = u16>, idx: u16) {
+        for (slot, head) in heads.take(usize::from(SIZE)).enumerate() {
+            self.set_avail(slot, head);
+        }
+        self.vq.avail().idx().store(idx.to_le());
     }
 
     /// The device's view of the queue (make it before posting, or after: it reads memory).

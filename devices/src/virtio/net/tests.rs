@@ -212,6 +212,88 @@ fn a_receive_chain_outside_guest_memory_breaks_the_device() {
     assert!(f.net.core.signals.is_broken());
 }
 
+/// Random descriptor tables and available rings on both queues, with frames waiting on the
+/// tap, two thousand times: the device never panics, never uses more chains than were
+/// offered, and either serves, waits (for the guest or the tap) or marks itself broken. Every
+/// other round the rings are plausible (buffers in RAM, the right direction, heads in the
+/// table) but their sizes and chaining are random, so that frames also get through.
+#[test]
+fn hostile_queues_never_panic_or_overrun() {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut random = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    let flag_sets = [0, 1, WRITE, WRITE | 1, 4]; // 1: NEXT, 4: INDIRECT
+    let mut delivered = 0;
+    for round in 0..2000 {
+        let plausible = round % 2 == 0;
+        let mem = memory();
+        let features = [COMMON_FEATURES, COMMON_FEATURES | MRG_RXBUF][(random() % 2) as usize];
+        let mut f = active(&mem, features, unlimited());
+        let mut offered = [0u16; 2];
+        for (q, driver) in [&f.rxq, &f.txq].into_iter().enumerate() {
+            for i in 0..16u16 {
+                let r = random();
+                let (addr, len, flags, next) = if plausible {
+                    let chained = if r % 4 == 0 { 1 } else { 0 };
+                    let direction = if q == RX_QUEUE { WRITE } else { 0 };
+                    let len = (random() % 4096) as u32;
+                    (
+                        0x10000 + u64::from(i) * 0x1000,
+                        len,
+                        direction | chained,
+                        i + 1,
+                    )
+                } else {
+                    let addr = match r % 4 {
+                        0 => random() << 20 | random(),     // anywhere at all
+                        1 => 0x10_0000 - random() % 64,     // straddling the end of RAM
+                        _ => 0x10000 + random() % 0xe_0000, // in RAM
+                    };
+                    let len = match (r >> 4) % 4 {
+                        0 => random() as u32,
+                        1 => 0,
+                        _ => (random() % 4096) as u32,
+                    };
+                    let flags = flag_sets[((r >> 8) % 5) as usize];
+                    (addr, len, flags, (random() % 20) as u16)
+                };
+                driver.store_raw(i, addr, len, flags, next);
+            }
+            let (heads, most) = if plausible { (16, 17) } else { (24, 20) };
+            offered[q] = (random() % most) as u16; // sometimes more than the queue size
+            let ring = std::iter::repeat_with(|| (random() % heads) as u16);
+            driver.offer_raw(ring, offered[q]);
+        }
+        for _ in 0..random() % 4 {
+            let _ = f.host.send(&frame((random() % 3000) as usize, round as u8));
+        }
+        f.net.serve_tx();
+        f.net.serve_rx();
+        delivered += counter(&f.net, |c| &c.ops_to_guest);
+        let broken = f.net.core.signals.is_broken();
+        let blocked = f.net.tx.is_blocked();
+        let active = f.net.core.activation.active().unwrap();
+        let used = [0, 1].map(|q| active.queues[q].next_used());
+        assert!(
+            used[0] <= offered[0],
+            "round {round}: rx {used:?} of {offered:?}"
+        );
+        assert!(
+            used[1] <= offered[1],
+            "round {round}: tx {used:?} of {offered:?}"
+        );
+        assert!(
+            used[1] == offered[1] || broken || blocked || offered[1] > 16,
+            "round {round}: tx {used:?} of {offered:?}"
+        );
+    }
+    assert!(delivered > 500, "only {delivered} frames got through");
+}
+
 #[test]
 fn features_and_config_space() {
     let (net, _host) = device(unlimited());
