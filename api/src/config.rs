@@ -388,9 +388,7 @@ impl VmConfig {
         if let Some(vsock) = &self.vsock {
             crate::devices::check_vsock(vsock)?;
         }
-        if !self.network_interfaces.is_empty() {
-            return Err(ConfigError::unsupported("network-interfaces", "virtio-net"));
-        }
+        crate::devices::check_network_interfaces(&self.network_interfaces)?;
         if let Some(balloon) = &self.balloon {
             crate::devices::check_balloon(balloon, self.machine_config.mem_size_mib)?;
         }
@@ -587,10 +585,6 @@ mod tests {
     #[test]
     fn sections_without_device_are_refused_not_ignored() {
         for (section, body) in [
-            (
-                "network-interfaces",
-                r#"[{"iface_id": "eth0", "host_dev_name": "tap0"}]"#,
-            ),
             ("metrics", r#"{"metrics_path": "/tmp/m"}"#),
             ("mmds-config", r#"{"network_interfaces": ["eth0"]}"#),
         ] {
@@ -744,6 +738,115 @@ mod tests {
             .to_string();
         assert!(e.contains("duplicate field `vsock`"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn network_interfaces_are_checked_field_by_field() {
+        let err = |interfaces: &str| {
+            let text = format!(
+                r#"{{"boot-source": {{"kernel_image_path": "k"}},
+                    "network-interfaces": {interfaces}}}"#
+            );
+            VmConfig::from_json(&text, "vm.json")
+                .unwrap()
+                .validate(&LIMITS)
+                .map(|()| String::new())
+                .unwrap_or_else(|e| e.to_string())
+        };
+        let net = |id: &str, tap: &str, extra: &str| {
+            format!(r#"{{"iface_id": "{id}", "host_dev_name": "{tap}"{extra}}}"#)
+        };
+        let mac = |m: &str| format!(r#", "guest_mac": "{m}""#);
+        let good = format!(
+            "[{}, {}]",
+            net("eth0", "tap0", &mac("06:00:AC:10:00:02")),
+            net("eth1", "tap1", "")
+        );
+        assert_eq!(err(&good), "");
+        for (interfaces, needle) in [
+            (
+                format!("[{}, {}]", net("a", "t0", ""), net("a", "t1", "")),
+                "network-interfaces[1].iface_id",
+            ),
+            (
+                format!("[{}]", net("a b", "t0", "")),
+                "network-interfaces[0].iface_id",
+            ),
+            (
+                format!("[{}, {}]", net("a", "t0", ""), net("b", "t0", "")),
+                "network-interfaces[1].host_dev_name",
+            ),
+            (
+                format!("[{}]", net("a", "sixteen-chars-xx", "")),
+                "network-interfaces[0].host_dev_name",
+            ),
+            (
+                format!("[{}]", net("a", "", "")),
+                "network-interfaces[0].host_dev_name",
+            ),
+            (
+                format!("[{}]", net("a", "t/0", "")),
+                "network-interfaces[0].host_dev_name",
+            ),
+            (
+                format!("[{}]", net("a", "t0", &mac("06:00:ac:10:00"))),
+                "network-interfaces[0].guest_mac",
+            ),
+            (
+                format!("[{}]", net("a", "t0", &mac("06:00:ac:10:00:2"))),
+                "network-interfaces[0].guest_mac",
+            ),
+            (
+                format!("[{}]", net("a", "t0", &mac("06-00-ac-10-00-02"))),
+                "network-interfaces[0].guest_mac",
+            ),
+            (
+                format!("[{}]", net("a", "t0", &mac("06:00:ac:10:00:0g"))),
+                "network-interfaces[0].guest_mac",
+            ),
+            (
+                format!("[{}]", net("a", "t0", &mac("01:00:5e:00:00:01"))),
+                "multicast",
+            ),
+            (
+                format!(
+                    "[{}, {}]",
+                    net("a", "t0", &mac("06:00:00:00:00:01")),
+                    net("b", "t1", &mac("06:00:00:00:00:01"))
+                ),
+                "network-interfaces[1].guest_mac",
+            ),
+            (
+                format!(
+                    "[{}]",
+                    net(
+                        "a",
+                        "t0",
+                        r#", "tx_rate_limiter": {"bandwidth": {"size": 5, "refill_time": 0}}"#
+                    )
+                ),
+                "network-interfaces[0].tx_rate_limiter.bandwidth.refill_time",
+            ),
+            (
+                format!(
+                    "[{}]",
+                    net(
+                        "a",
+                        "t0",
+                        r#", "rx_rate_limiter": {"ops": {"size": 5, "refill_time": 0}}"#
+                    )
+                ),
+                "network-interfaces[0].rx_rate_limiter.ops.refill_time",
+            ),
+        ] {
+            let e = err(&interfaces);
+            assert!(e.contains(needle), "{interfaces}: {e}");
+        }
+        assert_eq!(
+            crate::devices::parse_mac("0a:1B:2c:3D:4e:5F"),
+            Some([0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f])
+        );
+        assert_eq!(crate::devices::parse_mac("0a:1b:2c:3d:4e:5f:60"), None);
     }
 
     #[test]

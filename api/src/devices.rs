@@ -1,11 +1,13 @@
-//! Validation of the device sections of a configuration: drives, entropy, balloon and vsock.
-//! Each error names the field, as `drives[1].path_on_host`.
+//! Validation of the device sections of a configuration: drives, network interfaces, entropy,
+//! the balloon and vsock. Each error names the field, as `drives[1].path_on_host`.
 
 use std::collections::HashSet;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use crate::{Balloon, ConfigError, Drive, Entropy, RateLimiter, TokenBucket, Vsock};
+use crate::{
+    Balloon, ConfigError, Drive, Entropy, NetworkInterface, RateLimiter, TokenBucket, Vsock,
+};
 
 /// Most virtio devices one microVM may have: each takes an MMIO window and an interrupt.
 pub const MAX_VIRTIO_DEVICES: usize = 16;
@@ -141,6 +143,86 @@ pub fn check_drives(drives: &[Drive]) -> Result<(), ConfigError> {
             ));
         }
         check_rate_limiter(&field("rate_limiter"), &d.rate_limiter)?;
+    }
+    Ok(())
+}
+
+/// Longest host interface name Linux takes (IFNAMSIZ less the terminating NUL).
+const MAX_IFNAME_LEN: usize = 15;
+
+/// The six bytes of a MAC address written `xx:xx:xx:xx:xx:xx` (hex digits, either case).
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Checks the `network-interfaces` section: unique IDs, tap names that can name an interface
+/// and are used once, unicast MAC addresses in `xx:xx:xx:xx:xx:xx` form used once, and the
+/// rate limiters.
+pub fn check_network_interfaces(interfaces: &[NetworkInterface]) -> Result<(), ConfigError> {
+    let (mut ids, mut taps, mut macs) = (HashSet::new(), HashSet::new(), HashSet::new());
+    for (i, n) in interfaces.iter().enumerate() {
+        let field = |name: &str| format!("network-interfaces[{i}].{name}");
+        check_id(&field("iface_id"), &n.iface_id)?;
+        if !ids.insert(n.iface_id.as_str()) {
+            return Err(invalid(
+                field("iface_id"),
+                format!("`{}` is used twice", n.iface_id),
+            ));
+        }
+        let tap = &n.host_dev_name;
+        let tap_ok = !tap.is_empty()
+            && tap.len() <= MAX_IFNAME_LEN
+            && tap != "."
+            && tap != ".."
+            && tap
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        if !tap_ok {
+            return Err(invalid(
+                field("host_dev_name"),
+                format!(
+                    "`{tap}` is not an interface name (1 to {MAX_IFNAME_LEN} characters, \
+                     no `/`, `:` or spaces)"
+                ),
+            ));
+        }
+        if !taps.insert(tap.as_str()) {
+            return Err(invalid(
+                field("host_dev_name"),
+                format!("`{tap}` is used by two interfaces"),
+            ));
+        }
+        if let Some(text) = &n.guest_mac {
+            let Some(mac) = parse_mac(text) else {
+                return Err(invalid(
+                    field("guest_mac"),
+                    format!("`{text}` is not a MAC address (xx:xx:xx:xx:xx:xx)"),
+                ));
+            };
+            if mac[0] & 1 != 0 {
+                return Err(invalid(
+                    field("guest_mac"),
+                    format!("`{text}` is a multicast address"),
+                ));
+            }
+            if !macs.insert(mac) {
+                return Err(invalid(
+                    field("guest_mac"),
+                    format!("`{text}` is used by two interfaces"),
+                ));
+            }
+        }
+        check_rate_limiter(&field("rx_rate_limiter"), &n.rx_rate_limiter)?;
+        check_rate_limiter(&field("tx_rate_limiter"), &n.tx_rate_limiter)?;
     }
     Ok(())
 }

@@ -121,10 +121,9 @@ pub fn kvm_is_pvm() -> bool {
     Path::new(KVM_PVM_MODULE).exists()
 }
 
-/// Whether a test of the default Debian guest on KVM can run here: KVM is usable
-/// ([`kvm_or_skip`]) and is not kvm_pvm, which cannot run that guest (then the skip is
-/// recorded for `test`).
-pub fn debian_guest_runs_on_kvm(test: &str) -> bool {
+/// Whether this host's KVM can run the default Debian guest: [`kvm_or_skip`], and not
+/// `kvm_pvm` (whose instruction emulator stops that guest); where not, the skip is noted.
+pub fn kvm_runs_debian_or_skip(test: &str) -> bool {
     if !kvm_or_skip(test) {
         return false;
     }
@@ -175,6 +174,23 @@ pub fn host_memory_mib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kib| kib / 1024)
+}
+
+/// The SHA-256 of `data` in hex, as `sha256sum` (coreutils) prints it.
+pub fn sha256(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils)");
+    // sha256sum prints nothing before its input ends, so writing it all first cannot block.
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Writes `json` as `<dir>/vm.json` and returns its path.
@@ -256,6 +272,36 @@ pub fn run_ember_for(args: &[&str], prompt: &str, run_for: Duration, limit: Dura
     run_ember_with(args, &[], Some(prompt), action, limit)
 }
 
+/// As [`run_ember`], but runs `action` on a thread of its own once the guest's console has
+/// printed `prompt` (a host side that must wait for the guest, such as a client of a server
+/// in the guest). Once the VMM has exited, the action is waited for (up to `limit`); if it
+/// panicked, the run is printed and the panic goes on in the caller. The thread starts in
+/// the caller's network namespace.
+pub fn run_ember_calling(
+    args: &[&str],
+    prompt: &str,
+    action: impl FnOnce() + Send + 'static,
+    limit: Duration,
+) -> Run {
+    let (tell, done) = std::sync::mpsc::channel();
+    let action = Prompted::Call(Box::new(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(action));
+        let _ = tell.send(outcome);
+    }));
+    let run = run_ember_with(args, &[], Some(prompt), action, limit);
+    // Nothing is sent if the prompt never came (the action was dropped unrun).
+    match done.recv_timeout(limit) {
+        Ok(Err(panic)) => {
+            eprintln!("the host side failed during this run: {run:#?}");
+            std::panic::resume_unwind(panic);
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the host side did not finish within {limit:?} after the VMM: {run:#?}")
+        }
+        _ => run,
+    }
+}
+
 /// As [`run_ember_typing`], but with standard input on a pseudo-terminal, as when a user runs
 /// the VMM in a shell (so the console's Ctrl-A escapes apply); `input` is typed once the
 /// console has printed `prompt`.
@@ -303,6 +349,8 @@ enum Prompted {
     TypeOnTerminal(Vec<u8>),
     /// Send it `signal`, `after` the prompt.
     Signal { signal: i32, after: Duration },
+    /// Run this on a new thread.
+    Call(Box<dyn FnOnce() + Send>),
 }
 
 /// Runs `ember` with `args` and the environment variables `env`, doing `action` once the
@@ -384,6 +432,9 @@ fn run_ember_with(
                             let _ = (&*tty).write_all(&data);
                         });
                     }
+                }
+                Some(Prompted::Call(action)) => {
+                    std::thread::spawn(action);
                 }
                 Some(Prompted::Signal { signal, .. }) => {
                     // SAFETY: kill(2) on our own child's pid, which has not been reaped.

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ember_tests::{boot, debian_guest_runs_on_kvm, default_guest, note_skip, scratch_dir, Run};
+use ember_tests::{
+    boot, default_guest, kvm_runs_debian_or_skip, note_skip, scratch_dir, sha256, Run,
+};
 
 /// A hang guard: a boot with a few commands takes seconds.
 const LIMIT: Duration = Duration::from_secs(240);
@@ -42,22 +44,6 @@ fn read_from_image(image: &Path, file: &str) -> Vec<u8> {
         .expect("debugfs (e2fsprogs)");
     assert!(out.status.success(), "debugfs: {out:?}");
     out.stdout
-}
-
-fn sha256(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Blocks of 512 bytes the file occupies on the host's disk.
@@ -195,9 +181,11 @@ fn disks_and_entropy_work_on_the_software_cpu() {
 
 #[test]
 fn disks_and_entropy_work_on_kvm() {
-    if debian_guest_runs_on_kvm("disks_and_entropy_work_on_kvm") {
-        disks_work_on("kvm");
+    const TEST: &str = "disks_and_entropy_work_on_kvm";
+    if !kvm_runs_debian_or_skip(TEST) {
+        return;
     }
+    disks_work_on("kvm");
 }
 
 /// One config and the message its refusal must contain.

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ember_tests::{
-    boot, debian_guest_runs_on_kvm, default_guest, run_ember_signalled, scratch_dir, Run,
+    boot, default_guest, kvm_runs_debian_or_skip, run_ember_signalled, scratch_dir, Run,
 };
 
 /// A hang guard: a boot with a few commands takes seconds.
@@ -162,7 +162,7 @@ fn round_trips_work_on_the_software_cpu() {
 
 #[test]
 fn round_trips_work_on_kvm() {
-    if debian_guest_runs_on_kvm("round_trips_work_on_kvm") {
+    if kvm_runs_debian_or_skip("round_trips_work_on_kvm") {
         round_trips_work_on("kvm");
     }
 }

@@ -13,6 +13,7 @@ use devices::rate_limiter::{BucketConfig, RateLimiter};
 use devices::virtio::balloon::Balloon;
 use devices::virtio::block::{Block, Disk};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE};
+use devices::virtio::net::{tap::Tap, Net};
 use devices::virtio::rng::Rng;
 use devices::virtio::vsock::{Listener, Vsock};
 use devices::virtio::VirtioDevice;
@@ -27,6 +28,8 @@ const _: () = assert!(api::MAX_VIRTIO_DEVICES <= VIRTIO_GSIS.len());
 pub enum Kind {
     /// `drives[i]`.
     Block(usize),
+    /// `network-interfaces[i]`.
+    Net(usize),
     /// `entropy`.
     Rng,
     /// `balloon`.
@@ -40,7 +43,7 @@ pub enum Kind {
 pub struct Slot {
     /// The device.
     pub kind: Kind,
-    /// Its ID (the drive ID, or the section name).
+    /// Its ID (the drive or interface ID, or the section name).
     pub id: String,
     /// Guest physical address of its register window.
     pub addr: u64,
@@ -49,7 +52,8 @@ pub struct Slot {
 }
 
 /// Places every configured device: the root drive first (so that it is `/dev/vda`), then the
-/// other drives in order, then the entropy device, the balloon and the vsock device.
+/// other drives in order, the network interfaces in order, then the entropy device, the
+/// balloon and the vsock device.
 pub fn plan(config: &VmConfig) -> Vec<Slot> {
     let root = config.drives.iter().position(|d| d.is_root_device);
     let drives = root
@@ -58,6 +62,8 @@ pub fn plan(config: &VmConfig) -> Vec<Slot> {
     let mut kinds: Vec<(Kind, String)> = drives
         .map(|i| (Kind::Block(i), config.drives[i].drive_id.clone()))
         .collect();
+    let interfaces = config.network_interfaces.iter().enumerate();
+    kinds.extend(interfaces.map(|(i, n)| (Kind::Net(i), n.iface_id.clone())));
     if config.entropy.is_some() {
         kinds.push((Kind::Rng, "entropy".into()));
     }
@@ -160,9 +166,28 @@ fn limiter(config: &Option<api::RateLimiter>) -> std::io::Result<RateLimiter> {
     RateLimiter::new(bytes, ops)
 }
 
-/// Builds the devices `slots` describe over guest memory `mem`. A disk that cannot be used
-/// is an error naming the drive and its file; a vsock socket that cannot be made names
-/// `vsock.uds_path`.
+/// `network-interfaces[i]` on its tap. A tap that cannot be used is an error naming the
+/// interface and the tap.
+fn net_device(config: &VmConfig, i: usize) -> Result<Net, String> {
+    let n = &config.network_interfaces[i];
+    let named =
+        |e: &dyn std::fmt::Display| format!("network-interfaces[{i}] ({}): {e}", n.iface_id);
+    let tap = Tap::open(&n.host_dev_name).map_err(|e| named(&e))?;
+    let mac = n.guest_mac.as_deref().and_then(api::devices::parse_mac);
+    let (rx, tx) = (limiter(&n.rx_rate_limiter), limiter(&n.tx_rate_limiter));
+    Net::new(
+        &n.iface_id,
+        tap,
+        mac,
+        rx.map_err(|e| named(&e))?,
+        tx.map_err(|e| named(&e))?,
+    )
+    .map_err(|e| named(&e))
+}
+
+/// Builds the devices `slots` describe over guest memory `mem`. A disk or tap that cannot be
+/// used is an error naming the drive or interface and its file or tap; a vsock socket that
+/// cannot be made names `vsock.uds_path`.
 pub fn build(
     config: &VmConfig,
     slots: &[Slot],
@@ -190,6 +215,10 @@ pub fn build(
                     .map_err(io)?;
                     (shared(block), format!("virtio-blk {}", drive.drive_id))
                 }
+                Kind::Net(i) => (
+                    shared(net_device(config, i)?),
+                    format!("virtio-net {}", slot.id),
+                ),
                 Kind::Rng => {
                     let section = config.entropy.as_ref().and_then(|e| e.rate_limiter.clone());
                     let rng = Rng::new(limiter(&section).map_err(io)?).map_err(io)?;
@@ -250,6 +279,22 @@ mod tests {
             "console=ttyS0 virtio_mmio.device=4K@0xc0000000:5 \
              virtio_mmio.device=4K@0xc0001000:6 virtio_mmio.device=4K@0xc0002000:7 \
              root=/dev/vda ro -- init-arg"
+        );
+    }
+
+    #[test]
+    fn network_interfaces_come_after_the_drives_in_order() {
+        let c = config(
+            r#"{"boot-source": {"kernel_image_path": "k"},
+                "drives": [{"drive_id": "d", "path_on_host": "d", "is_root_device": false}],
+                "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0"},
+                                       {"iface_id": "eth1", "host_dev_name": "tap1"}],
+                "entropy": {}}"#,
+        );
+        let kinds: Vec<Kind> = plan(&c).iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            [Kind::Block(0), Kind::Net(0), Kind::Net(1), Kind::Rng]
         );
     }
 

@@ -12,6 +12,7 @@ pub mod block;
 pub mod chain;
 pub mod iov;
 pub mod mmio;
+pub mod net;
 pub mod rng;
 pub mod serve;
 pub mod signals;
