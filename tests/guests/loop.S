@@ -58,7 +58,7 @@ user:
 
 done:
     PRINT "loop: done\n"
-    EXIT 0
+    EXIT $0
 
     IDT_RUNTIME
     SERIAL_LIB 64, r

@@ -4,14 +4,15 @@
 //! operands; the floating-point suite draws SSE and x87 arithmetic on special operands in every
 //! rounding and precision mode, with unmasked exceptions (#XM, #MF), so that the arithmetic
 //! the software CPU runs on the host's FPU is checked against the guest-visible behaviour of
-//! hardware. Where `/dev/kvm` is unusable, the software CPU is compared against the KVM
+//! hardware. Both tiers of the software CPU run every suite: the interpreter, and the JIT with
+//! every block translated before its first run. Where `/dev/kvm` is unusable, the software CPU is compared against the KVM
 //! results recorded in `tests/data` instead. `EMBER_DIFF_SEED=<n>` runs another seed (KVM
 //! only); `EMBER_DIFF_CORPUS=1` uses the corpus even where KVM works. The soak mode is
 //! `cargo run --release -p ember-tests --bin difftest`.
 
 use ember_tests::difftest::corpus::Corpus;
 use ember_tests::difftest::gen;
-use ember_tests::difftest::interp::InterpMachine;
+use ember_tests::difftest::interp::{InterpMachine, Tier};
 use ember_tests::difftest::kvm::KvmMachine;
 use ember_tests::difftest::session::{self, Options, Stats};
 use ember_tests::difftest::suite::{self, Suite};
@@ -34,12 +35,12 @@ fn shipped_corpus(suite: &Suite) -> Corpus {
         .unwrap_or_else(|e| panic!("{e} (record it: difftest {} --record <file>)", suite.flag))
 }
 
-fn check(stats: &Stats, what: &str, seed: u64, suite: &Suite) {
-    println!("{what} ({} suite): {stats}", suite.name);
+fn check(stats: &Stats, what: &str, tier: Tier, seed: u64, suite: &Suite) {
+    println!("{what} ({} suite, {tier}): {stats}", suite.name);
     assert!(
         stats.mismatches == 0,
-        "{what}: the software CPU differs in {} of {} cases (seed {seed}; EMBER_DIFF_SEED={seed} \
-         reproduces)\n\n{}",
+        "{what}: the software CPU's {tier} differs in {} of {} cases (seed {seed}; \
+         EMBER_DIFF_SEED={seed} reproduces)\n\n{}",
         stats.mismatches,
         stats.cases,
         stats.reports.join("\n")
@@ -51,8 +52,8 @@ fn check(stats: &Stats, what: &str, seed: u64, suite: &Suite) {
     );
 }
 
-fn replay(corpus: &Corpus) -> Stats {
-    let mut interp = InterpMachine::new().expect("software CPU machine");
+fn replay(corpus: &Corpus, tier: Tier) -> Stats {
+    let mut interp = InterpMachine::with_tier(tier).expect("software CPU machine");
     session::run_corpus(corpus, &mut interp, 5)
 }
 
@@ -74,14 +75,16 @@ fn matches_kvm_or_its_recording(suite: &Suite) {
     match kvm {
         Ok(mut kvm) => {
             println!("backend: KVM");
-            let mut interp = InterpMachine::new().expect("software CPU machine");
-            let mut opts = Options::new(seed, suite.instructions);
-            opts.config = suite.config;
-            // KVM that worked at the start and fails in the middle is a failure, not a reason
-            // to compare against something else.
-            let stats = session::run_kvm(&opts, &mut kvm, &mut interp)
-                .unwrap_or_else(|e| panic!("KVM failed during the run: {e}"));
-            check(&stats, "KVM vs software CPU", seed, suite);
+            for tier in Tier::ALL {
+                let mut interp = InterpMachine::with_tier(tier).expect("software CPU machine");
+                let mut opts = Options::new(seed, suite.instructions);
+                opts.config = suite.config;
+                // KVM that worked at the start and fails in the middle is a failure, not a
+                // reason to compare against something else.
+                let stats = session::run_kvm(&opts, &mut kvm, &mut interp)
+                    .unwrap_or_else(|e| panic!("KVM failed during the run: {e}"));
+                check(&stats, "KVM vs software CPU", tier, seed, suite);
+            }
         }
         Err(why) => {
             println!("backend: recorded corpus ({why})");
@@ -91,12 +94,15 @@ fn matches_kvm_or_its_recording(suite: &Suite) {
                 "the corpus was recorded with seed {}; other seeds need /dev/kvm",
                 corpus.seed
             );
-            check(
-                &replay(&corpus),
-                "recorded KVM results vs software CPU",
-                seed,
-                suite,
-            );
+            for tier in Tier::ALL {
+                check(
+                    &replay(&corpus, tier),
+                    "recorded KVM results vs software CPU",
+                    tier,
+                    seed,
+                    suite,
+                );
+            }
         }
     }
 }
@@ -122,12 +128,15 @@ fn its_recording_replays(suite: &Suite) {
             suite.flag
         );
     }
-    check(
-        &replay(&corpus),
-        "recorded KVM results vs software CPU",
-        corpus.seed,
-        suite,
-    );
+    for tier in Tier::ALL {
+        check(
+            &replay(&corpus, tier),
+            "recorded KVM results vs software CPU",
+            tier,
+            corpus.seed,
+            suite,
+        );
+    }
 }
 
 #[test]

@@ -62,6 +62,11 @@ pub struct Cli {
     #[arg(long)]
     pub debug_exit: bool,
 
+    /// Run every guest instruction in the software CPU's interpreter: translate no hot code
+    /// to host code (for debugging and for comparing the two tiers).
+    #[arg(long)]
+    pub no_jit: bool,
+
     /// The KVM device to open.
     #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
     pub kvm_device: PathBuf,

@@ -74,6 +74,7 @@ fn run(cli: &Cli) -> Result<i32, Failure> {
         accel: cli.accel,
         kvm_device: &cli.kvm_device,
         debug_exit: cli.debug_exit,
+        jit: !cli.no_jit,
     };
     let reason = vm::run(&config, &opts).map_err(|e| {
         let status = if e.is_bad_input() {

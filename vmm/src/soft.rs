@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use arch::cpuid::Topology;
 use arch::interp::apicbus::ApicBus;
+use arch::interp::jit::JitOptions;
 use arch::interp::lapic::{ExtIntController, Inbox, TimerQueue};
 use arch::interp::ram::{CodePages, GuestRam};
 use arch::interp::time::Clock;
@@ -142,15 +143,17 @@ pub struct SoftMachine {
     ioapic: Arc<Mutex<IoApic>>,
     pic: Arc<Mutex<Pic>>,
     pit: Arc<Mutex<Pit>>,
+    jit: JitOptions,
 }
 
 impl SoftMachine {
-    /// A machine of `vcpus` vCPUs over `mem`, with its timer thread (returned too, for
-    /// teardown to join after [`SoftMachine::shut_down`]); a timer thread failure stops the
-    /// VM through `stop`.
+    /// A machine of `vcpus` vCPUs over `mem` whose vCPUs translate hot code as `jit` says,
+    /// with its timer thread (returned too, for teardown to join after
+    /// [`SoftMachine::shut_down`]); a timer thread failure stops the VM through `stop`.
     pub fn new(
         mem: Arc<GuestMemory>,
         vcpus: usize,
+        jit: JitOptions,
         stop: Arc<StopSignal>,
     ) -> std::io::Result<(Self, VmThread)> {
         let ram = GuestRam::new(mem);
@@ -198,6 +201,7 @@ impl SoftMachine {
             apic_bus,
             timers: Arc::new(ApicTimers { service, ids }),
             ioapic,
+            jit,
             pic,
             pit,
         };
@@ -281,6 +285,7 @@ impl SoftMachine {
             topology,
             self.inboxes[index].clone(),
         );
+        cpu.set_jit(self.jit);
         let extint: Option<Arc<dyn ExtIntController>> =
             (index == 0).then(|| Arc::new(PicAcknowledge(self.pic.clone())) as _);
         cpu.connect(self.apic_bus.clone(), self.timers.clone(), extint);

@@ -9,6 +9,7 @@ use api::VmConfig;
 use arch::acpi::{CmosRtc, Platform, PmRegisters, Uart};
 use arch::boot::{BootError, BootSetup, EntryState, KernelSpec, Protocol};
 use arch::cpuid::Topology;
+use arch::interp::jit::JitOptions;
 use arch::{layout, GuestMemory};
 use devices::acpi_pm::{self, AcpiPm, ACPI_PM_PORT, ACPI_PM_PORTS};
 use devices::bus::{lock, Bus, BusError, BusKind, SharedDevice};
@@ -41,6 +42,8 @@ pub struct VmOptions<'a> {
     pub kvm_device: &'a Path,
     /// Give the guest the debug-exit port (Multiboot images always have it).
     pub debug_exit: bool,
+    /// Let the software CPU translate hot code to host code.
+    pub jit: bool,
 }
 
 /// Why a VM could not be built or run.
@@ -326,7 +329,12 @@ impl Backend {
         stop: &Arc<StopSignal>,
     ) -> Result<(Backend, Option<VmThread>), VmError> {
         let soft = || {
-            SoftMachine::new(mem.clone(), usize::from(vcpu_count), stop.clone())
+            let jit = if opts.jit {
+                JitOptions::default()
+            } else {
+                JitOptions::OFF
+            };
+            SoftMachine::new(mem.clone(), usize::from(vcpu_count), jit, stop.clone())
                 .map(|(soft, timers)| (Backend::Soft(soft), Some(timers)))
                 .map_err(host("starting the software CPU's timer thread"))
         };

@@ -13,6 +13,7 @@ use iced_x86::{Decoder, DecoderError, DecoderOptions};
 use super::decode::{lower, Flow};
 use super::fault::Result;
 use super::insn::Insn;
+use super::jit;
 use super::state::CS;
 use super::Core;
 
@@ -105,6 +106,10 @@ pub struct Block {
     npages: usize,
     /// Host address of the first byte (identifies the physical page it was decoded from).
     host: usize,
+    /// Times it ran before being translated.
+    runs: u32,
+    /// Its translation, once it has run often.
+    jit: Option<jit::Code>,
 }
 
 /// Decoded blocks of one vCPU.
@@ -113,15 +118,34 @@ pub struct BlockCache {
     map: HashMap<(u64, u64, u32), u32>,
     /// Recent lookups, direct-mapped by linear address.
     jump: Box<[Link]>,
+    /// The translator for hot blocks.
+    jit: jit::Jit,
 }
 
 impl Default for BlockCache {
     fn default() -> Self {
+        BlockCache::new(jit::JitOptions::default())
+    }
+}
+
+impl BlockCache {
+    /// An empty cache that translates hot blocks as `jit` says.
+    pub(crate) fn new(jit: jit::JitOptions) -> Self {
         BlockCache {
             blocks: Vec::new(),
             map: HashMap::new(),
             jump: vec![Link::NONE; JUMP_CACHE].into_boxed_slice(),
+            jit: jit::Jit::new(jit),
         }
+    }
+}
+
+/// The mask of RIP in the current code size.
+fn ip_mask(core: &Core) -> u64 {
+    match core.s.mode.code_bits {
+        64 => u64::MAX,
+        32 => 0xffff_ffff,
+        _ => 0xffff,
     }
 }
 
@@ -212,7 +236,10 @@ impl BlockCache {
                     }
                     None => {
                         if self.blocks.len() >= MAX_BLOCKS {
-                            *self = BlockCache::default();
+                            self.blocks.clear();
+                            self.map.clear();
+                            self.jump.fill(Link::NONE);
+                            self.jit.reset();
                         }
                         let idx = self.blocks.len() as u32;
                         self.blocks.push(block);
@@ -238,22 +265,40 @@ impl BlockCache {
     }
 
     /// Runs block `idx` on `core`: returns when it ends or an instruction faults (the fault
-    /// is delivered).
-    pub(crate) fn run(&self, idx: u32, core: &mut Core) {
-        let Some(block) = self.blocks.get(idx as usize) else {
-            return;
+    /// is delivered). A block that has run often is translated first and then runs as host
+    /// code, which may loop on itself up to `budget` times; the result is how many runs
+    /// beyond the first that took.
+    pub(crate) fn run(&mut self, idx: u32, core: &mut Core, budget: u64) -> u64 {
+        let Some(block) = self.blocks.get_mut(idx as usize) else {
+            return 0;
         };
         core.end_block = false;
+        if block.jit.is_none() && self.jit.enabled() {
+            block.runs += 1;
+            if block.runs == self.jit.hot_threshold {
+                self.translate(idx, core);
+            }
+        }
+        let block = &self.blocks[idx as usize];
+        if let Some(code) = block.jit.filter(|&c| self.jit.is_current(c)) {
+            core.loop_budget = budget.max(1);
+            // SAFETY: the code is from the current arena generation and was translated from
+            // this block's instructions, which live as long as the block.
+            match unsafe { code.run(core) } {
+                jit::JitExit::Declined => {}
+                jit::JitExit::Panicked => {
+                    if let Some(payload) = jit::take_panic() {
+                        std::panic::resume_unwind(payload);
+                    }
+                    return 0;
+                }
+                _ => return budget.max(1) - core.loop_budget.max(1),
+            }
+        }
         for insn in block.insns.iter() {
             core.s.rip = insn.next;
             if let Err(e) = (insn.exec)(core, insn) {
-                let mask = match core.s.mode.code_bits {
-                    64 => u64::MAX,
-                    32 => 0xffff_ffff,
-                    _ => 0xffff,
-                };
-                core.s.rip = insn.next.wrapping_sub(u64::from(insn.len)) & mask;
-                core.end_block = false;
+                core.fault_at(insn);
                 core.raise(e);
                 break;
             }
@@ -262,6 +307,29 @@ impl BlockCache {
                 break;
             }
         }
+        0
+    }
+
+    /// Translates block `idx`; when the code arena is full, every translation is dropped
+    /// and the arena starts again.
+    fn translate(&mut self, idx: u32, core: &Core) {
+        let Some(first) = self.blocks[idx as usize].insns.first() else {
+            return;
+        };
+        let start = first.next.wrapping_sub(u64::from(first.len)) & ip_mask(core);
+        let mut code = self
+            .jit
+            .translate(core, &self.blocks[idx as usize].insns, start);
+        if code.is_none() && self.jit.enabled() {
+            for b in &mut self.blocks {
+                b.jit = None;
+            }
+            self.jit.reset();
+            code = self
+                .jit
+                .translate(core, &self.blocks[idx as usize].insns, start);
+        }
+        self.blocks[idx as usize].jit = code;
     }
 }
 
@@ -366,6 +434,8 @@ impl Core {
             lin_pages: pages.lin,
             npages: pages.len,
             host,
+            runs: 0,
+            jit: None,
         })
     }
 

@@ -45,6 +45,7 @@ pub const ARITH: u64 = CF | PF | AF | ZF | SF | OF;
 
 /// How the pending arithmetic flags are to be derived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum FlagOp {
     /// Flags are in `explicit` as they are.
     Explicit,
@@ -69,14 +70,14 @@ pub enum FlagOp {
 /// RFLAGS.
 #[derive(Debug, Clone, Copy)]
 pub struct Flags {
-    op: FlagOp,
+    pub(in crate::interp) op: FlagOp,
     /// Operand width in bits (8, 16, 32, 64).
-    bits: u32,
-    dst: u64,
-    src: u64,
-    res: u64,
+    pub(in crate::interp) bits: u32,
+    pub(in crate::interp) dst: u64,
+    pub(in crate::interp) src: u64,
+    pub(in crate::interp) res: u64,
     /// Carry in (ADC/SBB) or CF to keep (INC/DEC).
-    aux: u64,
+    pub(in crate::interp) aux: u64,
     /// The arithmetic flags when `op` is `Explicit`, and always every other bit.
     explicit: u64,
 }

@@ -99,6 +99,11 @@ impl Inbox {
         self.wake.notify_all();
     }
 
+    /// The flag behind [`Inbox::is_pending`], for translated code that polls it.
+    pub fn pending_flag(&self) -> &AtomicBool {
+        &self.pending
+    }
+
     /// Whether anything was posted since the last [`Inbox::take`].
     #[inline(always)]
     pub fn is_pending(&self) -> bool {

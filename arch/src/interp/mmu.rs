@@ -44,6 +44,26 @@ const EMPTY: Entry = Entry {
     size_shift: 12,
 };
 
+/// Where translated code finds a TLB entry's fields: the table of access kind `access` for
+/// privilege `user` starts at `tables + (access * 2 + user) * TABLE_BYTES`, entry `i` at
+/// `i * ENTRY_BYTES` in it.
+pub(crate) struct TlbLayout {
+    /// Address of the first table.
+    pub tables: usize,
+    /// Bytes per table.
+    pub table_bytes: usize,
+    /// Bytes per entry.
+    pub entry_bytes: usize,
+    /// Offset of the linear page tag in an entry.
+    pub tag: usize,
+    /// Offset of the host page address.
+    pub host: usize,
+    /// Offset of the RAM page index (u32).
+    pub page: usize,
+    /// log2 of the entries per table.
+    pub index_bits: u32,
+}
+
 /// Translations by access kind and privilege (supervisor/user).
 pub struct Tlb {
     entries: Box<[[Entry; TLB_SIZE]; 6]>,
@@ -87,6 +107,19 @@ impl Tlb {
         self.epoch = self.epoch.wrapping_add(1);
         if !keep_global {
             self.global_epoch = self.global_epoch.wrapping_add(1);
+        }
+    }
+
+    /// Where its tables are, for translated code (they never move while the TLB lives).
+    pub(crate) fn layout(&self) -> TlbLayout {
+        TlbLayout {
+            tables: self.entries.as_ptr() as usize,
+            table_bytes: std::mem::size_of::<[Entry; TLB_SIZE]>(),
+            entry_bytes: std::mem::size_of::<Entry>(),
+            tag: std::mem::offset_of!(Entry, tag),
+            host: std::mem::offset_of!(Entry, host),
+            page: std::mem::offset_of!(Entry, page),
+            index_bits: TLB_BITS,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod fpu;
 pub mod hostcpu;
 mod insn;
 mod interrupt;
+pub mod jit;
 pub mod lapic;
 mod mmu;
 mod msr;
@@ -98,6 +99,10 @@ pub struct Core {
     extint_pending: bool,
     /// An application processor waiting for its STARTUP IPI.
     wait_for_sipi: bool,
+    /// Address of the stop flag of the current [`Cpu::run`], for translated code.
+    pub(crate) stop_flag: usize,
+    /// Block runs translated code may still do in a loop before returning.
+    pub(crate) loop_budget: u64,
 }
 
 impl Core {
@@ -130,7 +135,21 @@ impl Core {
             extint: None,
             extint_pending: false,
             wait_for_sipi: index != 0,
+            stop_flag: 0,
+            loop_budget: 0,
         }
+    }
+
+    /// Puts RIP back at `i` after it faulted (handlers run with RIP at the next
+    /// instruction), so the exception is delivered with the faulting instruction's address.
+    pub(crate) fn fault_at(&mut self, i: &insn::Insn) {
+        let mask = match self.s.mode.code_bits {
+            64 => u64::MAX,
+            32 => 0xffff_ffff,
+            _ => 0xffff,
+        };
+        self.s.rip = i.next.wrapping_sub(u64::from(i.len)) & mask;
+        self.end_block = false;
     }
 
     /// Connects the local APIC to the other APICs and the timer service, and (on the boot
@@ -482,6 +501,12 @@ impl Cpu {
         }
     }
 
+    /// Sets how this vCPU translates hot code (before it first runs; translations made
+    /// so far are dropped).
+    pub fn set_jit(&mut self, options: jit::JitOptions) {
+        self.cache = BlockCache::new(options);
+    }
+
     /// Connects the local APIC to the other APICs and the timer service, and (on the boot
     /// vCPU) to the 8259 for ExtINT interrupts.
     pub fn connect(
@@ -498,6 +523,7 @@ impl Cpu {
     pub fn run(&mut self, stop: &AtomicBool, max_blocks: u64) -> Exit {
         let mut budget = max_blocks;
         let mut previous = None;
+        self.core.stop_flag = stop as *const AtomicBool as usize;
         loop {
             if self.core.shutdown.is_some() {
                 return Exit::Shutdown(self.core.shutdown.take().unwrap_or_default());
@@ -524,7 +550,8 @@ impl Cpu {
             }
             match self.cache.find(&mut self.core, previous) {
                 Ok(idx) => {
-                    self.cache.run(idx, &mut self.core);
+                    let extra = self.cache.run(idx, &mut self.core, budget);
+                    budget = budget.saturating_sub(extra);
                     previous = Some(idx);
                 }
                 Err(e) => {

@@ -163,6 +163,17 @@ impl CodePages {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// The address of the per-page "holds code" bytes (one per RAM page, indexed like
+    /// [`HostPage::index`]), for translated code; it never moves.
+    pub fn has_code_bytes(&self) -> usize {
+        self.has_code.as_ptr() as usize
+    }
+
+    /// The counter behind [`CodePages::epoch`], for translated code that polls it.
+    pub fn epoch_flag(&self) -> &AtomicU32 {
+        &self.epoch
+    }
+
     /// The code epoch: it changes whenever a page with code is written.
     #[inline(always)]
     pub fn epoch(&self) -> u32 {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arch::cpuid::Topology;
+use arch::interp::jit::JitOptions;
 use arch::interp::lapic::Inbox;
 use arch::interp::ram::{CodePages, GuestRam};
 use arch::interp::time::Clock;
@@ -77,11 +78,51 @@ pub struct InterpMachine {
     code: Arc<CodePages>,
     clock: Clock,
     mem: Arc<arch::GuestMemory>,
+    jit: JitOptions,
+}
+
+/// The software CPU's two tiers, as the differential tests run them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The interpreter runs every instruction.
+    Interpreter,
+    /// Every block is translated to host code before its first run.
+    Jit,
+}
+
+impl Tier {
+    /// Both tiers.
+    pub const ALL: [Tier; 2] = [Tier::Interpreter, Tier::Jit];
+
+    /// The vCPU options for this tier.
+    pub fn options(self) -> JitOptions {
+        match self {
+            Tier::Interpreter => JitOptions::OFF,
+            Tier::Jit => JitOptions {
+                hot_threshold: 1,
+                ..JitOptions::default()
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tier::Interpreter => "interpreter",
+            Tier::Jit => "JIT",
+        })
+    }
 }
 
 impl InterpMachine {
-    /// Builds the machine.
+    /// Builds the machine, interpreting.
     pub fn new() -> Result<Self, String> {
+        Self::with_tier(Tier::Interpreter)
+    }
+
+    /// Builds the machine, running cases on `tier`.
+    pub fn with_tier(tier: Tier) -> Result<Self, String> {
         let mem = arch::GuestMemory::from_ranges(&[(GuestAddress(0), layout::RAM_SIZE as usize)])
             .map_err(|e| format!("allocating guest memory: {e}"))?;
         layout::write_infrastructure(&mem);
@@ -100,6 +141,7 @@ impl InterpMachine {
             code: Arc::new(code),
             clock: Clock::default(),
             mem,
+            jit: tier.options(),
         })
     }
 
@@ -118,6 +160,7 @@ impl InterpMachine {
             &Topology::new(1, false),
             Arc::new(Inbox::new(0)),
         );
+        cpu.set_jit(self.jit);
         for (msr, value) in arch::msr::boot_msrs() {
             cpu.set_msr(msr, value);
         }
