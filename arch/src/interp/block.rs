@@ -237,14 +237,14 @@ impl BlockCache {
         Ok(link)
     }
 
-    /// Runs block `idx` on `core`: returns when it ends or an instruction faults (the fault
-    /// is delivered).
-    pub(crate) fn run(&self, idx: u32, core: &mut Core) {
+    /// Runs block `idx` on `core`, at most `limit` instructions of it: returns when it ends
+    /// or an instruction faults (the fault is delivered).
+    pub(crate) fn run(&self, idx: u32, core: &mut Core, limit: usize) {
         let Some(block) = self.blocks.get(idx as usize) else {
             return;
         };
         core.end_block = false;
-        for insn in block.insns.iter() {
+        for insn in block.insns.iter().take(limit) {
             core.s.rip = insn.next;
             if let Err(e) = (insn.exec)(core, insn) {
                 let mask = match core.s.mode.code_bits {

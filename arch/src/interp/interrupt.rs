@@ -6,7 +6,7 @@ use super::fault::{Exception, Result, DB, DF, GP, PF, SS as SS_FAULT, TS};
 use super::flags::{AC, IF, NT, RF, TF, VM};
 use super::insn::size_mask;
 use super::segment::{from_descriptor, is_canonical};
-use super::state::{Segment, CS, DS, ES, FS, GS, RSP, SS};
+use super::state::{Segment, Shadow, CS, DS, ES, FS, GS, RSP, SS};
 use super::Core;
 
 /// What raised an event, which decides RIP, privilege checks and the EXT error-code bit.
@@ -81,7 +81,8 @@ impl Core {
     /// stack memory has changed.
     pub(crate) fn deliver(&mut self, vector: u8, error: Option<u32>, source: Source) -> Result<()> {
         self.end_block = true;
-        self.s.interrupt_shadow = false;
+        self.s.interrupt_shadow = Shadow::None;
+        self.event_taken = true;
         if !self.s.mode.protected {
             return self.deliver_real(vector);
         }
@@ -372,6 +373,7 @@ impl Core {
     /// IRET with operand size `size` (2, 4 or 8).
     pub(crate) fn iret(&mut self, size: u32) -> Result<()> {
         self.end_block = true;
+        self.s.nmi_blocked = false;
         let v86 = self.s.mode.v86;
         if !self.s.mode.protected || v86 {
             if v86 && self.iopl() < 3 {

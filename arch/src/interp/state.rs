@@ -244,8 +244,22 @@ pub struct State {
     pub fpu: Fpu,
     /// Derived processor mode.
     pub mode: Mode,
-    /// Interrupts are inhibited for one instruction (after STI or MOV SS/POP SS).
-    pub interrupt_shadow: bool,
+    /// Events held off until the next instruction has run (after STI or MOV SS/POP SS).
+    pub interrupt_shadow: Shadow,
+    /// An NMI was delivered and no IRET has run since: further NMIs wait.
+    pub nmi_blocked: bool,
+}
+
+/// What the instruction just run holds off until the next one has run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Shadow {
+    /// Nothing.
+    #[default]
+    None,
+    /// STI: interrupts and NMIs wait; a single-step trap does not.
+    Sti,
+    /// MOV SS or POP SS: interrupts, NMIs and the single-step trap wait.
+    MovSs,
 }
 
 impl Default for State {
@@ -293,7 +307,8 @@ impl Default for State {
             },
             fpu: Fpu::default(),
             mode: Mode::default(),
-            interrupt_shadow: false,
+            interrupt_shadow: Shadow::None,
+            nmi_blocked: false,
         };
         state.update_mode();
         state

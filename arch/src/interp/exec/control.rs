@@ -2,7 +2,7 @@
 //! software interrupts and IRET, SYSCALL/SYSRET, SYSENTER/SYSEXIT, HLT and UD.
 
 use super::super::fault::{Exception, Result, BP, GP, OF as OF_VECTOR};
-use super::super::flags::{IF, RF, VM};
+use super::super::flags::{IF, RF, TF, VM};
 use super::super::insn::{addr_mask, size_mask, Insn, MEM};
 use super::super::interrupt::Source;
 use super::super::segment::{from_descriptor, is_canonical};
@@ -287,6 +287,8 @@ pub fn syscall(cpu: &mut Core, _: &Insn) -> Result<()> {
     cpu.s.flags.set(rflags & !cpu.s.msr.fmask & !RF);
     cpu.s.update_mode();
     cpu.s.rip = target;
+    // SYSCALL and SYSRET trap on the TF they leave, not on the TF they found.
+    cpu.single_step = cpu.s.flags.has(TF);
     Ok(())
 }
 
@@ -308,6 +310,9 @@ fn flat_segment(selector: u16, type_: u8, dpl: u8, code64: bool) -> Segment {
         padding: 0,
     }
 }
+
+/// The RFLAGS bits SYSRET loads from R11.
+const SYSRET_FLAGS: u64 = 0x3c_7fd7;
 
 /// SYSRET (`i.size` 8 returns to 64-bit code, 4 to compatibility mode).
 pub fn sysret(cpu: &mut Core, i: &Insn) -> Result<()> {
@@ -331,9 +336,11 @@ pub fn sysret(cpu: &mut Core, i: &Insn) -> Result<()> {
     }
     // SS keeps its cached attributes apart from selector and DPL.
     cpu.s.seg[SS] = flat_segment(base.wrapping_add(8) | 3, 0x3, 3, false);
-    cpu.s.flags.set(cpu.s.gpr[11]);
+    // RF and VM come back clear, the reserved bit 1 set.
+    cpu.s.flags.set((cpu.s.gpr[11] & SYSRET_FLAGS) | 2);
     cpu.s.update_mode();
     cpu.s.rip = if to_64 { rip } else { rip & 0xffff_ffff };
+    cpu.single_step = cpu.s.flags.has(TF);
     Ok(())
 }
 

@@ -415,7 +415,7 @@ pub fn cli_sti(cpu: &mut Core, i: &Insn) -> Result<()> {
     }
     if i.cc == 1 {
         if !cpu.s.flags.has(IF) {
-            cpu.s.interrupt_shadow = true;
+            cpu.s.interrupt_shadow = Shadow::Sti;
         }
         cpu.s.flags.assign(IF, true);
         cpu.end_block = true;
