@@ -112,6 +112,15 @@ pub fn mov_from_cr(cpu: &mut Core, i: &Insn) -> Result<()> {
     Ok(())
 }
 
+/// DR6 bits software can write: B0-B3, BD, BS, BT.
+const DR6_WRITABLE: u64 = 0xe00f;
+/// DR6 bits that read as one (the reserved bits and the active-low RTM bit, without RTM).
+const DR6_FIXED: u64 = 0xffff_0ff0;
+/// DR7 bits software can write: enables, LE/GE, GD, and the four R/W and LEN fields.
+const DR7_WRITABLE: u64 = 0xffff_23ff;
+/// DR7 bit 10 reads as one.
+const DR7_FIXED: u64 = 0x400;
+
 /// DR index into `State::dr` (DR4/DR5 alias DR6/DR7 unless CR4.DE).
 fn dr_slot(cpu: &Core, n: u8) -> Result<usize> {
     match n {
@@ -127,7 +136,13 @@ pub fn mov_to_dr(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let slot = dr_slot(cpu, i.r0)?;
     let size = if cpu.s.mode.code_bits == 64 { 8 } else { 4 };
-    cpu.s.dr[slot] = cpu.get_reg(i.r1, size);
+    let v = cpu.get_reg(i.r1, size);
+    cpu.s.dr[slot] = match slot {
+        0..=3 => v,
+        _ if v >> 32 != 0 => return Err(Exception::gp0()),
+        4 => (v & DR6_WRITABLE) | DR6_FIXED,
+        _ => (v & DR7_WRITABLE) | DR7_FIXED,
+    };
     Ok(())
 }
 
@@ -487,4 +502,28 @@ pub fn descriptor_query(cpu: &mut Core, i: &Insn) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::testmachine::TestMachine;
+    use super::super::super::Exit;
+
+    #[test]
+    fn dr6_and_dr7_keep_their_fixed_bits() {
+        let code = [
+            0x66, 0x31, 0xc0, // xor eax,eax
+            0x0f, 0x23, 0xf0, // mov dr6,eax
+            0x0f, 0x21, 0xf3, // mov ebx,dr6
+            0x66, 0xb8, 0xff, 0xff, 0xff, 0xff, // mov eax,0xffffffff
+            0x0f, 0x23, 0xf8, // mov dr7,eax
+            0x0f, 0x21, 0xf9, // mov ecx,dr7
+            0xf4,
+        ];
+        let mut m = TestMachine::new(&code);
+        assert_eq!(m.run(), Exit::Halted);
+        let r = m.cpu.regs();
+        assert_eq!(r.rbx, 0xffff_0ff0);
+        assert_eq!(r.rcx, 0xffff_27ff);
+    }
 }
