@@ -142,6 +142,8 @@ pub struct Msrs {
     pub pat: u64,
     /// IA32_MISC_ENABLE.
     pub misc_enable: u64,
+    /// IA32_MCG_STATUS.
+    pub mcg_status: u64,
     /// IA32_MTRR_DEF_TYPE.
     pub mtrr_def_type: u64,
     /// Variable-range MTRRs (base/mask pairs, 0x200..0x210).
