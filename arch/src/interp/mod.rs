@@ -24,6 +24,7 @@ pub mod ram;
 mod segment;
 pub mod simd;
 pub mod state;
+mod task;
 #[cfg(test)]
 mod testmachine;
 pub mod time;
