@@ -232,11 +232,10 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::super::segment::from_descriptor;
-    use super::super::state::{CR0_PE, CR0_TS, CS};
-    use super::super::testmachine::TestMachine;
+    use super::super::state::{CR0_TS, CS};
+    use super::super::testmachine::{TestMachine, GDT};
     use super::super::Exit;
 
-    const GDT: u64 = 0x500;
     const TSS_A: u64 = 0x3000;
     const TSS_B: u64 = 0x3100;
     const SEL_A: u16 = 0x18;
@@ -251,18 +250,9 @@ mod tests {
     /// A flat 32-bit protected-mode machine running `code` as task A (TR = 0x18, busy),
     /// with task B (TSS at 0x3100, available) set to run `code_b` with EAX = 0x1234.
     fn two_tasks(code: &[u8], code_b: &[u8]) -> TestMachine {
-        let mut m = TestMachine::new(code);
+        let tss = [tss_descriptor(TSS_A, 0x8b), tss_descriptor(TSS_B, 0x89)];
+        let mut m = TestMachine::flat32(code, &tss);
         m.write(CODE_B, code_b);
-        let gdt = [
-            0,
-            0x00cf_9b00_0000_ffff,
-            0x00cf_9300_0000_ffff,
-            tss_descriptor(TSS_A, 0x8b),
-            tss_descriptor(TSS_B, 0x89),
-        ];
-        for (n, d) in gdt.iter().enumerate() {
-            m.write(GDT + 8 * n as u64, &d.to_le_bytes());
-        }
         let mut tss_b = [0u32; 26];
         tss_b[8] = CODE_B as u32; // EIP
         tss_b[9] = 2; // EFLAGS
@@ -273,20 +263,7 @@ mod tests {
         }
         let bytes: Vec<u8> = tss_b.iter().flat_map(|w| w.to_le_bytes()).collect();
         m.write(TSS_B, &bytes);
-        let core = &mut m.cpu.core;
-        core.s.gdt.base = GDT;
-        core.s.gdt.limit = 8 * gdt.len() as u16 - 1;
-        core.s.cr0 |= CR0_PE;
-        for n in 0..6 {
-            let (sel, raw) = if n == CS {
-                (0x08, gdt[1])
-            } else {
-                (0x10, gdt[2])
-            };
-            core.s.seg[n] = from_descriptor(sel, raw);
-        }
-        core.s.tr = from_descriptor(SEL_A, gdt[3]);
-        core.s.update_mode();
+        m.cpu.core.s.tr = from_descriptor(SEL_A, tss[0]);
         m
     }
 

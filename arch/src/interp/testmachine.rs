@@ -1,5 +1,6 @@
 //! Test-only support: one software vCPU over 1 MiB of RAM that starts in real mode at
-//! 0000:1000, with an I/O bus that records port writes, for tests that run machine code.
+//! 0000:1000 (or in flat 32-bit protected mode), with an I/O bus that records port writes,
+//! for tests that run machine code.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::lapic::Inbox;
 use super::ram::{CodePages, GuestRam};
-use super::state::{real_mode_segment, CS, RSP};
+use super::segment::from_descriptor;
+use super::state::{real_mode_segment, CR0_PE, CS, RSP};
 use super::time::Clock;
 use super::{Cpu, Exit, IoBus};
 use crate::cpuid::Topology;
@@ -38,6 +40,11 @@ impl IoBus for PortLog {
 
 /// Initial stack pointer (SS = 0).
 pub const STACK: u64 = 0x8000;
+/// Where [`TestMachine::flat32`] puts the GDT.
+pub const GDT: u64 = 0x500;
+/// Flat 32-bit ring-0 code and data descriptors.
+const FLAT_CODE32: u64 = 0x00cf_9b00_0000_ffff;
+const FLAT_DATA32: u64 = 0x00cf_9300_0000_ffff;
 
 /// A vCPU, its RAM and its port log.
 pub struct TestMachine {
@@ -75,6 +82,31 @@ impl TestMachine {
             ports,
             inbox,
         }
+    }
+
+    /// A machine with `code` at [`CODE`] running in flat 32-bit protected mode: the GDT at
+    /// [`GDT`] holds a null descriptor, flat code (0x08), flat data (0x10, in SS, DS, ES, FS
+    /// and GS) and then `extra` (from selector 0x18).
+    pub fn flat32(code: &[u8], extra: &[u64]) -> Self {
+        let mut m = TestMachine::new(code);
+        let mut gdt = vec![0, FLAT_CODE32, FLAT_DATA32];
+        gdt.extend(extra);
+        for (n, d) in gdt.iter().enumerate() {
+            m.write(GDT + 8 * n as u64, &d.to_le_bytes());
+        }
+        let core = &mut m.cpu.core;
+        core.s.gdt.base = GDT;
+        core.s.gdt.limit = 8 * gdt.len() as u16 - 1;
+        core.s.cr0 |= CR0_PE;
+        for n in 0..6 {
+            core.s.seg[n] = if n == CS {
+                from_descriptor(0x08, FLAT_CODE32)
+            } else {
+                from_descriptor(0x10, FLAT_DATA32)
+            };
+        }
+        core.s.update_mode();
+        m
     }
 
     /// Points real-mode interrupt vector `vector` at 0000:`handler`.
