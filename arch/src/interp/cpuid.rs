@@ -40,8 +40,9 @@ const LEAF1_ECX: u32 = (1 << 0)
     | (1 << 24)
     | (1 << 30)
     | (1 << 31);
-/// Leaf 7 EBX: ERMS (REP MOVSB/STOSB are fast here: they move whole pages at once).
-const LEAF7_EBX: u32 = 1 << 9;
+/// Leaf 7 EBX: SMEP, ERMS (REP MOVSB/STOSB are fast here: they move whole pages at once),
+/// SMAP.
+const LEAF7_EBX: u32 = (1 << 7) | (1 << 9) | (1 << 20);
 /// Leaf 0x8000_0001 ECX: LAHF/SAHF in 64-bit mode, LZCNT (ABM), PREFETCHW.
 const EXT1_ECX: u32 = (1 << 0) | (1 << 5) | (1 << 8);
 /// Leaf 0x8000_0001 EDX: SYSCALL, NX, 1 GiB pages, RDTSCP, long mode.

@@ -766,6 +766,11 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             i.cc = 1;
             system::cli_sti
         }
+        M::Clac => system::clac_stac,
+        M::Stac => {
+            i.cc = 1;
+            system::clac_stac
+        }
         M::Cpuid => system::cpuid,
         M::Rdtsc => system::rdtsc,
         M::Rdtscp => {

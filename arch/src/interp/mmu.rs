@@ -1,10 +1,12 @@
 //! Linear-address accesses: the software TLB, page walks (32-bit, PAE and 4-level, with
-//! accessed/dirty bits and U/S, R/W, NX checks) and MMIO for addresses that are not RAM.
+//! accessed/dirty bits and U/S, R/W, NX, SMEP and SMAP checks) and MMIO for addresses that
+//! are not RAM.
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::fault::{Exception, Result};
-use super::state::{CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, EFER_NXE};
+use super::flags::AC;
+use super::state::{CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_NXE};
 use super::Core;
 
 /// What an access does, for permission checks and TLB selection.
@@ -117,6 +119,8 @@ pub struct Translation {
     pub phys: u64,
     global: bool,
     size_shift: u8,
+    /// A user-mode page (U/S set at every level).
+    user_page: bool,
 }
 
 const PTE_P: u64 = 1;
@@ -161,7 +165,8 @@ impl Core {
         if rsvd {
             code |= PF_RSVD | PF_P;
         }
-        if access == Access::Fetch && self.s.efer & EFER_NXE != 0 && self.s.cr4 & CR4_PAE != 0 {
+        let nx = self.s.efer & EFER_NXE != 0 && self.s.cr4 & CR4_PAE != 0;
+        if access == Access::Fetch && (nx || self.s.cr4 & CR4_SMEP != 0) {
             code |= PF_I;
         }
         self.fault_addr = lin;
@@ -175,6 +180,7 @@ impl Core {
                 phys: lin,
                 global: false,
                 size_shift: 12,
+                user_page: false,
             });
         }
         if self.s.cr4 & CR4_PAE == 0 {
@@ -237,6 +243,7 @@ impl Core {
             phys: base | (lin & page_mask),
             global: leaf & PTE_G != 0 && self.s.cr4 & CR4_PGE != 0,
             size_shift: shift as u8,
+            user_page: usr,
         })
     }
 
@@ -263,6 +270,7 @@ impl Core {
                 phys: base | (lin32 & 0x3f_ffff),
                 global: pde & PTE_G != 0 && self.s.cr4 & CR4_PGE != 0,
                 size_shift: 22,
+                user_page: pde & PTE_U != 0,
             });
         }
         let pte_addr = (pde & 0xffff_f000) + ((lin32 >> 12) & 0x3ff) * 4;
@@ -287,6 +295,7 @@ impl Core {
             phys: (pte & 0xffff_f000) | (lin32 & 0xfff),
             global: pte & PTE_G != 0 && self.s.cr4 & CR4_PGE != 0,
             size_shift: 12,
+            user_page: usr,
         })
     }
 
@@ -301,11 +310,22 @@ impl Core {
     ) -> Result<()> {
         let denied = (user && !usr)
             || (access == Access::Write && !writable && (user || self.s.cr0 & CR0_WP != 0))
-            || (access == Access::Fetch && !exec);
+            || (access == Access::Fetch && !exec)
+            || (!user && usr && self.supervisor_denied(access));
         if denied {
             return Err(self.page_fault(lin, access, user, true, false));
         }
         Ok(())
+    }
+
+    /// Whether SMEP or SMAP forbid a supervisor `access` to a user-mode page: SMEP any
+    /// fetch; SMAP data accesses, unless EFLAGS.AC allows them (explicit accesses at CPL < 3;
+    /// supervisor accesses at CPL 3 are implicit ones, such as descriptor-table reads).
+    fn supervisor_denied(&self, access: Access) -> bool {
+        if access == Access::Fetch {
+            return self.s.cr4 & CR4_SMEP != 0;
+        }
+        self.s.cr4 & CR4_SMAP != 0 && (self.s.mode.cpl == 3 || !self.s.flags.has(AC))
     }
 
     /// Translates and, for RAM, caches the translation. Returns the host address of `lin`
@@ -321,8 +341,10 @@ impl Core {
         let Some(page) = self.ram.page(t.phys) else {
             return Ok(Err(t.phys));
         };
-        if access == Access::Write && self.code.has_code(page.index) {
-            // Not cached: every store to a page with decoded code goes the slow way.
+        let smap_decides = !user && t.user_page && self.s.cr4 & CR4_SMAP != 0;
+        if (access == Access::Write && self.code.has_code(page.index)) || smap_decides {
+            // Not cached: every store to a page with decoded code goes the slow way, and so
+            // does every supervisor access to a user page under SMAP (EFLAGS.AC decides).
             return Ok(Ok((page.host + (t.phys & 0xfff) as usize, page.index)));
         }
         self.tlb.entries[slot(access, user)][index(lin)] = Entry {
@@ -624,5 +646,83 @@ pub(crate) fn atomic_cmpxchg(host: usize, bytes: usize, expected: u64, new: u64)
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::state::{CR0_PG, CR4_PSE, CR4_SMAP, CR4_SMEP};
+    use super::super::testmachine::TestMachine;
+    use super::super::Exit;
+
+    /// Page directory (32-bit paging, 4 MiB pages).
+    const PD: u64 = 0x3000;
+    /// The #PF handler: pop eax (the error code); mov ebx,cr2; hlt.
+    const PF_HANDLER: u64 = 0x2000;
+    const IDT: u64 = 0x600;
+    /// The user-mode alias of physical 0..4 MiB.
+    const USER: u32 = 0x40_0000;
+
+    /// Flat 32-bit ring 0 with paging: 0..4 MiB supervisor, 4..8 MiB the same memory as
+    /// user pages; CR4 gets `cr4` too. #PF stops with its error code in EAX, CR2 in EBX.
+    fn paged(code: &[u8], cr4: u64) -> TestMachine {
+        let mut m = TestMachine::flat32(code, &[]);
+        m.write(PD, &0x83u32.to_le_bytes());
+        m.write(PD + 4, &0x87u32.to_le_bytes());
+        m.write(PF_HANDLER, &[0x58, 0x0f, 0x20, 0xd3, 0xf4]);
+        let gate = (PF_HANDLER & 0xffff) | (0x08 << 16) | (0x8e << 40) | ((PF_HANDLER >> 16) << 48);
+        m.write(IDT + 14 * 8, &gate.to_le_bytes());
+        let core = &mut m.cpu.core;
+        core.s.idt.base = IDT;
+        core.s.idt.limit = 0xff;
+        core.s.cr3 = PD;
+        core.s.cr4 |= CR4_PSE | cr4;
+        core.s.cr0 |= CR0_PG;
+        core.s.gpr[4] = 0x8000;
+        core.s.update_mode();
+        m
+    }
+
+    fn user(addr: u32) -> [u8; 4] {
+        (USER + addr).to_le_bytes()
+    }
+
+    #[test]
+    fn smap_lets_supervisor_data_accesses_to_user_pages_through_only_with_ac() {
+        let mut code = vec![0x0f, 0x01, 0xcb, 0x8b, 0x15]; // stac; mov edx,[user 0x2800]
+        code.extend(user(0x2800));
+        code.extend([0x0f, 0x01, 0xca, 0xa1]); // clac; mov eax,[user 0x2800]
+        code.extend(user(0x2800));
+        code.push(0xf4);
+        let mut m = paged(&code, CR4_SMAP);
+        m.write(0x2800, &0x1122_3344u32.to_le_bytes());
+        assert_eq!(m.run(), Exit::Halted);
+        let r = m.cpu.regs();
+        assert_eq!(r.rdx, 0x1122_3344);
+        // The AC=1 read left nothing in the TLB that lets the AC=0 one through.
+        assert_eq!((r.rax, r.rbx), (1, u64::from(USER + 0x2800)));
+    }
+
+    #[test]
+    fn smap_off_allows_supervisor_reads_of_user_pages() {
+        let mut code = vec![0xa1]; // mov eax,[user 0x2800]
+        code.extend(user(0x2800));
+        code.push(0xf4);
+        let mut m = paged(&code, 0);
+        m.write(0x2800, &7u32.to_le_bytes());
+        assert_eq!(m.run(), Exit::Halted);
+        assert_eq!(m.cpu.regs().rax, 7);
+    }
+
+    #[test]
+    fn smep_stops_supervisor_fetches_from_user_pages() {
+        let mut code = vec![0xb8]; // mov eax,user 0x1010; jmp eax
+        code.extend(user(0x1010));
+        code.extend([0xff, 0xe0]);
+        let mut m = paged(&code, CR4_SMEP);
+        assert_eq!(m.run(), Exit::Halted);
+        let r = m.cpu.regs();
+        // Present, instruction fetch, supervisor.
+        assert_eq!((r.rax, r.rbx), (0x11, u64::from(USER + 0x1010)));
     }
 }

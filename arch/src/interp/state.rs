@@ -84,6 +84,10 @@ pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
 pub const CR4_UMIP: u64 = 1 << 11;
 /// CR4.FSGSBASE.
 pub const CR4_FSGSBASE: u64 = 1 << 16;
+/// CR4.SMEP.
+pub const CR4_SMEP: u64 = 1 << 20;
+/// CR4.SMAP.
+pub const CR4_SMAP: u64 = 1 << 21;
 /// CR4 bits the software CPU implements; setting others raises #GP.
 pub const CR4_SUPPORTED: u64 = CR4_VME
     | CR4_PVI
@@ -97,7 +101,9 @@ pub const CR4_SUPPORTED: u64 = CR4_VME
     | CR4_OSFXSR
     | CR4_OSXMMEXCPT
     | CR4_UMIP
-    | CR4_FSGSBASE;
+    | CR4_FSGSBASE
+    | CR4_SMEP
+    | CR4_SMAP;
 
 /// EFER.SCE.
 pub const EFER_SCE: u64 = 1;

@@ -2,7 +2,7 @@
 //! registers, TLB and cache control, MSRs, time stamps, port I/O, interrupt flag, CPUID.
 
 use super::super::fault::{Exception, Result, GP};
-use super::super::flags::{IF, ZF};
+use super::super::flags::{AC, IF, ZF};
 use super::super::insn::{size_mask, Insn, MEM, MEM_DST};
 use super::super::segment::{from_descriptor, is_canonical};
 use super::super::state::*;
@@ -87,7 +87,8 @@ impl Core {
         if self.s.mode.long && value & CR4_PAE == 0 {
             return Err(Exception::gp0());
         }
-        let flush = (value ^ self.s.cr4) & (CR4_PGE | CR4_PAE | CR4_PSE) != 0;
+        let paging_bits = CR4_PGE | CR4_PAE | CR4_PSE | CR4_SMEP | CR4_SMAP;
+        let flush = (value ^ self.s.cr4) & paging_bits != 0;
         self.s.cr4 = value;
         if flush {
             self.tlb.flush(false);
@@ -437,6 +438,15 @@ pub fn cli_sti(cpu: &mut Core, i: &Insn) -> Result<()> {
     } else {
         cpu.s.flags.assign(IF, false);
     }
+    Ok(())
+}
+
+/// CLAC (`i.cc` 0) / STAC (1): EFLAGS.AC for SMAP, at CPL 0 only.
+pub fn clac_stac(cpu: &mut Core, i: &Insn) -> Result<()> {
+    if cpu.s.mode.cpl != 0 {
+        return Err(Exception::ud());
+    }
+    cpu.s.flags.assign(AC, i.cc == 1);
     Ok(())
 }
 
