@@ -43,6 +43,10 @@ const LEAF1_ECX: u32 = (1 << 0)
 /// Leaf 7 EBX: SMEP, ERMS (REP MOVSB/STOSB are fast here: they move whole pages at once),
 /// SMAP.
 const LEAF7_EBX: u32 = (1 << 7) | (1 << 9) | (1 << 20);
+/// Leaf 7 ECX: PKU, PKS (protection keys for user and supervisor pages).
+const LEAF7_ECX: u32 = (1 << 3) | (1 << 31);
+/// Leaf 7 ECX: OSPKE, set while CR4.PKE is.
+pub const LEAF7_ECX_OSPKE: u32 = 1 << 4;
 /// Leaf 0x8000_0001 ECX: LAHF/SAHF in 64-bit mode, LZCNT (ABM), PREFETCHW.
 const EXT1_ECX: u32 = (1 << 0) | (1 << 5) | (1 << 8);
 /// Leaf 0x8000_0001 EDX: SYSCALL, NX, 1 GiB pages, RDTSCP, long mode.
@@ -100,7 +104,7 @@ impl CpuidTable {
             entry(4, 2, [0x143, 0x01c0_003f, 0x1ff, 0]),
             entry(4, 3, [0x163, 0x03c0_003f, 0x1fff, 6]),
             entry(4, 4, [0, 0, 0, 0]),
-            entry(7, 0, [0, LEAF7_EBX, 0, 0]),
+            entry(7, 0, [0, LEAF7_EBX, LEAF7_ECX, 0]),
             entry(0xb, 0, [0, 1, 0x100, 0]),
             entry(0xb, 1, [0, 1, 0x201, 0]),
             entry(0xb, 2, [0, 0, 2, 0]),

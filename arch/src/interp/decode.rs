@@ -766,6 +766,8 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             i.cc = 1;
             system::cli_sti
         }
+        M::Rdpkru => system::rdpkru,
+        M::Wrpkru => system::wrpkru,
         M::Clac => system::clac_stac,
         M::Stac => {
             i.cc = 1;

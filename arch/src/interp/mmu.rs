@@ -1,12 +1,14 @@
 //! Linear-address accesses: the software TLB, page walks (32-bit, PAE and 4-level, with
-//! accessed/dirty bits and U/S, R/W, NX, SMEP and SMAP checks) and MMIO for addresses that
-//! are not RAM.
+//! accessed/dirty bits and U/S, R/W, NX, SMEP, SMAP and protection-key checks) and MMIO
+//! for addresses that are not RAM.
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::fault::{Exception, Result};
 use super::flags::AC;
-use super::state::{CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_NXE};
+use super::state::{
+    CR0_WP, CR4_PAE, CR4_PGE, CR4_PKE, CR4_PKS, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_NXE,
+};
 use super::Core;
 
 /// What an access does, for permission checks and TLB selection.
@@ -142,6 +144,7 @@ const PF_W: u32 = 1 << 1;
 const PF_U: u32 = 1 << 2;
 const PF_RSVD: u32 = 1 << 3;
 const PF_I: u32 = 1 << 4;
+const PF_PK: u32 = 1 << 5;
 
 impl Core {
     fn page_fault(
@@ -228,6 +231,9 @@ impl Core {
         };
         debug_assert!(depth <= levels);
         self.check_permissions(lin, access, user, writable, usr, exec)?;
+        if self.s.mode.long {
+            self.check_key(lin, access, user, usr, (leaf >> 59) as u8 & 0xf)?;
+        }
         for &(addr, entry) in &path[start..depth] {
             if entry & PTE_A == 0 {
                 self.ram.or_u64(addr, PTE_A);
@@ -314,6 +320,35 @@ impl Core {
             || (!user && usr && self.supervisor_denied(access));
         if denied {
             return Err(self.page_fault(lin, access, user, true, false));
+        }
+        Ok(())
+    }
+
+    /// The protection-key check of 4-level paging: data accesses to a page with key `key`
+    /// are limited by PKRU (user pages, CR4.PKE) or IA32_PKRS (supervisor pages, CR4.PKS):
+    /// access-disable stops all of them, write-disable stops user writes and, with CR0.WP,
+    /// supervisor ones. A violation is a #PF with the PK bit.
+    fn check_key(
+        &mut self,
+        lin: u64,
+        access: Access,
+        user: bool,
+        usr: bool,
+        key: u8,
+    ) -> Result<()> {
+        let rights = match (access, usr) {
+            (Access::Fetch, _) => return Ok(()),
+            (_, true) if self.s.cr4 & CR4_PKE != 0 => self.s.pkru,
+            (_, false) if self.s.cr4 & CR4_PKS != 0 => self.s.msr.pkrs as u32,
+            _ => return Ok(()),
+        } >> (2 * key);
+        let write_disabled = access == Access::Write && (user || self.s.cr0 & CR0_WP != 0);
+        if rights & 1 != 0 || (rights & 2 != 0 && write_disabled) {
+            let code = self
+                .page_fault(lin, access, user, true, false)
+                .error()
+                .unwrap_or(0);
+            return Err(Exception::pf(code | PF_PK));
         }
         Ok(())
     }
@@ -651,7 +686,10 @@ pub(crate) fn atomic_cmpxchg(host: usize, bytes: usize, expected: u64, new: u64)
 
 #[cfg(test)]
 mod tests {
-    use super::super::state::{CR0_PG, CR4_PSE, CR4_SMAP, CR4_SMEP};
+    use super::super::segment::from_descriptor;
+    use super::super::state::{
+        CR0_PG, CR4_PAE, CR4_PKE, CR4_PKS, CR4_PSE, CR4_SMAP, CR4_SMEP, CS, EFER_LMA, EFER_LME,
+    };
     use super::super::testmachine::TestMachine;
     use super::super::Exit;
 
@@ -662,6 +700,8 @@ mod tests {
     const IDT: u64 = 0x600;
     /// The user-mode alias of physical 0..4 MiB.
     const USER: u32 = 0x40_0000;
+    /// In long mode, the alias of physical 0..2 MiB with protection key 1.
+    const KEY1: u32 = 0x20_0000;
 
     /// Flat 32-bit ring 0 with paging: 0..4 MiB supervisor, 4..8 MiB the same memory as
     /// user pages; CR4 gets `cr4` too. #PF stops with its error code in EAX, CR2 in EBX.
@@ -687,6 +727,13 @@ mod tests {
         (USER + addr).to_le_bytes()
     }
 
+    /// Runs `m` to the #PF handler's HLT: (error code, CR2).
+    fn page_fault(m: &mut TestMachine) -> (u64, u64) {
+        assert_eq!(m.run(), Exit::Halted);
+        let r = m.cpu.regs();
+        (r.rax, r.rbx)
+    }
+
     #[test]
     fn smap_lets_supervisor_data_accesses_to_user_pages_through_only_with_ac() {
         let mut code = vec![0x0f, 0x01, 0xcb, 0x8b, 0x15]; // stac; mov edx,[user 0x2800]
@@ -696,11 +743,9 @@ mod tests {
         code.push(0xf4);
         let mut m = paged(&code, CR4_SMAP);
         m.write(0x2800, &0x1122_3344u32.to_le_bytes());
-        assert_eq!(m.run(), Exit::Halted);
-        let r = m.cpu.regs();
-        assert_eq!(r.rdx, 0x1122_3344);
         // The AC=1 read left nothing in the TLB that lets the AC=0 one through.
-        assert_eq!((r.rax, r.rbx), (1, u64::from(USER + 0x2800)));
+        assert_eq!(page_fault(&mut m), (1, u64::from(USER + 0x2800)));
+        assert_eq!(m.cpu.regs().rdx, 0x1122_3344);
     }
 
     #[test]
@@ -720,9 +765,86 @@ mod tests {
         code.extend(user(0x1010));
         code.extend([0xff, 0xe0]);
         let mut m = paged(&code, CR4_SMEP);
-        assert_eq!(m.run(), Exit::Halted);
-        let r = m.cpu.regs();
         // Present, instruction fetch, supervisor.
-        assert_eq!((r.rax, r.rbx), (0x11, u64::from(USER + 0x1010)));
+        assert_eq!(page_fault(&mut m), (0x11, u64::from(USER + 0x1010)));
+    }
+
+    /// Long mode, ring 0 over 2 MiB pages of physical 0..2 MiB: at 0 supervisor pages with
+    /// protection key 0, at [`KEY1`] supervisor pages with key 1, at [`USER`] user pages with
+    /// key 2; CR4 gets `cr4` too. #PF stops with its error code in RAX, CR2 in RBX.
+    fn long_mode(code: &[u8], cr4: u64) -> TestMachine {
+        const CODE64: u64 = 0x00af_9b00_0000_ffff;
+        let mut m = TestMachine::flat32(code, &[CODE64]);
+        m.write(0x3000, &0x4007u64.to_le_bytes());
+        m.write(0x4000, &0x5007u64.to_le_bytes());
+        m.write(0x5000, &0x83u64.to_le_bytes());
+        m.write(0x5008, &(0x83u64 | 1 << 59).to_le_bytes());
+        m.write(0x5010, &(0x87u64 | 2 << 59).to_le_bytes());
+        m.write(PF_HANDLER, &[0x58, 0x0f, 0x20, 0xd3, 0xf4]);
+        let gate = (PF_HANDLER & 0xffff) | (0x18 << 16) | (0x8e << 40) | ((PF_HANDLER >> 16) << 48);
+        m.write(IDT + 14 * 16, &gate.to_le_bytes());
+        let core = &mut m.cpu.core;
+        core.s.idt.base = IDT;
+        core.s.idt.limit = 0xfff;
+        core.s.cr3 = 0x3000;
+        core.s.cr4 |= CR4_PAE | cr4;
+        core.s.efer |= EFER_LME | EFER_LMA;
+        core.s.cr0 |= CR0_PG;
+        core.s.seg[CS] = from_descriptor(0x18, CODE64);
+        core.s.gpr[4] = 0x8000;
+        core.s.update_mode();
+        m
+    }
+
+    /// mov `reg`,[abs `addr`] (reg 0 = EAX, 2 = EDX).
+    fn load(reg: u8, addr: u32) -> Vec<u8> {
+        let mut v = vec![0x8b, 0x04 | (reg << 3), 0x25];
+        v.extend(addr.to_le_bytes());
+        v
+    }
+
+    /// xor ecx,ecx; xor edx,edx; mov eax,`pkru`; wrpkru.
+    fn wrpkru(pkru: u32) -> Vec<u8> {
+        let mut v = vec![0x31, 0xc9, 0x31, 0xd2, 0xb8];
+        v.extend(pkru.to_le_bytes());
+        v.extend([0x0f, 0x01, 0xef]);
+        v
+    }
+
+    #[test]
+    fn pkru_access_disable_stops_reads_of_user_pages_with_that_key() {
+        // Key 1 (supervisor pages) is not PKRU's business; key 2 is access-disabled.
+        let mut code = wrpkru(0x10 | 0x4);
+        code.extend(load(2, KEY1 + 0x2800));
+        code.extend(load(0, USER + 0x2800));
+        code.push(0xf4);
+        let mut m = long_mode(&code, CR4_PKE);
+        m.write(0x2800, &9u32.to_le_bytes());
+        assert_eq!(page_fault(&mut m), (0x21, u64::from(USER + 0x2800)));
+        assert_eq!(m.cpu.regs().rdx, 9);
+        assert_eq!(m.cpu.core.s.pkru, 0x14);
+    }
+
+    #[test]
+    fn pkru_write_disable_stops_supervisor_writes_with_cr0_wp() {
+        let mut code = wrpkru(0x20);
+        // mov dword [abs user 0x2800], 5
+        code.extend([0xc7, 0x04, 0x25]);
+        code.extend((USER + 0x2800).to_le_bytes());
+        code.extend(5u32.to_le_bytes());
+        code.push(0xf4);
+        let mut m = long_mode(&code, CR4_PKE);
+        m.cpu.core.s.cr0 |= super::super::state::CR0_WP;
+        assert_eq!(page_fault(&mut m), (0x23, u64::from(USER + 0x2800)));
+    }
+
+    #[test]
+    fn pkrs_access_disable_stops_reads_of_supervisor_pages_with_that_key() {
+        // Key 0 pages (code, stack, tables) stay usable; key 1 is access-disabled.
+        let mut code = load(0, KEY1 + 0x2800);
+        code.push(0xf4);
+        let mut m = long_mode(&code, CR4_PKS);
+        assert!(m.cpu.set_msr(0x6e1, 0x4));
+        assert_eq!(page_fault(&mut m), (0x21, u64::from(KEY1 + 0x2800)));
     }
 }

@@ -14,6 +14,7 @@ const IA32_MCG_CAP: u32 = 0x179;
 const IA32_MCG_STATUS: u32 = 0x17a;
 const IA32_PAT: u32 = 0x277;
 const IA32_TSC_DEADLINE: u32 = 0x6e0;
+const IA32_PKRS: u32 = 0x6e1;
 const IA32_EFER: u32 = 0xc000_0080;
 const IA32_FS_BASE: u32 = 0xc000_0100;
 const IA32_GS_BASE: u32 = 0xc000_0101;
@@ -48,6 +49,7 @@ impl Core {
             IA32_MTRR_DEF_TYPE => m.mtrr_def_type,
             IA32_PAT => m.pat,
             IA32_TSC_DEADLINE => self.tsc_deadline(),
+            IA32_PKRS => m.pkrs,
             IA32_EFER => self.s.efer,
             IA32_STAR => m.star,
             IA32_LSTAR => m.lstar,
@@ -83,6 +85,11 @@ impl Core {
             IA32_MTRR_DEF_TYPE => m.mtrr_def_type = value & 0xcff,
             IA32_PAT => m.pat = value,
             IA32_TSC_DEADLINE => self.set_tsc_deadline(value),
+            IA32_PKRS if value >> 32 == 0 => {
+                m.pkrs = value;
+                // Cached translations used the old rights.
+                self.tlb.flush(false);
+            }
             IA32_EFER => return self.write_efer(value),
             IA32_STAR => m.star = value,
             IA32_LSTAR if canonical(value) => m.lstar = value,

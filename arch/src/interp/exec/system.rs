@@ -87,7 +87,7 @@ impl Core {
         if self.s.mode.long && value & CR4_PAE == 0 {
             return Err(Exception::gp0());
         }
-        let paging_bits = CR4_PGE | CR4_PAE | CR4_PSE | CR4_SMEP | CR4_SMAP;
+        let paging_bits = CR4_PGE | CR4_PAE | CR4_PSE | CR4_SMEP | CR4_SMAP | CR4_PKE | CR4_PKS;
         let flush = (value ^ self.s.cr4) & paging_bits != 0;
         self.s.cr4 = value;
         if flush {
@@ -450,11 +450,40 @@ pub fn clac_stac(cpu: &mut Core, i: &Insn) -> Result<()> {
     Ok(())
 }
 
+/// RDPKRU: PKRU into EAX (EDX cleared); ECX must be 0.
+pub fn rdpkru(cpu: &mut Core, _: &Insn) -> Result<()> {
+    if cpu.s.cr4 & CR4_PKE == 0 {
+        return Err(Exception::ud());
+    }
+    if cpu.s.gpr[RCX] as u32 != 0 {
+        return Err(Exception::gp0());
+    }
+    cpu.s.gpr[RAX] = u64::from(cpu.s.pkru);
+    cpu.s.gpr[RDX] = 0;
+    Ok(())
+}
+
+/// WRPKRU: PKRU from EAX; ECX and EDX must be 0. Cached translations used the old rights.
+pub fn wrpkru(cpu: &mut Core, _: &Insn) -> Result<()> {
+    if cpu.s.cr4 & CR4_PKE == 0 {
+        return Err(Exception::ud());
+    }
+    if cpu.s.gpr[RCX] as u32 != 0 || cpu.s.gpr[RDX] as u32 != 0 {
+        return Err(Exception::gp0());
+    }
+    cpu.s.pkru = cpu.s.gpr[RAX] as u32;
+    cpu.tlb.flush(false);
+    Ok(())
+}
+
 /// CPUID.
 pub fn cpuid(cpu: &mut Core, _: &Insn) -> Result<()> {
     let leaf = cpu.s.gpr[RAX] as u32;
     let sub = cpu.s.gpr[RCX] as u32;
-    let [a, b, c, d] = cpu.cpuid.lookup(leaf, sub);
+    let [a, b, mut c, d] = cpu.cpuid.lookup(leaf, sub);
+    if leaf == 7 && sub == 0 && cpu.s.cr4 & CR4_PKE != 0 {
+        c |= super::super::cpuid::LEAF7_ECX_OSPKE;
+    }
     cpu.s.gpr[RAX] = u64::from(a);
     cpu.s.gpr[RBX] = u64::from(b);
     cpu.s.gpr[RCX] = u64::from(c);
