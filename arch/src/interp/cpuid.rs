@@ -43,8 +43,8 @@ const LEAF1_ECX: u32 = (1 << 0)
 /// Leaf 7 EBX: SMEP, ERMS (REP MOVSB/STOSB are fast here: they move whole pages at once),
 /// SMAP.
 const LEAF7_EBX: u32 = (1 << 7) | (1 << 9) | (1 << 20);
-/// Leaf 7 ECX: PKU, PKS (protection keys for user and supervisor pages).
-const LEAF7_ECX: u32 = (1 << 3) | (1 << 31);
+/// Leaf 7 ECX: UMIP, PKU, PKS (protection keys for user and supervisor pages).
+const LEAF7_ECX: u32 = (1 << 2) | (1 << 3) | (1 << 31);
 /// Leaf 7 ECX: OSPKE, set while CR4.PKE is.
 pub const LEAF7_ECX_OSPKE: u32 = 1 << 4;
 /// Leaf 0x8000_0001 ECX: LAHF/SAHF in 64-bit mode, LZCNT (ABM), PREFETCHW.
@@ -168,6 +168,18 @@ mod tests {
             TSC_KHZ * 1000
         );
         assert_eq!(t.lookup(0x1234, 0), [0; 4]);
+    }
+
+    #[test]
+    fn leaf_7_offers_the_protections_the_mmu_enforces() {
+        let t = CpuidTable::new(0, &Topology::new(1, false));
+        let [_, ebx, ecx, _] = t.lookup(7, 0);
+        assert_ne!(ebx & (1 << 7), 0, "SMEP");
+        assert_ne!(ebx & (1 << 20), 0, "SMAP");
+        assert_ne!(ecx & (1 << 2), 0, "UMIP");
+        assert_ne!(ecx & (1 << 3), 0, "PKU");
+        assert_ne!(ecx & (1 << 31), 0, "PKS");
+        assert_eq!(ecx & LEAF7_ECX_OSPKE, 0, "OSPKE follows CR4.PKE");
     }
 
     #[test]
