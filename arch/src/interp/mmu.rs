@@ -135,6 +135,25 @@ const PTE_G: u64 = 1 << 8;
 const PTE_NX: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
+/// Physical-address bits above MAXPHYADDR (40, as CPUID 0x8000_0008 says): reserved in
+/// every PAE and 4-level paging-structure entry.
+const ABOVE_MAXPHYADDR: u64 = 0x000f_ff00_0000_0000;
+/// Bit 21 of a 4 MiB page's directory entry (32-bit paging) is reserved.
+const PDE32_4M_RESERVED: u64 = 1 << 21;
+
+/// The reserved bits of the PAE or 4-level entry `entry` at the level that translates
+/// address bits from `shift` up: PS in a PML4 entry, and the bits between the page offset
+/// and bit 13 (PAT) of a 1 GiB or 2 MiB page.
+fn reserved_bits(shift: u32, entry: u64) -> u64 {
+    let large = entry & PTE_PS != 0;
+    ABOVE_MAXPHYADDR
+        | match shift {
+            39 => PTE_PS,
+            30 | 21 if large => ((1 << shift) - 1) & !0x1fff,
+            _ => 0,
+        }
+}
+
 /// Where a piece of a store goes: host address and RAM page, or MMIO physical address.
 type Target = std::result::Result<(usize, u32), u64>;
 
@@ -214,7 +233,7 @@ impl Core {
             if entry & PTE_P == 0 {
                 return Err(self.page_fault(lin, access, user, false, false));
             }
-            if entry & PTE_NX != 0 && !nxe {
+            if (entry & PTE_NX != 0 && !nxe) || entry & reserved_bits(shift, entry) != 0 {
                 return Err(self.page_fault(lin, access, user, true, true));
             }
             path[depth] = (addr, entry);
@@ -230,9 +249,13 @@ impl Core {
             shift -= 9;
         };
         debug_assert!(depth <= levels);
-        self.check_permissions(lin, access, user, writable, usr, exec)?;
-        if self.s.mode.long {
-            self.check_key(lin, access, user, usr, (leaf >> 59) as u8 & 0xf)?;
+        let key = (leaf >> 59) as u8 & 0xf;
+        let key_denied = self.s.mode.long && self.key_denied(access, user, usr, key);
+        if key_denied || self.permission_denied(access, user, writable, usr, exec) {
+            // The PK bit reports a key violation whether or not the page's rights deny too.
+            let code = self.page_fault(lin, access, user, true, false).error();
+            let pk = if key_denied { PF_PK } else { 0 };
+            return Err(Exception::pf(code.unwrap_or(0) | pk));
         }
         for &(addr, entry) in &path[start..depth] {
             if entry & PTE_A == 0 {
@@ -262,6 +285,9 @@ impl Core {
             return Err(self.page_fault(lin, access, user, false, false));
         }
         if pde & PTE_PS != 0 && self.s.cr4 & CR4_PSE != 0 {
+            if pde & PDE32_4M_RESERVED != 0 {
+                return Err(self.page_fault(lin, access, user, true, true));
+            }
             self.check_permissions(lin, access, user, pde & PTE_W != 0, pde & PTE_U != 0, true)?;
             let mut bits = PTE_A;
             if access == Access::Write {
@@ -314,43 +340,41 @@ impl Core {
         usr: bool,
         exec: bool,
     ) -> Result<()> {
-        let denied = (user && !usr)
-            || (access == Access::Write && !writable && (user || self.s.cr0 & CR0_WP != 0))
-            || (access == Access::Fetch && !exec)
-            || (!user && usr && self.supervisor_denied(access));
-        if denied {
+        if self.permission_denied(access, user, writable, usr, exec) {
             return Err(self.page_fault(lin, access, user, true, false));
         }
         Ok(())
     }
 
-    /// The protection-key check of 4-level paging: data accesses to a page with key `key`
-    /// are limited by PKRU (user pages, CR4.PKE) or IA32_PKRS (supervisor pages, CR4.PKS):
-    /// access-disable stops all of them, write-disable stops user writes and, with CR0.WP,
-    /// supervisor ones. A violation is a #PF with the PK bit.
-    fn check_key(
-        &mut self,
-        lin: u64,
+    /// Whether the U/S, R/W, NX, SMEP and SMAP rules forbid `access` at privilege `user` to a
+    /// page with the rights `writable`, `usr` (user-mode page) and `exec`.
+    fn permission_denied(
+        &self,
         access: Access,
         user: bool,
+        writable: bool,
         usr: bool,
-        key: u8,
-    ) -> Result<()> {
+        exec: bool,
+    ) -> bool {
+        (user && !usr)
+            || (access == Access::Write && !writable && (user || self.s.cr0 & CR0_WP != 0))
+            || (access == Access::Fetch && !exec)
+            || (!user && usr && self.supervisor_denied(access))
+    }
+
+    /// Whether protection key `key` forbids `access` (4-level paging): data accesses to user
+    /// pages are limited by PKRU (CR4.PKE), to supervisor pages by IA32_PKRS (CR4.PKS);
+    /// access-disable stops them all, write-disable stops user writes and, with CR0.WP,
+    /// supervisor ones.
+    fn key_denied(&self, access: Access, user: bool, usr: bool, key: u8) -> bool {
         let rights = match (access, usr) {
-            (Access::Fetch, _) => return Ok(()),
+            (Access::Fetch, _) => return false,
             (_, true) if self.s.cr4 & CR4_PKE != 0 => self.s.pkru,
             (_, false) if self.s.cr4 & CR4_PKS != 0 => self.s.msr.pkrs as u32,
-            _ => return Ok(()),
+            _ => return false,
         } >> (2 * key);
         let write_disabled = access == Access::Write && (user || self.s.cr0 & CR0_WP != 0);
-        if rights & 1 != 0 || (rights & 2 != 0 && write_disabled) {
-            let code = self
-                .page_fault(lin, access, user, true, false)
-                .error()
-                .unwrap_or(0);
-            return Err(Exception::pf(code | PF_PK));
-        }
-        Ok(())
+        rights & 1 != 0 || (rights & 2 != 0 && write_disabled)
     }
 
     /// Whether SMEP or SMAP forbid a supervisor `access` to a user-mode page: SMEP any
@@ -846,5 +870,52 @@ mod tests {
         let mut m = long_mode(&code, CR4_PKS);
         assert!(m.cpu.set_msr(0x6e1, 0x4));
         assert_eq!(page_fault(&mut m), (0x21, u64::from(KEY1 + 0x2800)));
+    }
+
+    #[test]
+    fn reserved_bits_in_a_4_mib_page_entry_fault_with_rsvd() {
+        let mut code = vec![0xa1]; // mov eax,[user 0x2800]
+        code.extend(user(0x2800));
+        code.push(0xf4);
+        let mut m = paged(&code, 0);
+        m.write(PD + 4, &(0x87u32 | 1 << 21).to_le_bytes());
+        // Present, reserved bit, supervisor read.
+        assert_eq!(page_fault(&mut m), (0x9, u64::from(USER + 0x2800)));
+    }
+
+    #[test]
+    fn address_bits_above_maxphyaddr_fault_with_rsvd() {
+        let mut code = load(0, KEY1 + 0x2800);
+        code.push(0xf4);
+        let mut m = long_mode(&code, 0);
+        m.write(0x5008, &(0x83u64 | 1 << 51).to_le_bytes());
+        assert_eq!(page_fault(&mut m), (0x9, u64::from(KEY1 + 0x2800)));
+    }
+
+    #[test]
+    fn reserved_bits_of_a_2_mib_page_fault_but_pat_does_not() {
+        let mut code = load(2, KEY1 + 0x2800);
+        code.extend(load(0, USER + 0x2800));
+        code.push(0xf4);
+        let mut m = long_mode(&code, 0);
+        m.write(0x5008, &(0x83u64 | 1 << 12).to_le_bytes());
+        m.write(0x5010, &(0x87u64 | 1 << 13).to_le_bytes());
+        m.write(0x2800, &3u32.to_le_bytes());
+        assert_eq!(page_fault(&mut m), (0x9, u64::from(USER + 0x2800)));
+        assert_eq!(m.cpu.regs().rdx, 3);
+    }
+
+    #[test]
+    fn a_key_violation_sets_pk_even_when_the_page_denies_the_write_too() {
+        let mut code = wrpkru(0x10);
+        // mov dword [abs user 0x2800], 5: to a read-only page whose key is access-disabled.
+        code.extend([0xc7, 0x04, 0x25]);
+        code.extend((USER + 0x2800).to_le_bytes());
+        code.extend(5u32.to_le_bytes());
+        code.push(0xf4);
+        let mut m = long_mode(&code, CR4_PKE);
+        m.write(0x5010, &(0x85u64 | 2 << 59).to_le_bytes());
+        m.cpu.core.s.cr0 |= super::super::state::CR0_WP;
+        assert_eq!(page_fault(&mut m), (0x23, u64::from(USER + 0x2800)));
     }
 }
