@@ -12,10 +12,13 @@
 #   --logs DIR       keep each run's console output and stderr here (default: a temporary
 #                    directory, named at the end)
 #
-# A cell is PASS, FAIL, SKIP (the test skipped itself: status 77), TIMEOUT, or VM FAILED
-# (Ember stopped the VM: triple fault or an instruction it cannot run), with the suite's
-# SUMMARY line in brackets. QEMU's isa-debug-exit and Ember both exit with (v << 1) | 1 for a
-# value v written to port 0xf4, so status 1 is PASS, 3 FAIL and 77 SKIP.
+# A cell is PASS, FAIL, SKIP (the test skipped itself: status 77), TIMEOUT, ABORT (the test
+# died of an unexpected exception), VM FAILED (Ember stopped the VM: triple fault or an
+# instruction it cannot run), or n/a (the backend cannot run the entry, and why), with the
+# suite's SUMMARY line in brackets. QEMU's isa-debug-exit and Ember both exit with
+# (v << 1) | 1 for a value v written to port 0xf4, so status 1 is PASS, 3 FAIL and 77 SKIP.
+# Entries are skipped on every backend when they are for the other architecture, manual-only
+# (group nodefault), KVM-only (unless --kvm), or their host check fails.
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -87,7 +90,8 @@ expand() {
 }
 
 # Splits the QEMU parameters of an entry into $qemu_extra, taking out the guest's command
-# line (-append, in older unittests.cfg files) into $args and reading guest RAM (-m) into $mib.
+# line (-append, in older unittests.cfg files) into $args, reading guest RAM (-m) into $mib
+# and naming an extra device (-device), which Ember does not have, in $missing.
 split_qemu_params() {
 	local -a words
 	local i
@@ -96,8 +100,13 @@ split_qemu_params() {
 	set +f
 	qemu_extra=()
 	mib=128
+	missing=""
 	for ((i = 0; i < ${#words[@]}; i++)); do
 		case "${words[i]}" in
+		-device)
+			[ -z "$missing" ] && missing="no ${words[i + 1]%%,*} device on Ember"
+			qemu_extra+=(-device "${words[i + 1]}")
+			i=$((i + 1)) ;;
 		-append) args="$args${args:+ }${words[i + 1]}"; i=$((i + 1)) ;;
 		-m) mib=$(mebibytes "${words[i + 1]}"); qemu_extra+=(-m "${words[i + 1]}"); i=$((i + 1)) ;;
 		*) qemu_extra+=("${words[i]}") ;;
@@ -138,7 +147,8 @@ cell() {
 	124 | 137) verdict=TIMEOUT ;;
 	4)
 		if [ "$vmm" = ember ]; then
-			verdict="VM FAILED: $(grep -a -m1 -o 'triple fault\|cannot [^.,]*' "$err")"
+			verdict="VM FAILED: $(grep -a -m1 'stopped: ' "$err" |
+				sed 's/.*stopped: //; s/^software CPU: //; s/|/\\|/g')"
 		else
 			verdict="status 4"
 		fi ;;
@@ -220,7 +230,7 @@ echo "$rule"
 
 # Runs the entry whose fields are set, printing its row.
 run_entry() {
-	local reason args t tcg interp kvm row mib
+	local reason args t tcg interp kvm row mib missing
 	[ -z "$name" ] && return
 	[ -n "$only" ] && [[ "$only" != *",$name,"* ]] && return
 	reason=$(skip_reason)
@@ -238,10 +248,13 @@ run_entry() {
 	[ "$run_tcg" = 1 ] && [ "$accel" != kvm ] && tcg=$(run_qemu "$name" "$smp" "$args" "$t")
 	[ "$accel" = kvm ] && tcg="skipped: KVM only"
 	interp="skipped: KVM only"
-	[ "$accel" != kvm ] && interp=$(run_ember "$name" "$smp" "$args" "$mib" "$t" interp)
+	[ -n "$missing" ] && interp="n/a: $missing"
+	[ "$accel" != kvm ] && [ -z "$missing" ] &&
+		interp=$(run_ember "$name" "$smp" "$args" "$mib" "$t" interp)
 	row="| $name | $smp | $tcg | $interp |"
 	if [ "$run_kvm" = 1 ]; then
-		kvm=$(run_ember "$name" "$smp" "$args" "$mib" "$t" kvm)
+		kvm="n/a: $missing"
+		[ -z "$missing" ] && kvm=$(run_ember "$name" "$smp" "$args" "$mib" "$t" kvm)
 		row="$row $kvm |"
 	fi
 	echo "$row"
