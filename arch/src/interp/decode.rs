@@ -795,8 +795,15 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             i.cc = u8::from(m == M::Sidt);
             system::store_dtr
         }
-        M::Lldt => system::lldt,
-        M::Ltr => system::ltr,
+        // The handlers read a register operand from r1, as for LAR/LSL.
+        M::Lldt => {
+            i.r1 = i.r0;
+            system::lldt
+        }
+        M::Ltr => {
+            i.r1 = i.r0;
+            system::ltr
+        }
         M::Sldt | M::Str | M::Smsw => {
             i.cc = match m {
                 M::Sldt => 0,
@@ -805,7 +812,10 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             };
             system::store_system
         }
-        M::Lmsw => system::lmsw,
+        M::Lmsw => {
+            i.r1 = i.r0;
+            system::lmsw
+        }
         M::Clts => system::clts,
         M::Invlpg => system::invlpg,
         M::Wbinvd | M::Invd => system::cache_control,

@@ -219,6 +219,10 @@ fn system_descriptor(cpu: &mut Core, sel: u16) -> Result<(Segment, u64)> {
         }
         let high = cpu.read_lin::<8>(addr + 8, false)?;
         seg.base |= (high & 0xffff_ffff) << 32;
+        // The upper half's type field must be zero, and the base canonical.
+        if (high >> 40) & 0x1f != 0 || !is_canonical(seg.base) {
+            return Err(Exception::gp(u32::from(sel & 0xfffc)));
+        }
     }
     Ok((seg, addr))
 }
@@ -545,6 +549,7 @@ pub fn descriptor_query(cpu: &mut Core, i: &Insn) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::state::{CS, EFER_LMA, EFER_LME};
     use super::super::super::testmachine::TestMachine;
     use super::super::super::Exit;
 
@@ -564,5 +569,45 @@ mod tests {
         let r = m.cpu.regs();
         assert_eq!(r.rbx, 0xffff_0ff0);
         assert_eq!(r.rcx, 0xffff_27ff);
+    }
+
+    #[test]
+    fn lmsw_reads_its_register_operand() {
+        // mov cx,0xe; lmsw cx; hlt (AX stays 0).
+        let mut m = TestMachine::new(&[0xb9, 0x0e, 0x00, 0x0f, 0x01, 0xf1, 0xf4]);
+        assert_eq!(m.run(), Exit::Halted);
+        assert_eq!(m.cpu.sregs().cr0 & 0xe, 0xe);
+    }
+
+    #[test]
+    fn ltr_reads_its_register_operand() {
+        // mov cx,0x18; ltr cx; hlt (AX stays 0).
+        let tss = 0x67 | (0x3000 << 16) | (0x89 << 40);
+        let mut m = TestMachine::flat32(&[0x66, 0xb9, 0x18, 0x00, 0x0f, 0x00, 0xd9, 0xf4], &[tss]);
+        assert_eq!(m.run(), Exit::Halted);
+        assert_eq!(m.cpu.sregs().tr.selector, 0x18);
+    }
+
+    #[test]
+    fn ltr_in_long_mode_refuses_a_non_canonical_base() {
+        // The TSS descriptor (16 bytes at 0x18) has base 0xaaaa_aaaa_0000_3000. Code at 0x1000
+        // in 64-bit mode: mov cx,0x18; ltr cx; hlt. #GP goes to the IDT at 0, all zeros: the
+        // vCPU shuts down instead of halting.
+        let tss_low = 0x67 | (0x3000 << 16) | (0x89 << 40);
+        let code64 = 0x00af_9b00_0000_ffff;
+        let code = [0x66, 0xb9, 0x18, 0x00, 0x0f, 0x00, 0xd9, 0xf4];
+        let mut m = TestMachine::flat32(&code, &[tss_low, 0xaaaa_aaaa, code64]);
+        let core = &mut m.cpu.core;
+        core.s.efer |= EFER_LMA | EFER_LME;
+        core.s.seg[CS] = super::super::super::segment::from_descriptor(0x28, code64);
+        core.s.update_mode();
+        assert!(matches!(m.run(), Exit::Shutdown(_)));
+        // With a canonical base it loads.
+        m.write(0x500 + 0x20, &0u64.to_le_bytes());
+        let core = &mut m.cpu.core;
+        core.shutdown = None;
+        core.s.rip = 0x1000;
+        assert_eq!(m.run(), Exit::Halted);
+        assert_eq!(m.cpu.sregs().tr.selector, 0x18);
     }
 }
