@@ -245,8 +245,13 @@ run_entry() {
 	t=${timeout_override:-${timeout:-90}}
 	t=${t%s}
 	tcg="not run"
-	[ "$run_tcg" = 1 ] && [ "$accel" != kvm ] && tcg=$(run_qemu "$name" "$smp" "$args" "$t")
-	[ "$accel" = kvm ] && tcg="skipped: KVM only"
+	if [ "$accel" = kvm ]; then
+		tcg="skipped: KVM only"
+	elif [[ " ${qemu_extra[*]} " == *" -enable-kvm "* ]]; then
+		tcg="n/a: the entry asks QEMU for KVM (-enable-kvm)"
+	elif [ "$run_tcg" = 1 ]; then
+		tcg=$(run_qemu "$name" "$smp" "$args" "$t")
+	fi
 	interp="skipped: KVM only"
 	[ -n "$missing" ] && interp="n/a: $missing"
 	[ "$accel" != kvm ] && [ -z "$missing" ] &&
