@@ -264,23 +264,24 @@ impl BlockCache {
         Ok(link)
     }
 
-    /// Runs block `idx` on `core`: returns when it ends or an instruction faults (the fault
-    /// is delivered). A block that has run often is translated first and then runs as host
-    /// code, which may loop on itself up to `budget` times; the result is how many runs
-    /// beyond the first that took.
-    pub(crate) fn run(&mut self, idx: u32, core: &mut Core, budget: u64) -> u64 {
+    /// Runs block `idx` on `core`, at most `limit` instructions of it: returns when it ends
+    /// or an instruction faults (the fault is delivered). A whole block (`limit` covers it)
+    /// that has run often is translated first and then runs as host code, which may loop on
+    /// itself up to `budget` times; the result is how many runs beyond the first that took.
+    pub(crate) fn run(&mut self, idx: u32, core: &mut Core, limit: usize, budget: u64) -> u64 {
         let Some(block) = self.blocks.get_mut(idx as usize) else {
             return 0;
         };
         core.end_block = false;
-        if block.jit.is_none() && self.jit.enabled() {
+        let whole = limit >= block.insns.len();
+        if whole && block.jit.is_none() && self.jit.enabled() {
             block.runs += 1;
             if block.runs == self.jit.hot_threshold {
                 self.translate(idx, core);
             }
         }
         let block = &self.blocks[idx as usize];
-        if let Some(code) = block.jit.filter(|&c| self.jit.is_current(c)) {
+        if let Some(code) = block.jit.filter(|&c| whole && self.jit.is_current(c)) {
             core.loop_budget = budget.max(1);
             // SAFETY: the code is from the current arena generation and was translated from
             // this block's instructions, which live as long as the block.
@@ -295,7 +296,7 @@ impl BlockCache {
                 _ => return budget.max(1) - core.loop_budget.max(1),
             }
         }
-        for insn in block.insns.iter() {
+        for insn in block.insns.iter().take(limit) {
             core.s.rip = insn.next;
             if let Err(e) = (insn.exec)(core, insn) {
                 core.fault_at(insn);

@@ -33,8 +33,13 @@ const LEAF1_EDX: u32 = (1 << 0)
 /// Leaf 1 ECX apart from the SSE3..SSE4.2 bits ([`SimdLevel::leaf1_ecx`]): CX16, MOVBE,
 /// POPCNT, TSC-deadline, RDRAND, hypervisor.
 const LEAF1_ECX: u32 = (1 << 13) | (1 << 22) | (1 << 23) | (1 << 24) | (1 << 30) | (1 << 31);
-/// Leaf 7 EBX: ERMS (REP MOVSB/STOSB are fast here: they move whole pages at once).
-const LEAF7_EBX: u32 = 1 << 9;
+/// Leaf 7 EBX: SMEP, ERMS (REP MOVSB/STOSB are fast here: they move whole pages at once),
+/// SMAP.
+const LEAF7_EBX: u32 = (1 << 7) | (1 << 9) | (1 << 20);
+/// Leaf 7 ECX: UMIP, PKU, PKS (protection keys for user and supervisor pages).
+const LEAF7_ECX: u32 = (1 << 2) | (1 << 3) | (1 << 31);
+/// Leaf 7 ECX: OSPKE, set while CR4.PKE is.
+pub const LEAF7_ECX_OSPKE: u32 = 1 << 4;
 /// Leaf 0x8000_0001 ECX: LAHF/SAHF in 64-bit mode, LZCNT (ABM), PREFETCHW.
 const EXT1_ECX: u32 = (1 << 0) | (1 << 5) | (1 << 8);
 /// Leaf 0x8000_0001 EDX: SYSCALL, NX, 1 GiB pages, RDTSCP, long mode.
@@ -108,7 +113,7 @@ impl CpuidTable {
             entry(4, 2, [0x143, 0x01c0_003f, 0x1ff, 0]),
             entry(4, 3, [0x163, 0x03c0_003f, 0x1fff, 6]),
             entry(4, 4, [0, 0, 0, 0]),
-            entry(7, 0, [0, LEAF7_EBX, 0, 0]),
+            entry(7, 0, [0, LEAF7_EBX, LEAF7_ECX, 0]),
             entry(0xb, 0, [0, 1, 0x100, 0]),
             entry(0xb, 1, [0, 1, 0x201, 0]),
             entry(0xb, 2, [0, 0, 2, 0]),
@@ -202,6 +207,18 @@ mod tests {
         assert_eq!(ecx & (sse3 | ssse3 | sse41 | sse42), 0);
         assert_ne!(ecx & popcnt, 0, "POPCNT is software");
         assert_ne!(ecx & (1 << 13), 0, "CX16 is software");
+    }
+
+    #[test]
+    fn leaf_7_offers_the_protections_the_mmu_enforces() {
+        let t = CpuidTable::new(0, &Topology::new(1, false));
+        let [_, ebx, ecx, _] = t.lookup(7, 0);
+        assert_ne!(ebx & (1 << 7), 0, "SMEP");
+        assert_ne!(ebx & (1 << 20), 0, "SMAP");
+        assert_ne!(ecx & (1 << 2), 0, "UMIP");
+        assert_ne!(ecx & (1 << 3), 0, "PKU");
+        assert_ne!(ecx & (1 << 31), 0, "PKS");
+        assert_eq!(ecx & LEAF7_ECX_OSPKE, 0, "OSPKE follows CR4.PKE");
     }
 
     #[test]

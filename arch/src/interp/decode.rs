@@ -767,6 +767,13 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             i.cc = 1;
             system::cli_sti
         }
+        M::Rdpkru => system::rdpkru,
+        M::Wrpkru => system::wrpkru,
+        M::Clac => system::clac_stac,
+        M::Stac => {
+            i.cc = 1;
+            system::clac_stac
+        }
         M::Cpuid => system::cpuid,
         M::Rdtsc => system::rdtsc,
         M::Rdtscp => {
@@ -789,8 +796,15 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             i.cc = u8::from(m == M::Sidt);
             system::store_dtr
         }
-        M::Lldt => system::lldt,
-        M::Ltr => system::ltr,
+        // The handlers read a register operand from r1, as for LAR/LSL.
+        M::Lldt => {
+            i.r1 = i.r0;
+            system::lldt
+        }
+        M::Ltr => {
+            i.r1 = i.r0;
+            system::ltr
+        }
         M::Sldt | M::Str | M::Smsw => {
             i.cc = match m {
                 M::Sldt => 0,
@@ -799,7 +813,10 @@ fn lower_mnemonic(ins: &Instruction, i: &mut Insn, code_bits: u32) -> Flow {
             };
             system::store_system
         }
-        M::Lmsw => system::lmsw,
+        M::Lmsw => {
+            i.r1 = i.r0;
+            system::lmsw
+        }
         M::Clts => system::clts,
         M::Invlpg => system::invlpg,
         M::Wbinvd | M::Invd => system::cache_control,

@@ -1,12 +1,13 @@
 //! Delivering exceptions and interrupts through the IVT (real mode) or the IDT (protected and
-//! long mode: gates, privilege changes, stack switches through the TSS, IST), double and
-//! triple faults, and returning with IRET.
+//! long mode: gates, privilege changes, stack switches through the TSS, IST, task gates),
+//! double and triple faults, and returning with IRET.
 
 use super::fault::{Exception, Result, DB, DF, GP, PF, SS as SS_FAULT, TS};
 use super::flags::{AC, IF, NT, RF, TF, VM};
 use super::insn::size_mask;
 use super::segment::{from_descriptor, is_canonical};
-use super::state::{Segment, CS, DS, ES, FS, GS, RSP, SS};
+use super::state::{Segment, Shadow, CS, DS, ES, FS, GS, RSP, SS};
+use super::task::TaskEntry;
 use super::Core;
 
 /// What raised an event, which decides RIP, privilege checks and the EXT error-code bit.
@@ -81,7 +82,8 @@ impl Core {
     /// stack memory has changed.
     pub(crate) fn deliver(&mut self, vector: u8, error: Option<u32>, source: Source) -> Result<()> {
         self.end_block = true;
-        self.s.interrupt_shadow = false;
+        self.s.interrupt_shadow = Shadow::None;
+        self.event_taken = true;
         if !self.s.mode.protected {
             return self.deliver_real(vector);
         }
@@ -107,11 +109,8 @@ impl Core {
         } else {
             matches!(kind, GATE_INT16 | GATE_TRAP16 | GATE_INT32 | GATE_TRAP32)
         };
-        if kind == GATE_TASK && !self.s.mode.long {
-            // Task switches are not implemented.
-            return Err(Exception::gp(idt_err(vector)));
-        }
-        if !valid {
+        let task_gate = kind == GATE_TASK && !self.s.mode.long;
+        if !valid && !task_gate {
             return Err(Exception::gp(idt_err(vector)));
         }
         if source == Source::Software && gate_dpl < self.s.mode.cpl {
@@ -121,6 +120,9 @@ impl Core {
             return Err(Exception::np(idt_err(vector)));
         }
         let selector = (lo >> 16) as u16;
+        if task_gate {
+            return self.task_switch(selector, TaskEntry::Gate, error);
+        }
         let mut target = (lo & 0xffff) | ((lo >> 32) & 0xffff_0000);
         if self.s.mode.long {
             target |= hi << 32;
@@ -372,6 +374,7 @@ impl Core {
     /// IRET with operand size `size` (2, 4 or 8).
     pub(crate) fn iret(&mut self, size: u32) -> Result<()> {
         self.end_block = true;
+        self.s.nmi_blocked = false;
         let v86 = self.s.mode.v86;
         if !self.s.mode.protected || v86 {
             if v86 && self.iopl() < 3 {
@@ -397,8 +400,8 @@ impl Core {
             return Ok(());
         }
         if self.s.flags.has(NT) && !self.s.mode.long {
-            // Task return: task switching is not implemented.
-            return Err(Exception::gp0());
+            let link = self.read_lin::<2>(self.s.tr.base, false)? as u16;
+            return self.task_switch(link, TaskEntry::Iret, None);
         }
         let n = u64::from(size);
         let rip = self.peek(0, size)?;

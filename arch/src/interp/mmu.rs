@@ -1,10 +1,14 @@
 //! Linear-address accesses: the software TLB, page walks (32-bit, PAE and 4-level, with
-//! accessed/dirty bits and U/S, R/W, NX checks) and MMIO for addresses that are not RAM.
+//! accessed/dirty bits and U/S, R/W, NX, SMEP, SMAP and protection-key checks) and MMIO
+//! for addresses that are not RAM.
 
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::fault::{Exception, Result};
-use super::state::{CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, EFER_NXE};
+use super::flags::AC;
+use super::state::{
+    CR0_WP, CR4_PAE, CR4_PGE, CR4_PKE, CR4_PKS, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_NXE,
+};
 use super::Core;
 
 /// What an access does, for permission checks and TLB selection.
@@ -150,6 +154,8 @@ pub struct Translation {
     pub phys: u64,
     global: bool,
     size_shift: u8,
+    /// A user-mode page (U/S set at every level).
+    user_page: bool,
 }
 
 const PTE_P: u64 = 1;
@@ -162,6 +168,25 @@ const PTE_G: u64 = 1 << 8;
 const PTE_NX: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
+/// Physical-address bits above MAXPHYADDR (40, as CPUID 0x8000_0008 says): reserved in
+/// every PAE and 4-level paging-structure entry.
+const ABOVE_MAXPHYADDR: u64 = 0x000f_ff00_0000_0000;
+/// Bit 21 of a 4 MiB page's directory entry (32-bit paging) is reserved.
+const PDE32_4M_RESERVED: u64 = 1 << 21;
+
+/// The reserved bits of the PAE or 4-level entry `entry` at the level that translates
+/// address bits from `shift` up: PS in a PML4 entry, and the bits between the page offset
+/// and bit 13 (PAT) of a 1 GiB or 2 MiB page.
+fn reserved_bits(shift: u32, entry: u64) -> u64 {
+    let large = entry & PTE_PS != 0;
+    ABOVE_MAXPHYADDR
+        | match shift {
+            39 => PTE_PS,
+            30 | 21 if large => ((1 << shift) - 1) & !0x1fff,
+            _ => 0,
+        }
+}
+
 /// Where a piece of a store goes: host address and RAM page, or MMIO physical address.
 type Target = std::result::Result<(usize, u32), u64>;
 
@@ -171,6 +196,7 @@ const PF_W: u32 = 1 << 1;
 const PF_U: u32 = 1 << 2;
 const PF_RSVD: u32 = 1 << 3;
 const PF_I: u32 = 1 << 4;
+const PF_PK: u32 = 1 << 5;
 
 impl Core {
     fn page_fault(
@@ -194,7 +220,8 @@ impl Core {
         if rsvd {
             code |= PF_RSVD | PF_P;
         }
-        if access == Access::Fetch && self.s.efer & EFER_NXE != 0 && self.s.cr4 & CR4_PAE != 0 {
+        let nx = self.s.efer & EFER_NXE != 0 && self.s.cr4 & CR4_PAE != 0;
+        if access == Access::Fetch && (nx || self.s.cr4 & CR4_SMEP != 0) {
             code |= PF_I;
         }
         self.fault_addr = lin;
@@ -208,6 +235,7 @@ impl Core {
                 phys: lin,
                 global: false,
                 size_shift: 12,
+                user_page: false,
             });
         }
         if self.s.cr4 & CR4_PAE == 0 {
@@ -238,7 +266,7 @@ impl Core {
             if entry & PTE_P == 0 {
                 return Err(self.page_fault(lin, access, user, false, false));
             }
-            if entry & PTE_NX != 0 && !nxe {
+            if (entry & PTE_NX != 0 && !nxe) || entry & reserved_bits(shift, entry) != 0 {
                 return Err(self.page_fault(lin, access, user, true, true));
             }
             path[depth] = (addr, entry);
@@ -254,7 +282,14 @@ impl Core {
             shift -= 9;
         };
         debug_assert!(depth <= levels);
-        self.check_permissions(lin, access, user, writable, usr, exec)?;
+        let key = (leaf >> 59) as u8 & 0xf;
+        let key_denied = self.s.mode.long && self.key_denied(access, user, usr, key);
+        if key_denied || self.permission_denied(access, user, writable, usr, exec) {
+            // The PK bit reports a key violation whether or not the page's rights deny too.
+            let code = self.page_fault(lin, access, user, true, false).error();
+            let pk = if key_denied { PF_PK } else { 0 };
+            return Err(Exception::pf(code.unwrap_or(0) | pk));
+        }
         for &(addr, entry) in &path[start..depth] {
             if entry & PTE_A == 0 {
                 self.ram.or_u64(addr, PTE_A);
@@ -270,6 +305,7 @@ impl Core {
             phys: base | (lin & page_mask),
             global: leaf & PTE_G != 0 && self.s.cr4 & CR4_PGE != 0,
             size_shift: shift as u8,
+            user_page: usr,
         })
     }
 
@@ -282,6 +318,9 @@ impl Core {
             return Err(self.page_fault(lin, access, user, false, false));
         }
         if pde & PTE_PS != 0 && self.s.cr4 & CR4_PSE != 0 {
+            if pde & PDE32_4M_RESERVED != 0 {
+                return Err(self.page_fault(lin, access, user, true, true));
+            }
             self.check_permissions(lin, access, user, pde & PTE_W != 0, pde & PTE_U != 0, true)?;
             let mut bits = PTE_A;
             if access == Access::Write {
@@ -296,6 +335,7 @@ impl Core {
                 phys: base | (lin32 & 0x3f_ffff),
                 global: pde & PTE_G != 0 && self.s.cr4 & CR4_PGE != 0,
                 size_shift: 22,
+                user_page: pde & PTE_U != 0,
             });
         }
         let pte_addr = (pde & 0xffff_f000) + ((lin32 >> 12) & 0x3ff) * 4;
@@ -320,6 +360,7 @@ impl Core {
             phys: (pte & 0xffff_f000) | (lin32 & 0xfff),
             global: pte & PTE_G != 0 && self.s.cr4 & CR4_PGE != 0,
             size_shift: 12,
+            user_page: usr,
         })
     }
 
@@ -332,13 +373,51 @@ impl Core {
         usr: bool,
         exec: bool,
     ) -> Result<()> {
-        let denied = (user && !usr)
-            || (access == Access::Write && !writable && (user || self.s.cr0 & CR0_WP != 0))
-            || (access == Access::Fetch && !exec);
-        if denied {
+        if self.permission_denied(access, user, writable, usr, exec) {
             return Err(self.page_fault(lin, access, user, true, false));
         }
         Ok(())
+    }
+
+    /// Whether the U/S, R/W, NX, SMEP and SMAP rules forbid `access` at privilege `user` to a
+    /// page with the rights `writable`, `usr` (user-mode page) and `exec`.
+    fn permission_denied(
+        &self,
+        access: Access,
+        user: bool,
+        writable: bool,
+        usr: bool,
+        exec: bool,
+    ) -> bool {
+        (user && !usr)
+            || (access == Access::Write && !writable && (user || self.s.cr0 & CR0_WP != 0))
+            || (access == Access::Fetch && !exec)
+            || (!user && usr && self.supervisor_denied(access))
+    }
+
+    /// Whether protection key `key` forbids `access` (4-level paging): data accesses to user
+    /// pages are limited by PKRU (CR4.PKE), to supervisor pages by IA32_PKRS (CR4.PKS);
+    /// access-disable stops them all, write-disable stops user writes and, with CR0.WP,
+    /// supervisor ones.
+    fn key_denied(&self, access: Access, user: bool, usr: bool, key: u8) -> bool {
+        let rights = match (access, usr) {
+            (Access::Fetch, _) => return false,
+            (_, true) if self.s.cr4 & CR4_PKE != 0 => self.s.pkru,
+            (_, false) if self.s.cr4 & CR4_PKS != 0 => self.s.msr.pkrs as u32,
+            _ => return false,
+        } >> (2 * key);
+        let write_disabled = access == Access::Write && (user || self.s.cr0 & CR0_WP != 0);
+        rights & 1 != 0 || (rights & 2 != 0 && write_disabled)
+    }
+
+    /// Whether SMEP or SMAP forbid a supervisor `access` to a user-mode page: SMEP any
+    /// fetch; SMAP data accesses, unless EFLAGS.AC allows them (explicit accesses at CPL < 3;
+    /// supervisor accesses at CPL 3 are implicit ones, such as descriptor-table reads).
+    fn supervisor_denied(&self, access: Access) -> bool {
+        if access == Access::Fetch {
+            return self.s.cr4 & CR4_SMEP != 0;
+        }
+        self.s.cr4 & CR4_SMAP != 0 && (self.s.mode.cpl == 3 || !self.s.flags.has(AC))
     }
 
     /// Translates and, for RAM, caches the translation. Returns the host address of `lin`
@@ -354,8 +433,10 @@ impl Core {
         let Some(page) = self.ram.page(t.phys) else {
             return Ok(Err(t.phys));
         };
-        if access == Access::Write && self.code.has_code(page.index) {
-            // Not cached: every store to a page with decoded code goes the slow way.
+        let smap_decides = !user && t.user_page && self.s.cr4 & CR4_SMAP != 0;
+        if (access == Access::Write && self.code.has_code(page.index)) || smap_decides {
+            // Not cached: every store to a page with decoded code goes the slow way, and so
+            // does every supervisor access to a user page under SMAP (EFLAGS.AC decides).
             return Ok(Ok((page.host + (t.phys & 0xfff) as usize, page.index)));
         }
         self.tlb.entries[slot(access, user)][index(lin)] = Entry {
@@ -657,5 +738,217 @@ pub(crate) fn atomic_cmpxchg(host: usize, bytes: usize, expected: u64, new: u64)
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::segment::from_descriptor;
+    use super::super::state::{
+        CR0_PG, CR4_PAE, CR4_PKE, CR4_PKS, CR4_PSE, CR4_SMAP, CR4_SMEP, CS, EFER_LMA, EFER_LME,
+    };
+    use super::super::testmachine::TestMachine;
+    use super::super::Exit;
+
+    /// Page directory (32-bit paging, 4 MiB pages).
+    const PD: u64 = 0x3000;
+    /// The #PF handler: pop eax (the error code); mov ebx,cr2; hlt.
+    const PF_HANDLER: u64 = 0x2000;
+    const IDT: u64 = 0x600;
+    /// The user-mode alias of physical 0..4 MiB.
+    const USER: u32 = 0x40_0000;
+    /// In long mode, the alias of physical 0..2 MiB with protection key 1.
+    const KEY1: u32 = 0x20_0000;
+
+    /// Flat 32-bit ring 0 with paging: 0..4 MiB supervisor, 4..8 MiB the same memory as
+    /// user pages; CR4 gets `cr4` too. #PF stops with its error code in EAX, CR2 in EBX.
+    fn paged(code: &[u8], cr4: u64) -> TestMachine {
+        let mut m = TestMachine::flat32(code, &[]);
+        m.write(PD, &0x83u32.to_le_bytes());
+        m.write(PD + 4, &0x87u32.to_le_bytes());
+        m.write(PF_HANDLER, &[0x58, 0x0f, 0x20, 0xd3, 0xf4]);
+        let gate = (PF_HANDLER & 0xffff) | (0x08 << 16) | (0x8e << 40) | ((PF_HANDLER >> 16) << 48);
+        m.write(IDT + 14 * 8, &gate.to_le_bytes());
+        let core = &mut m.cpu.core;
+        core.s.idt.base = IDT;
+        core.s.idt.limit = 0xff;
+        core.s.cr3 = PD;
+        core.s.cr4 |= CR4_PSE | cr4;
+        core.s.cr0 |= CR0_PG;
+        core.s.gpr[4] = 0x8000;
+        core.s.update_mode();
+        m
+    }
+
+    fn user(addr: u32) -> [u8; 4] {
+        (USER + addr).to_le_bytes()
+    }
+
+    /// Runs `m` to the #PF handler's HLT: (error code, CR2).
+    fn page_fault(m: &mut TestMachine) -> (u64, u64) {
+        assert_eq!(m.run(), Exit::Halted);
+        let r = m.cpu.regs();
+        (r.rax, r.rbx)
+    }
+
+    #[test]
+    fn smap_lets_supervisor_data_accesses_to_user_pages_through_only_with_ac() {
+        let mut code = vec![0x0f, 0x01, 0xcb, 0x8b, 0x15]; // stac; mov edx,[user 0x2800]
+        code.extend(user(0x2800));
+        code.extend([0x0f, 0x01, 0xca, 0xa1]); // clac; mov eax,[user 0x2800]
+        code.extend(user(0x2800));
+        code.push(0xf4);
+        let mut m = paged(&code, CR4_SMAP);
+        m.write(0x2800, &0x1122_3344u32.to_le_bytes());
+        // The AC=1 read left nothing in the TLB that lets the AC=0 one through.
+        assert_eq!(page_fault(&mut m), (1, u64::from(USER + 0x2800)));
+        assert_eq!(m.cpu.regs().rdx, 0x1122_3344);
+    }
+
+    #[test]
+    fn smap_off_allows_supervisor_reads_of_user_pages() {
+        let mut code = vec![0xa1]; // mov eax,[user 0x2800]
+        code.extend(user(0x2800));
+        code.push(0xf4);
+        let mut m = paged(&code, 0);
+        m.write(0x2800, &7u32.to_le_bytes());
+        assert_eq!(m.run(), Exit::Halted);
+        assert_eq!(m.cpu.regs().rax, 7);
+    }
+
+    #[test]
+    fn smep_stops_supervisor_fetches_from_user_pages() {
+        let mut code = vec![0xb8]; // mov eax,user 0x1010; jmp eax
+        code.extend(user(0x1010));
+        code.extend([0xff, 0xe0]);
+        let mut m = paged(&code, CR4_SMEP);
+        // Present, instruction fetch, supervisor.
+        assert_eq!(page_fault(&mut m), (0x11, u64::from(USER + 0x1010)));
+    }
+
+    /// Long mode, ring 0 over 2 MiB pages of physical 0..2 MiB: at 0 supervisor pages with
+    /// protection key 0, at [`KEY1`] supervisor pages with key 1, at [`USER`] user pages with
+    /// key 2; CR4 gets `cr4` too. #PF stops with its error code in RAX, CR2 in RBX.
+    fn long_mode(code: &[u8], cr4: u64) -> TestMachine {
+        const CODE64: u64 = 0x00af_9b00_0000_ffff;
+        let mut m = TestMachine::flat32(code, &[CODE64]);
+        m.write(0x3000, &0x4007u64.to_le_bytes());
+        m.write(0x4000, &0x5007u64.to_le_bytes());
+        m.write(0x5000, &0x83u64.to_le_bytes());
+        m.write(0x5008, &(0x83u64 | 1 << 59).to_le_bytes());
+        m.write(0x5010, &(0x87u64 | 2 << 59).to_le_bytes());
+        m.write(PF_HANDLER, &[0x58, 0x0f, 0x20, 0xd3, 0xf4]);
+        let gate = (PF_HANDLER & 0xffff) | (0x18 << 16) | (0x8e << 40) | ((PF_HANDLER >> 16) << 48);
+        m.write(IDT + 14 * 16, &gate.to_le_bytes());
+        let core = &mut m.cpu.core;
+        core.s.idt.base = IDT;
+        core.s.idt.limit = 0xfff;
+        core.s.cr3 = 0x3000;
+        core.s.cr4 |= CR4_PAE | cr4;
+        core.s.efer |= EFER_LME | EFER_LMA;
+        core.s.cr0 |= CR0_PG;
+        core.s.seg[CS] = from_descriptor(0x18, CODE64);
+        core.s.gpr[4] = 0x8000;
+        core.s.update_mode();
+        m
+    }
+
+    /// mov `reg`,[abs `addr`] (reg 0 = EAX, 2 = EDX).
+    fn load(reg: u8, addr: u32) -> Vec<u8> {
+        let mut v = vec![0x8b, 0x04 | (reg << 3), 0x25];
+        v.extend(addr.to_le_bytes());
+        v
+    }
+
+    /// xor ecx,ecx; xor edx,edx; mov eax,`pkru`; wrpkru.
+    fn wrpkru(pkru: u32) -> Vec<u8> {
+        let mut v = vec![0x31, 0xc9, 0x31, 0xd2, 0xb8];
+        v.extend(pkru.to_le_bytes());
+        v.extend([0x0f, 0x01, 0xef]);
+        v
+    }
+
+    #[test]
+    fn pkru_access_disable_stops_reads_of_user_pages_with_that_key() {
+        // Key 1 (supervisor pages) is not PKRU's business; key 2 is access-disabled.
+        let mut code = wrpkru(0x10 | 0x4);
+        code.extend(load(2, KEY1 + 0x2800));
+        code.extend(load(0, USER + 0x2800));
+        code.push(0xf4);
+        let mut m = long_mode(&code, CR4_PKE);
+        m.write(0x2800, &9u32.to_le_bytes());
+        assert_eq!(page_fault(&mut m), (0x21, u64::from(USER + 0x2800)));
+        assert_eq!(m.cpu.regs().rdx, 9);
+        assert_eq!(m.cpu.core.s.pkru, 0x14);
+    }
+
+    #[test]
+    fn pkru_write_disable_stops_supervisor_writes_with_cr0_wp() {
+        let mut code = wrpkru(0x20);
+        // mov dword [abs user 0x2800], 5
+        code.extend([0xc7, 0x04, 0x25]);
+        code.extend((USER + 0x2800).to_le_bytes());
+        code.extend(5u32.to_le_bytes());
+        code.push(0xf4);
+        let mut m = long_mode(&code, CR4_PKE);
+        m.cpu.core.s.cr0 |= super::super::state::CR0_WP;
+        assert_eq!(page_fault(&mut m), (0x23, u64::from(USER + 0x2800)));
+    }
+
+    #[test]
+    fn pkrs_access_disable_stops_reads_of_supervisor_pages_with_that_key() {
+        // Key 0 pages (code, stack, tables) stay usable; key 1 is access-disabled.
+        let mut code = load(0, KEY1 + 0x2800);
+        code.push(0xf4);
+        let mut m = long_mode(&code, CR4_PKS);
+        assert!(m.cpu.set_msr(0x6e1, 0x4));
+        assert_eq!(page_fault(&mut m), (0x21, u64::from(KEY1 + 0x2800)));
+    }
+
+    #[test]
+    fn reserved_bits_in_a_4_mib_page_entry_fault_with_rsvd() {
+        let mut code = vec![0xa1]; // mov eax,[user 0x2800]
+        code.extend(user(0x2800));
+        code.push(0xf4);
+        let mut m = paged(&code, 0);
+        m.write(PD + 4, &(0x87u32 | 1 << 21).to_le_bytes());
+        // Present, reserved bit, supervisor read.
+        assert_eq!(page_fault(&mut m), (0x9, u64::from(USER + 0x2800)));
+    }
+
+    #[test]
+    fn address_bits_above_maxphyaddr_fault_with_rsvd() {
+        let mut code = load(0, KEY1 + 0x2800);
+        code.push(0xf4);
+        let mut m = long_mode(&code, 0);
+        m.write(0x5008, &(0x83u64 | 1 << 51).to_le_bytes());
+        assert_eq!(page_fault(&mut m), (0x9, u64::from(KEY1 + 0x2800)));
+    }
+
+    #[test]
+    fn reserved_bits_of_a_2_mib_page_fault_but_pat_does_not() {
+        let mut code = load(2, KEY1 + 0x2800);
+        code.extend(load(0, USER + 0x2800));
+        code.push(0xf4);
+        let mut m = long_mode(&code, 0);
+        m.write(0x5008, &(0x83u64 | 1 << 12).to_le_bytes());
+        m.write(0x5010, &(0x87u64 | 1 << 13).to_le_bytes());
+        m.write(0x2800, &3u32.to_le_bytes());
+        assert_eq!(page_fault(&mut m), (0x9, u64::from(USER + 0x2800)));
+        assert_eq!(m.cpu.regs().rdx, 3);
+    }
+
+    #[test]
+    fn a_key_violation_sets_pk_even_when_the_page_denies_the_write_too() {
+        let mut code = wrpkru(0x10);
+        // mov dword [abs user 0x2800], 5: to a read-only page whose key is access-disabled.
+        code.extend([0xc7, 0x04, 0x25]);
+        code.extend((USER + 0x2800).to_le_bytes());
+        code.extend(5u32.to_le_bytes());
+        code.push(0xf4);
+        let mut m = long_mode(&code, CR4_PKE);
+        m.write(0x5010, &(0x85u64 | 2 << 59).to_le_bytes());
+        m.cpu.core.s.cr0 |= super::super::state::CR0_WP;
+        assert_eq!(page_fault(&mut m), (0x23, u64::from(USER + 0x2800)));
     }
 }

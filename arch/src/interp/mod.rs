@@ -10,6 +10,7 @@ pub mod apicbus;
 mod block;
 pub mod cpuid;
 mod decode;
+mod events;
 mod exec;
 pub mod fault;
 pub mod flags;
@@ -25,6 +26,9 @@ pub mod ram;
 mod segment;
 pub mod simd;
 pub mod state;
+mod task;
+#[cfg(test)]
+mod testmachine;
 pub mod time;
 pub mod x87;
 
@@ -37,11 +41,10 @@ use crate::cpuid::Topology;
 
 use block::BlockCache;
 use cpuid::CpuidTable;
-use interrupt::Source;
 use lapic::{ExtIntController, Inbox, IpiBus, LocalApic, TimerQueue};
 use mmu::Tlb;
 use ram::{CodePages, GuestRam};
-use state::{DescTable, State};
+use state::{DescTable, Shadow, State};
 use time::Clock;
 
 /// Where the software CPU's port I/O and MMIO accesses go.
@@ -86,6 +89,11 @@ pub struct Core {
     pub(crate) cpuid: CpuidTable,
     /// Set by a handler to end the current block after its instruction.
     pub(crate) end_block: bool,
+    /// An exception or interrupt was delivered (set by every delivery).
+    pub(crate) event_taken: bool,
+    /// A single-step trap is due after the instruction being run (RFLAGS.TF before it;
+    /// SYSCALL and SYSRET set it from TF after them).
+    pub(crate) single_step: bool,
     /// HLT executed; waiting for an interrupt.
     pub(crate) halted: bool,
     /// Triple fault (or another reason the processor cannot go on).
@@ -97,6 +105,8 @@ pub struct Core {
     extint: Option<Arc<dyn ExtIntController>>,
     /// The 8259 raised INTR and it has not been acknowledged yet.
     extint_pending: bool,
+    /// An NMI arrived and has not been delivered yet.
+    nmi_pending: bool,
     /// An application processor waiting for its STARTUP IPI.
     wait_for_sipi: bool,
     /// Address of the stop flag of the current [`Cpu::run`], for translated code.
@@ -127,6 +137,8 @@ impl Core {
             clock,
             cpuid: CpuidTable::new(index as u8, topology),
             end_block: false,
+            event_taken: false,
+            single_step: false,
             halted: false,
             shutdown: None,
             fault_addr: 0,
@@ -134,6 +146,7 @@ impl Core {
             lapic: LocalApic::new(index, inbox),
             extint: None,
             extint_pending: false,
+            nmi_pending: false,
             wait_for_sipi: index != 0,
             stop_flag: 0,
             loop_budget: 0,
@@ -201,14 +214,7 @@ impl Core {
             self.start_at_sipi(vector);
         }
         if events & Inbox::NMI != 0 {
-            self.halted = false;
-            if let Err(e) = self.deliver(fault::NMI, None, Source::External) {
-                self.raise(e);
-            }
-        }
-        if self.lapic.has_deliverable() || self.extint_pending {
-            // A pending interrupt ends HLT even with IF clear only when delivered; keep
-            // halted until then.
+            self.nmi_pending = true;
         }
     }
 
@@ -534,24 +540,29 @@ impl Cpu {
             if self.core.wait_for_sipi {
                 return Exit::Halted;
             }
-            if self.core.s.interrupt_shadow {
-                self.core.s.interrupt_shadow = false;
-            } else if self.core.s.flags.has(flags::IF) {
-                if let Some(vector) = self.core.next_interrupt() {
-                    self.core.halted = false;
-                    if let Err(e) = self.core.deliver(vector, None, Source::External) {
-                        self.core.raise(e);
-                    }
-                    continue;
-                }
+            // In the interrupt shadow only the next instruction runs, then events are due;
+            // with RFLAGS.TF set instructions run one at a time, each followed by a trap.
+            let shadow = std::mem::take(&mut self.core.s.interrupt_shadow);
+            if shadow == Shadow::None && self.core.take_event() {
+                continue;
             }
             if self.core.halted {
                 return Exit::Halted;
             }
+            let step = self.core.s.flags.has(flags::TF);
             match self.cache.find(&mut self.core, previous) {
+                Ok(idx) if shadow != Shadow::None || step => {
+                    self.core.event_taken = false;
+                    self.core.single_step = step;
+                    self.cache.run(idx, &mut self.core, 1, 1);
+                    self.core.finish_step();
+                    previous = None;
+                }
                 Ok(idx) => {
-                    let extra = self.cache.run(idx, &mut self.core, budget);
+                    self.core.event_taken = false;
+                    let extra = self.cache.run(idx, &mut self.core, usize::MAX, budget);
                     budget = budget.saturating_sub(extra);
+                    self.core.finish_step();
                     previous = Some(idx);
                 }
                 Err(e) => {

@@ -84,6 +84,14 @@ pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
 pub const CR4_UMIP: u64 = 1 << 11;
 /// CR4.FSGSBASE.
 pub const CR4_FSGSBASE: u64 = 1 << 16;
+/// CR4.SMEP.
+pub const CR4_SMEP: u64 = 1 << 20;
+/// CR4.SMAP.
+pub const CR4_SMAP: u64 = 1 << 21;
+/// CR4.PKE: protection keys for user pages.
+pub const CR4_PKE: u64 = 1 << 22;
+/// CR4.PKS: protection keys for supervisor pages.
+pub const CR4_PKS: u64 = 1 << 24;
 /// CR4 bits the software CPU implements; setting others raises #GP.
 pub const CR4_SUPPORTED: u64 = CR4_VME
     | CR4_PVI
@@ -97,7 +105,11 @@ pub const CR4_SUPPORTED: u64 = CR4_VME
     | CR4_OSFXSR
     | CR4_OSXMMEXCPT
     | CR4_UMIP
-    | CR4_FSGSBASE;
+    | CR4_FSGSBASE
+    | CR4_SMEP
+    | CR4_SMAP
+    | CR4_PKE
+    | CR4_PKS;
 
 /// EFER.SCE.
 pub const EFER_SCE: u64 = 1;
@@ -142,6 +154,10 @@ pub struct Msrs {
     pub pat: u64,
     /// IA32_MISC_ENABLE.
     pub misc_enable: u64,
+    /// IA32_MCG_STATUS.
+    pub mcg_status: u64,
+    /// IA32_PKRS: PKRU's counterpart for supervisor pages.
+    pub pkrs: u64,
     /// IA32_MTRR_DEF_TYPE.
     pub mtrr_def_type: u64,
     /// Variable-range MTRRs (base/mask pairs, 0x200..0x210).
@@ -244,8 +260,24 @@ pub struct State {
     pub fpu: Fpu,
     /// Derived processor mode.
     pub mode: Mode,
-    /// Interrupts are inhibited for one instruction (after STI or MOV SS/POP SS).
-    pub interrupt_shadow: bool,
+    /// Events held off until the next instruction has run (after STI or MOV SS/POP SS).
+    pub interrupt_shadow: Shadow,
+    /// PKRU: access-disable and write-disable bits of the 16 user-page protection keys.
+    pub pkru: u32,
+    /// An NMI was delivered and no IRET has run since: further NMIs wait.
+    pub nmi_blocked: bool,
+}
+
+/// What the instruction just run holds off until the next one has run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Shadow {
+    /// Nothing.
+    #[default]
+    None,
+    /// STI: interrupts and NMIs wait; a single-step trap does not.
+    Sti,
+    /// MOV SS or POP SS: interrupts, NMIs and the single-step trap wait.
+    MovSs,
 }
 
 impl Default for State {
@@ -293,7 +325,9 @@ impl Default for State {
             },
             fpu: Fpu::default(),
             mode: Mode::default(),
-            interrupt_shadow: false,
+            interrupt_shadow: Shadow::None,
+            pkru: 0,
+            nmi_blocked: false,
         };
         state.update_mode();
         state

@@ -2,11 +2,12 @@
 //! software interrupts and IRET, SYSCALL/SYSRET, SYSENTER/SYSEXIT, HLT and UD.
 
 use super::super::fault::{Exception, Result, BP, GP, OF as OF_VECTOR};
-use super::super::flags::{IF, RF, VM};
+use super::super::flags::{IF, RF, TF, VM};
 use super::super::insn::{addr_mask, size_mask, Insn, MEM};
 use super::super::interrupt::Source;
 use super::super::segment::{from_descriptor, is_canonical};
 use super::super::state::{Segment, CS, EFER_LMA, EFER_SCE, RCX, RSP, SS};
+use super::super::task::TaskEntry;
 use super::super::Core;
 
 impl Core {
@@ -119,8 +120,7 @@ pub fn ret_near(cpu: &mut Core, i: &Insn) -> Result<()> {
     Ok(())
 }
 
-/// Loads CS:RIP for a far JMP or CALL to `sel:offset` (code segments only; gates and task
-/// switches raise #GP).
+/// Loads CS:RIP for a far JMP or CALL to `sel:offset`: a code segment, or a task.
 fn far_transfer(cpu: &mut Core, sel: u16, offset: u64, call: bool, size: u32) -> Result<()> {
     cpu.end_block = true;
     let old_cs = u64::from(cpu.s.seg[CS].selector);
@@ -139,8 +139,7 @@ fn far_transfer(cpu: &mut Core, sel: u16, offset: u64, call: bool, size: u32) ->
     let (raw, addr) = cpu.read_descriptor(sel, GP)?;
     let desc = from_descriptor(sel, raw);
     if desc.s == 0 {
-        // Call gates, task gates and TSS descriptors: not implemented.
-        return Err(Exception::gp(u32::from(sel & 0xfffc)));
+        return far_to_task(cpu, sel, &desc, call);
     }
     let cpl = cpu.s.mode.cpl;
     cpu.check_code_descriptor(sel, raw, cpl, true)?;
@@ -165,6 +164,31 @@ fn far_transfer(cpu: &mut Core, sel: u16, offset: u64, call: bool, size: u32) ->
     cpu.set_cs(sel, raw, cpl);
     cpu.s.rip = target;
     Ok(())
+}
+
+/// A far JMP or CALL to the system descriptor `desc` (for `sel`): a task switch through a
+/// TSS descriptor or a task gate outside long mode; call gates are not implemented (#GP).
+fn far_to_task(cpu: &mut Core, sel: u16, desc: &Segment, call: bool) -> Result<()> {
+    let err = u32::from(sel & 0xfffc);
+    let entry = if call {
+        TaskEntry::Call
+    } else {
+        TaskEntry::Jmp
+    };
+    let reachable = desc.dpl >= cpu.s.mode.cpl && desc.dpl >= (sel & 3) as u8;
+    if cpu.s.mode.long || !reachable || !matches!(desc.type_, TSS32_AVAILABLE | TASK_GATE) {
+        return Err(Exception::gp(err));
+    }
+    if desc.present == 0 {
+        return Err(Exception::np(err));
+    }
+    let tss = if desc.type_ == TASK_GATE {
+        // A task gate's TSS selector sits where a segment's base bits 15..0 do.
+        desc.base as u16
+    } else {
+        sel
+    };
+    cpu.task_switch(tss, entry, None)
 }
 
 /// JMP/CALL ptr16:16/32 (`i.cc` 1 for CALL): selector in `imm2`, offset in `imm`.
@@ -287,6 +311,8 @@ pub fn syscall(cpu: &mut Core, _: &Insn) -> Result<()> {
     cpu.s.flags.set(rflags & !cpu.s.msr.fmask & !RF);
     cpu.s.update_mode();
     cpu.s.rip = target;
+    // SYSCALL and SYSRET trap on the TF they leave, not on the TF they found.
+    cpu.single_step = cpu.s.flags.has(TF);
     Ok(())
 }
 
@@ -308,6 +334,13 @@ fn flat_segment(selector: u16, type_: u8, dpl: u8, code64: bool) -> Segment {
         padding: 0,
     }
 }
+
+/// Descriptor types a far JMP/CALL can switch tasks through.
+const TSS32_AVAILABLE: u8 = 0x9;
+const TASK_GATE: u8 = 0x5;
+
+/// The RFLAGS bits SYSRET loads from R11.
+const SYSRET_FLAGS: u64 = 0x3c_7fd7;
 
 /// SYSRET (`i.size` 8 returns to 64-bit code, 4 to compatibility mode).
 pub fn sysret(cpu: &mut Core, i: &Insn) -> Result<()> {
@@ -331,9 +364,11 @@ pub fn sysret(cpu: &mut Core, i: &Insn) -> Result<()> {
     }
     // SS keeps its cached attributes apart from selector and DPL.
     cpu.s.seg[SS] = flat_segment(base.wrapping_add(8) | 3, 0x3, 3, false);
-    cpu.s.flags.set(cpu.s.gpr[11]);
+    // RF and VM come back clear, the reserved bit 1 set.
+    cpu.s.flags.set((cpu.s.gpr[11] & SYSRET_FLAGS) | 2);
     cpu.s.update_mode();
     cpu.s.rip = if to_64 { rip } else { rip & 0xffff_ffff };
+    cpu.single_step = cpu.s.flags.has(TF);
     Ok(())
 }
 

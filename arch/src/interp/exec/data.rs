@@ -4,7 +4,7 @@
 use super::super::fault::{Exception, Result};
 use super::super::flags::{AC, ARITH, DF, ID, IF, IOPL, NT, RF, TF, VM};
 use super::super::insn::{addr_mask, sign_extend, size_mask, Insn, MEM, MEM_DST};
-use super::super::state::{RAX, RBP, RBX, RSP, SS};
+use super::super::state::{Shadow, RAX, RBP, RBX, RSP, SS};
 use super::super::Core;
 
 impl Core {
@@ -173,7 +173,7 @@ pub fn pop_sreg(cpu: &mut Core, i: &Insn) -> Result<()> {
     let sp = cpu.s.gpr[RSP].wrapping_add(u64::from(size));
     cpu.set_sp(sp);
     if i.r0 as usize == SS {
-        cpu.s.interrupt_shadow = true;
+        cpu.s.interrupt_shadow = Shadow::MovSs;
         cpu.end_block = true;
     }
     Ok(())
@@ -191,7 +191,7 @@ pub fn mov_to_sreg(cpu: &mut Core, i: &Insn) -> Result<()> {
     }
     cpu.load_segment(i.r0 as usize, sel)?;
     if i.r0 as usize == SS {
-        cpu.s.interrupt_shadow = true;
+        cpu.s.interrupt_shadow = Shadow::MovSs;
     }
     cpu.end_block = true;
     Ok(())
@@ -206,7 +206,7 @@ pub fn load_far_pointer(cpu: &mut Core, i: &Insn) -> Result<()> {
     let sel = cpu.read_sized(lin.wrapping_add(u64::from(size)), 2)? as u16;
     cpu.load_segment(i.r1 as usize, sel)?;
     if i.r1 as usize == SS {
-        cpu.s.interrupt_shadow = true;
+        cpu.s.interrupt_shadow = Shadow::MovSs;
     }
     cpu.put_reg(i.r0, size, offset);
     cpu.end_block = true;

@@ -2,7 +2,7 @@
 //! registers, TLB and cache control, MSRs, time stamps, port I/O, interrupt flag, CPUID.
 
 use super::super::fault::{Exception, Result, GP};
-use super::super::flags::{IF, ZF};
+use super::super::flags::{AC, IF, ZF};
 use super::super::insn::{size_mask, Insn, MEM, MEM_DST};
 use super::super::segment::{from_descriptor, is_canonical};
 use super::super::state::*;
@@ -87,7 +87,8 @@ impl Core {
         if self.s.mode.long && value & CR4_PAE == 0 {
             return Err(Exception::gp0());
         }
-        let flush = (value ^ self.s.cr4) & (CR4_PGE | CR4_PAE | CR4_PSE) != 0;
+        let paging_bits = CR4_PGE | CR4_PAE | CR4_PSE | CR4_SMEP | CR4_SMAP | CR4_PKE | CR4_PKS;
+        let flush = (value ^ self.s.cr4) & paging_bits != 0;
         self.s.cr4 = value;
         if flush {
             self.tlb.flush(false);
@@ -112,6 +113,15 @@ pub fn mov_from_cr(cpu: &mut Core, i: &Insn) -> Result<()> {
     Ok(())
 }
 
+/// DR6 bits software can write: B0-B3, BD, BS, BT.
+const DR6_WRITABLE: u64 = 0xe00f;
+/// DR6 bits that read as one (the reserved bits and the active-low RTM bit, without RTM).
+const DR6_FIXED: u64 = 0xffff_0ff0;
+/// DR7 bits software can write: enables, LE/GE, GD, and the four R/W and LEN fields.
+const DR7_WRITABLE: u64 = 0xffff_23ff;
+/// DR7 bit 10 reads as one.
+const DR7_FIXED: u64 = 0x400;
+
 /// DR index into `State::dr` (DR4/DR5 alias DR6/DR7 unless CR4.DE).
 fn dr_slot(cpu: &Core, n: u8) -> Result<usize> {
     match n {
@@ -127,7 +137,13 @@ pub fn mov_to_dr(cpu: &mut Core, i: &Insn) -> Result<()> {
     require_cpl0(cpu)?;
     let slot = dr_slot(cpu, i.r0)?;
     let size = if cpu.s.mode.code_bits == 64 { 8 } else { 4 };
-    cpu.s.dr[slot] = cpu.get_reg(i.r1, size);
+    let v = cpu.get_reg(i.r1, size);
+    cpu.s.dr[slot] = match slot {
+        0..=3 => v,
+        _ if v >> 32 != 0 => return Err(Exception::gp0()),
+        4 => (v & DR6_WRITABLE) | DR6_FIXED,
+        _ => (v & DR7_WRITABLE) | DR7_FIXED,
+    };
     Ok(())
 }
 
@@ -203,6 +219,10 @@ fn system_descriptor(cpu: &mut Core, sel: u16) -> Result<(Segment, u64)> {
         }
         let high = cpu.read_lin::<8>(addr + 8, false)?;
         seg.base |= (high & 0xffff_ffff) << 32;
+        // The upper half's type field must be zero, and the base canonical.
+        if (high >> 40) & 0x1f != 0 || !is_canonical(seg.base) {
+            return Err(Exception::gp(u32::from(sel & 0xfffc)));
+        }
     }
     Ok((seg, addr))
 }
@@ -415,7 +435,7 @@ pub fn cli_sti(cpu: &mut Core, i: &Insn) -> Result<()> {
     }
     if i.cc == 1 {
         if !cpu.s.flags.has(IF) {
-            cpu.s.interrupt_shadow = true;
+            cpu.s.interrupt_shadow = Shadow::Sti;
         }
         cpu.s.flags.assign(IF, true);
         cpu.end_block = true;
@@ -425,11 +445,49 @@ pub fn cli_sti(cpu: &mut Core, i: &Insn) -> Result<()> {
     Ok(())
 }
 
+/// CLAC (`i.cc` 0) / STAC (1): EFLAGS.AC for SMAP, at CPL 0 only.
+pub fn clac_stac(cpu: &mut Core, i: &Insn) -> Result<()> {
+    if cpu.s.mode.cpl != 0 {
+        return Err(Exception::ud());
+    }
+    cpu.s.flags.assign(AC, i.cc == 1);
+    Ok(())
+}
+
+/// RDPKRU: PKRU into EAX (EDX cleared); ECX must be 0.
+pub fn rdpkru(cpu: &mut Core, _: &Insn) -> Result<()> {
+    if cpu.s.cr4 & CR4_PKE == 0 {
+        return Err(Exception::ud());
+    }
+    if cpu.s.gpr[RCX] as u32 != 0 {
+        return Err(Exception::gp0());
+    }
+    cpu.s.gpr[RAX] = u64::from(cpu.s.pkru);
+    cpu.s.gpr[RDX] = 0;
+    Ok(())
+}
+
+/// WRPKRU: PKRU from EAX; ECX and EDX must be 0. Cached translations used the old rights.
+pub fn wrpkru(cpu: &mut Core, _: &Insn) -> Result<()> {
+    if cpu.s.cr4 & CR4_PKE == 0 {
+        return Err(Exception::ud());
+    }
+    if cpu.s.gpr[RCX] as u32 != 0 || cpu.s.gpr[RDX] as u32 != 0 {
+        return Err(Exception::gp0());
+    }
+    cpu.s.pkru = cpu.s.gpr[RAX] as u32;
+    cpu.tlb.flush(false);
+    Ok(())
+}
+
 /// CPUID.
 pub fn cpuid(cpu: &mut Core, _: &Insn) -> Result<()> {
     let leaf = cpu.s.gpr[RAX] as u32;
     let sub = cpu.s.gpr[RCX] as u32;
-    let [a, b, c, d] = cpu.cpuid.lookup(leaf, sub);
+    let [a, b, mut c, d] = cpu.cpuid.lookup(leaf, sub);
+    if leaf == 7 && sub == 0 && cpu.s.cr4 & CR4_PKE != 0 {
+        c |= super::super::cpuid::LEAF7_ECX_OSPKE;
+    }
     cpu.s.gpr[RAX] = u64::from(a);
     cpu.s.gpr[RBX] = u64::from(b);
     cpu.s.gpr[RCX] = u64::from(c);
@@ -487,4 +545,69 @@ pub fn descriptor_query(cpu: &mut Core, i: &Insn) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::state::{CS, EFER_LMA, EFER_LME};
+    use super::super::super::testmachine::TestMachine;
+    use super::super::super::Exit;
+
+    #[test]
+    fn dr6_and_dr7_keep_their_fixed_bits() {
+        let code = [
+            0x66, 0x31, 0xc0, // xor eax,eax
+            0x0f, 0x23, 0xf0, // mov dr6,eax
+            0x0f, 0x21, 0xf3, // mov ebx,dr6
+            0x66, 0xb8, 0xff, 0xff, 0xff, 0xff, // mov eax,0xffffffff
+            0x0f, 0x23, 0xf8, // mov dr7,eax
+            0x0f, 0x21, 0xf9, // mov ecx,dr7
+            0xf4,
+        ];
+        let mut m = TestMachine::new(&code);
+        assert_eq!(m.run(), Exit::Halted);
+        let r = m.cpu.regs();
+        assert_eq!(r.rbx, 0xffff_0ff0);
+        assert_eq!(r.rcx, 0xffff_27ff);
+    }
+
+    #[test]
+    fn lmsw_reads_its_register_operand() {
+        // mov cx,0xe; lmsw cx; hlt (AX stays 0).
+        let mut m = TestMachine::new(&[0xb9, 0x0e, 0x00, 0x0f, 0x01, 0xf1, 0xf4]);
+        assert_eq!(m.run(), Exit::Halted);
+        assert_eq!(m.cpu.sregs().cr0 & 0xe, 0xe);
+    }
+
+    #[test]
+    fn ltr_reads_its_register_operand() {
+        // mov cx,0x18; ltr cx; hlt (AX stays 0).
+        let tss = 0x67 | (0x3000 << 16) | (0x89 << 40);
+        let mut m = TestMachine::flat32(&[0x66, 0xb9, 0x18, 0x00, 0x0f, 0x00, 0xd9, 0xf4], &[tss]);
+        assert_eq!(m.run(), Exit::Halted);
+        assert_eq!(m.cpu.sregs().tr.selector, 0x18);
+    }
+
+    #[test]
+    fn ltr_in_long_mode_refuses_a_non_canonical_base() {
+        // The TSS descriptor (16 bytes at 0x18) has base 0xaaaa_aaaa_0000_3000. Code at 0x1000
+        // in 64-bit mode: mov cx,0x18; ltr cx; hlt. #GP goes to the IDT at 0, all zeros: the
+        // vCPU shuts down instead of halting.
+        let tss_low = 0x67 | (0x3000 << 16) | (0x89 << 40);
+        let code64 = 0x00af_9b00_0000_ffff;
+        let code = [0x66, 0xb9, 0x18, 0x00, 0x0f, 0x00, 0xd9, 0xf4];
+        let mut m = TestMachine::flat32(&code, &[tss_low, 0xaaaa_aaaa, code64]);
+        let core = &mut m.cpu.core;
+        core.s.efer |= EFER_LMA | EFER_LME;
+        core.s.seg[CS] = super::super::super::segment::from_descriptor(0x28, code64);
+        core.s.update_mode();
+        assert!(matches!(m.run(), Exit::Shutdown(_)));
+        // With a canonical base it loads.
+        m.write(0x500 + 0x20, &0u64.to_le_bytes());
+        let core = &mut m.cpu.core;
+        core.shutdown = None;
+        core.s.rip = 0x1000;
+        assert_eq!(m.run(), Exit::Halted);
+        assert_eq!(m.cpu.sregs().tr.selector, 0x18);
+    }
 }
