@@ -1,0 +1,168 @@
+//! Which interpreter handlers the translator emits as host code: a table from each such
+//! handler's address to the template that does the same work.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use super::super::exec::{alu, bits, control, data};
+use super::super::insn::Handler;
+
+/// A template: what an instruction does, as far as the translator is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// MOV reg, reg.
+    MovRR,
+    /// MOV reg, imm.
+    MovRI,
+    /// MOV reg, [mem].
+    MovRM,
+    /// MOV [mem], reg.
+    MovMR,
+    /// MOV [mem], imm.
+    MovMI,
+    /// MOVZX/MOVSX/MOVSXD from `from` bytes.
+    Extend { from: u8, signed: bool },
+    /// LEA.
+    Lea,
+    /// reg OP reg.
+    AluRR(u8),
+    /// reg OP imm.
+    AluRI(u8),
+    /// reg OP [mem].
+    AluRM(u8),
+    /// [mem] OP reg, or [mem] OP imm when `imm`.
+    AluM { op: u8, imm: bool },
+    /// TEST reg/[mem] with reg, or with imm when `imm`.
+    Test { imm: bool },
+    /// INC, or DEC when `dec`.
+    IncDec { dec: bool },
+    /// NEG.
+    Neg,
+    /// NOT.
+    Not,
+    /// IMUL reg, r/m or IMUL reg, r/m, imm (`three`).
+    Imul { three: bool },
+    /// Shift or rotate, count in CL (`cl`) or the immediate.
+    Shift { cl: bool },
+    /// SETcc.
+    Setcc,
+    /// CMOVcc.
+    Cmov,
+    /// Jcc with condition `cc`.
+    Jcc(u8),
+    /// JMP rel.
+    JmpRel,
+    /// CALL rel.
+    CallRel,
+    /// RET [imm16].
+    Ret,
+    /// PUSH reg.
+    PushReg,
+    /// POP reg.
+    PopReg,
+    /// NOP and its kin.
+    Nop,
+}
+
+macro_rules! each_op {
+    ($table:ident, $kind:expr, $($h:ident)::+ $(, $extra:tt)?) => {
+        $table.push(($($h)::+::<{ alu::ADD } $(, $extra)?> as Handler, $kind(alu::ADD)));
+        $table.push(($($h)::+::<{ alu::OR } $(, $extra)?>, $kind(alu::OR)));
+        $table.push(($($h)::+::<{ alu::ADC } $(, $extra)?>, $kind(alu::ADC)));
+        $table.push(($($h)::+::<{ alu::SBB } $(, $extra)?>, $kind(alu::SBB)));
+        $table.push(($($h)::+::<{ alu::AND } $(, $extra)?>, $kind(alu::AND)));
+        $table.push(($($h)::+::<{ alu::SUB } $(, $extra)?>, $kind(alu::SUB)));
+        $table.push(($($h)::+::<{ alu::XOR } $(, $extra)?>, $kind(alu::XOR)));
+        $table.push(($($h)::+::<{ alu::CMP } $(, $extra)?>, $kind(alu::CMP)));
+    };
+}
+
+macro_rules! each_size {
+    ($table:ident, $kind:expr, $($h:ident)::+) => {
+        $table.push(($($h)::+::<1> as Handler, $kind));
+        $table.push(($($h)::+::<2>, $kind));
+        $table.push(($($h)::+::<4>, $kind));
+        $table.push(($($h)::+::<8>, $kind));
+    };
+}
+
+macro_rules! each_cc {
+    ($table:ident) => {
+        $table.push((control::jcc::<0> as Handler, Kind::Jcc(0)));
+        $table.push((control::jcc::<1>, Kind::Jcc(1)));
+        $table.push((control::jcc::<2>, Kind::Jcc(2)));
+        $table.push((control::jcc::<3>, Kind::Jcc(3)));
+        $table.push((control::jcc::<4>, Kind::Jcc(4)));
+        $table.push((control::jcc::<5>, Kind::Jcc(5)));
+        $table.push((control::jcc::<6>, Kind::Jcc(6)));
+        $table.push((control::jcc::<7>, Kind::Jcc(7)));
+        $table.push((control::jcc::<8>, Kind::Jcc(8)));
+        $table.push((control::jcc::<9>, Kind::Jcc(9)));
+        $table.push((control::jcc::<10>, Kind::Jcc(10)));
+        $table.push((control::jcc::<11>, Kind::Jcc(11)));
+        $table.push((control::jcc::<12>, Kind::Jcc(12)));
+        $table.push((control::jcc::<13>, Kind::Jcc(13)));
+        $table.push((control::jcc::<14>, Kind::Jcc(14)));
+        $table.push((control::jcc::<15>, Kind::Jcc(15)));
+    };
+}
+
+fn table() -> HashMap<usize, Kind> {
+    let mut t: Vec<(Handler, Kind)> = vec![
+        (data::mov_ri, Kind::MovRI),
+        (data::mov_mi, Kind::MovMI),
+        (data::lea, Kind::Lea),
+        (data::nop, Kind::Nop),
+    ];
+    each_size!(t, Kind::MovRR, data::mov_rr);
+    each_size!(t, Kind::MovRM, data::mov_rm);
+    each_size!(t, Kind::MovMR, data::mov_mr);
+    each_size!(t, Kind::PushReg, data::push_reg);
+    each_size!(t, Kind::PopReg, data::pop_reg);
+    for (h, from, signed) in [
+        (data::mov_extend::<1, false> as Handler, 1, false),
+        (data::mov_extend::<2, false>, 2, false),
+        (data::mov_extend::<4, false>, 4, false),
+        (data::mov_extend::<1, true>, 1, true),
+        (data::mov_extend::<2, true>, 2, true),
+        (data::mov_extend::<4, true>, 4, true),
+    ] {
+        t.push((h, Kind::Extend { from, signed }));
+    }
+    each_op!(t, Kind::AluRR, alu::alu_rr);
+    each_op!(t, Kind::AluRI, alu::alu_ri);
+    each_op!(t, Kind::AluRM, alu::alu_rm);
+    each_op!(t, |op| Kind::AluM { op, imm: true }, alu::alu_m, true);
+    each_op!(t, |op| Kind::AluM { op, imm: false }, alu::alu_m, false);
+    t.push((alu::test::<true>, Kind::Test { imm: true }));
+    t.push((alu::test::<false>, Kind::Test { imm: false }));
+    t.push((alu::inc_dec::<true>, Kind::IncDec { dec: true }));
+    t.push((alu::inc_dec::<false>, Kind::IncDec { dec: false }));
+    t.push((alu::neg, Kind::Neg));
+    t.push((alu::not, Kind::Not));
+    t.push((alu::imul_n::<true>, Kind::Imul { three: true }));
+    t.push((alu::imul_n::<false>, Kind::Imul { three: false }));
+    t.push((bits::shift::<{ bits::COUNT_CL }>, Kind::Shift { cl: true }));
+    t.push((
+        bits::shift::<{ bits::COUNT_IMM }>,
+        Kind::Shift { cl: false },
+    ));
+    t.push((bits::setcc, Kind::Setcc));
+    t.push((bits::cmov, Kind::Cmov));
+    each_cc!(t);
+    t.push((control::jmp_rel, Kind::JmpRel));
+    t.push((control::call_rel, Kind::CallRel));
+    t.push((control::ret_near, Kind::Ret));
+    t.into_iter()
+        .map(|(h, k)| (h as *const () as usize, k))
+        .collect()
+}
+
+/// The template for handler `h`, if the translator has one.
+pub fn kind(h: Handler) -> Option<Kind> {
+    static TABLE: OnceLock<HashMap<usize, Kind>> = OnceLock::new();
+    TABLE
+        .get_or_init(table)
+        .get(&(h as *const () as usize))
+        .copied()
+}

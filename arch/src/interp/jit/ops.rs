@@ -1,0 +1,451 @@
+//! Templates: host code doing what an instruction's handler does, for the common forms
+//! (64-bit code, 4- and 8-byte operands, plain general registers). A template works on the
+//! guest registers' slots in the core and records the lazy flags as its handler would.
+//! Memory operands go through an inline TLB lookup; when that does not apply (a miss, a page
+//! crossing, a store to a page holding code, a non-canonical address) the handler runs
+//! instead, out of line, before anything changed.
+
+use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
+
+use super::super::exec::alu;
+use super::super::flags::FlagOp;
+use super::super::insn::{Insn, MEM, ZERO};
+use super::super::state::{FS, RSP};
+use super::classify::Kind;
+use super::emit::{Emitter, KnownFlags, Slow};
+
+/// Whether `r` names a whole general register (not a high byte, not the zero register).
+fn gpr(r: u8) -> bool {
+    r < ZERO
+}
+
+/// Whether `size` is an operand size the templates handle.
+fn wide(size: u8) -> bool {
+    matches!(size, 4 | 8)
+}
+
+impl Emitter<'_> {
+    /// Offset of guest register `r`'s slot from `rbx`.
+    fn slot(&self, r: u8) -> i32 {
+        self.o.gpr + 8 * i32::from(r)
+    }
+
+    /// `rax` = guest register `r` at `size` (4: zero-extended) bytes.
+    fn load_rax(&mut self, r: u8, size: u8) {
+        let s = self.slot(r);
+        if size == 8 {
+            dynasm!(self.a ; .arch x64 ; mov rax, QWORD [rbx + s]);
+        } else {
+            dynasm!(self.a ; .arch x64 ; mov eax, DWORD [rbx + s]);
+        }
+    }
+
+    /// `rcx` = guest register `r` at `size` (4: zero-extended) bytes.
+    fn load_rcx(&mut self, r: u8, size: u8) {
+        let s = self.slot(r);
+        if size == 8 {
+            dynasm!(self.a ; .arch x64 ; mov rcx, QWORD [rbx + s]);
+        } else {
+            dynasm!(self.a ; .arch x64 ; mov ecx, DWORD [rbx + s]);
+        }
+    }
+
+    /// Guest register `r` = `rax` (already zero-extended for 4-byte results).
+    fn store_rax(&mut self, r: u8) {
+        let s = self.slot(r);
+        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + s], rax);
+    }
+
+    /// Guest register `r` = `rdx`.
+    fn store_rdx(&mut self, r: u8) {
+        let s = self.slot(r);
+        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + s], rdx);
+    }
+
+    /// `rcx` = `imm` cut to `size` bytes.
+    fn imm_rcx(&mut self, imm: u64, size: u8) {
+        let v = if size == 4 { imm & 0xffff_ffff } else { imm };
+        dynasm!(self.a ; .arch x64 ; mov rcx, QWORD v as i64);
+    }
+
+    /// Records lazy flags: op, width, dst (`rax`), src (`rcx`), res (`rdx`).
+    fn set_flags(&mut self, op: FlagOp, size: u8) {
+        let o = &self.o;
+        let bits = u32::from(size) * 8;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov BYTE [rbx + o.f_op], op as i8
+            ; mov DWORD [rbx + o.f_bits], bits as i32
+            ; mov QWORD [rbx + o.f_dst], rax
+            ; mov QWORD [rbx + o.f_src], rcx
+            ; mov QWORD [rbx + o.f_res], rdx
+        );
+        self.flags = Some(KnownFlags { op, bits });
+    }
+
+    /// Emits `insn`, of template `kind`, as host code; false if it must go to its handler.
+    pub(super) fn template(&mut self, insn: &Insn, kind: Kind) -> bool {
+        let size = insn.size;
+        let reg_form = insn.flags & MEM == 0;
+        match kind {
+            Kind::Nop => true,
+            Kind::MovRR if wide(size) && gpr(insn.r0) && gpr(insn.r1) => {
+                self.load_rax(insn.r1, size);
+                self.store_rax(insn.r0);
+                true
+            }
+            Kind::MovRI if wide(size) && gpr(insn.r0) => {
+                let v = if size == 4 {
+                    insn.imm & 0xffff_ffff
+                } else {
+                    insn.imm
+                };
+                dynasm!(self.a ; .arch x64 ; mov rax, QWORD v as i64);
+                self.store_rax(insn.r0);
+                true
+            }
+            Kind::Lea if wide(size) && gpr(insn.r0) && wide(insn.asize) => {
+                self.effective_address(insn);
+                if size == 4 {
+                    dynasm!(self.a ; .arch x64 ; mov eax, eax);
+                }
+                self.store_rax(insn.r0);
+                true
+            }
+            Kind::AluRR(op) if wide(size) && gpr(insn.r0) && gpr(insn.r1) => {
+                self.load_rcx(insn.r1, size);
+                self.alu(insn, op)
+            }
+            Kind::AluRI(op) if wide(size) && gpr(insn.r0) => {
+                self.imm_rcx(insn.imm, size);
+                self.alu(insn, op)
+            }
+            Kind::AluRM(op) if wide(size) && gpr(insn.r0) && host_alu(op).is_some() => {
+                self.memory(insn, false, |e| {
+                    if size == 8 {
+                        dynasm!(e.a ; .arch x64 ; mov rcx, QWORD [rax]);
+                    } else {
+                        dynasm!(e.a ; .arch x64 ; mov ecx, DWORD [rax]);
+                    }
+                    e.alu(insn, op);
+                })
+            }
+            Kind::Test { imm } if wide(size) && reg_form && gpr(insn.r0) => {
+                if imm {
+                    self.imm_rcx(insn.imm, size);
+                } else if gpr(insn.r1) {
+                    self.load_rcx(insn.r1, size);
+                } else {
+                    return false;
+                }
+                self.load_rax(insn.r0, size);
+                dynasm!(self.a ; .arch x64 ; mov rdx, rax ; and rdx, rcx);
+                self.set_flags(FlagOp::Logic, size);
+                true
+            }
+            Kind::IncDec { dec } if wide(size) && reg_form && gpr(insn.r0) => {
+                self.inc_dec(insn, dec)
+            }
+            Kind::MovRM if wide(size) && gpr(insn.r0) => self.memory(insn, false, |e| {
+                if size == 8 {
+                    dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rax]);
+                } else {
+                    dynasm!(e.a ; .arch x64 ; mov eax, DWORD [rax]);
+                }
+                e.store_rax(insn.r0);
+            }),
+            Kind::MovMR if wide(size) && gpr(insn.r1) => self.memory(insn, true, |e| {
+                e.load_rcx(insn.r1, size);
+                if size == 8 {
+                    dynasm!(e.a ; .arch x64 ; mov QWORD [rax], rcx);
+                } else {
+                    dynasm!(e.a ; .arch x64 ; mov DWORD [rax], ecx);
+                }
+            }),
+            Kind::MovMI if wide(size) => self.memory(insn, true, |e| {
+                e.imm_rcx(insn.imm, size);
+                if size == 8 {
+                    dynasm!(e.a ; .arch x64 ; mov QWORD [rax], rcx);
+                } else {
+                    dynasm!(e.a ; .arch x64 ; mov DWORD [rax], ecx);
+                }
+            }),
+            Kind::Extend { from, signed } if wide(size) && gpr(insn.r0) => {
+                self.extend(insn, from, signed)
+            }
+            Kind::PushReg if size == 8 && gpr(insn.r0) => self.push_reg(insn),
+            Kind::PopReg if size == 8 && gpr(insn.r0) => self.pop_reg(insn),
+            _ => false,
+        }
+    }
+
+    /// `rax` = the effective address of `insn`'s memory operand, masked to its address size.
+    fn effective_address(&mut self, insn: &Insn) {
+        dynasm!(self.a ; .arch x64 ; mov rax, QWORD insn.disp as i64);
+        if insn.base != ZERO {
+            let s = self.slot(insn.base);
+            dynasm!(self.a ; .arch x64 ; add rax, QWORD [rbx + s]);
+        }
+        if insn.index != ZERO {
+            let s = self.slot(insn.index);
+            dynasm!(self.a ; .arch x64 ; mov rcx, QWORD [rbx + s]);
+            if insn.scale != 0 {
+                dynasm!(self.a ; .arch x64 ; shl rcx, insn.scale as i8);
+            }
+            dynasm!(self.a ; .arch x64 ; add rax, rcx);
+        }
+        if insn.asize == 4 {
+            dynasm!(self.a ; .arch x64 ; mov eax, eax);
+        }
+    }
+
+    /// `rax` (a linear address) = the host address of the `size`-byte operand there, or a
+    /// jump to `slow`. Clobbers `rcx`, `rdx`, `rsi`, `rdi`.
+    fn host_address(&mut self, store: bool, size: u8, slow: DynamicLabel) {
+        // Canonical, and within one page.
+        let last_offset = 0x1000 - i32::from(size);
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rdx, rax
+            ; shl rdx, 16
+            ; sar rdx, 16
+            ; cmp rdx, rax
+            ; jne =>slow
+            ; mov edx, eax
+            ; and edx, 0xfff
+            ; cmp edx, last_offset
+            ; ja =>slow
+        );
+        // The TLB entry: table (access, user), index (lin >> 12) & mask.
+        let access = usize::from(store);
+        let table = self.tlb.tables + (access * 2 + usize::from(self.user)) * self.tlb.table_bytes;
+        let mask = (1i32 << self.tlb.index_bits) - 1;
+        let entry = self.tlb.entry_bytes as i32;
+        let (tag, host, page) = (
+            self.tlb.tag as i32,
+            self.tlb.host as i32,
+            self.tlb.page as i32,
+        );
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rcx, rax
+            ; shr rcx, 12
+            ; and ecx, mask
+            ; imul rcx, rcx, entry
+            ; mov rsi, QWORD table as i64
+            ; add rsi, rcx
+            ; mov rcx, rax
+            ; and rcx, -4096
+            ; cmp rcx, QWORD [rsi + tag]
+            ; jne =>slow
+        );
+        if store {
+            dynasm!(self.a
+                ; .arch x64
+                ; mov ecx, DWORD [rsi + page]
+                ; mov rdi, QWORD self.has_code as i64
+                ; cmp BYTE [rdi + rcx], 0
+                ; jne =>slow
+            );
+        }
+        dynasm!(self.a
+            ; .arch x64
+            ; and eax, 0xfff
+            ; add rax, QWORD [rsi + host]
+        );
+    }
+
+    /// A memory template: the operand's host address in `rax`, then `body`; the handler
+    /// runs instead when the fast path does not apply.
+    fn memory(&mut self, insn: &Insn, store: bool, body: impl FnOnce(&mut Self)) -> bool {
+        if !wide(insn.asize) {
+            return false;
+        }
+        let address = |e: &mut Self| {
+            e.effective_address(insn);
+            if usize::from(insn.seg) >= FS {
+                let base = e.o.seg_base[usize::from(insn.seg)];
+                dynasm!(e.a ; .arch x64 ; add rax, QWORD [rbx + base]);
+            }
+        };
+        self.access(insn, store, insn.size, address, body)
+    }
+
+    /// An access of `size` bytes at the linear address `address` leaves in `rax`: its host
+    /// address in `rax`, then `body`, or else `insn`'s handler, out of line.
+    fn access(
+        &mut self,
+        insn: &Insn,
+        store: bool,
+        size: u8,
+        address: impl FnOnce(&mut Self),
+        body: impl FnOnce(&mut Self),
+    ) -> bool {
+        let slow = self.a.new_dynamic_label();
+        let resume = self.a.new_dynamic_label();
+        address(self);
+        self.host_address(store, size, slow);
+        body(self);
+        dynasm!(self.a ; .arch x64 ; =>resume);
+        self.slow.push(Slow {
+            entry: slow,
+            resume,
+            insn,
+        });
+        true
+    }
+
+    /// `reg OP rcx` for ADD, OR, AND, SUB, XOR and CMP, with `rax` loaded here from `r0`.
+    fn alu(&mut self, insn: &Insn, op: u8) -> bool {
+        let Some(flag_op) = host_alu(op) else {
+            return false;
+        };
+        let size = insn.size;
+        self.load_rax(insn.r0, size);
+        dynasm!(self.a ; .arch x64 ; mov rdx, rax);
+        match (op, size == 8) {
+            (alu::ADD, true) => dynasm!(self.a ; .arch x64 ; add rdx, rcx),
+            (alu::OR, true) => dynasm!(self.a ; .arch x64 ; or rdx, rcx),
+            (alu::AND, true) => dynasm!(self.a ; .arch x64 ; and rdx, rcx),
+            (alu::XOR, true) => dynasm!(self.a ; .arch x64 ; xor rdx, rcx),
+            (_, true) => dynasm!(self.a ; .arch x64 ; sub rdx, rcx),
+            (alu::ADD, false) => dynasm!(self.a ; .arch x64 ; add edx, ecx),
+            (alu::OR, false) => dynasm!(self.a ; .arch x64 ; or edx, ecx),
+            (alu::AND, false) => dynasm!(self.a ; .arch x64 ; and edx, ecx),
+            (alu::XOR, false) => dynasm!(self.a ; .arch x64 ; xor edx, ecx),
+            (_, false) => dynasm!(self.a ; .arch x64 ; sub edx, ecx),
+        }
+        if op != alu::CMP {
+            self.store_rdx(insn.r0);
+        }
+        self.set_flags(flag_op, size);
+        true
+    }
+
+    /// INC/DEC of a register: CF is kept, so it is worked out first from what the
+    /// translator knows of the flags; unknown flags leave the instruction to its handler.
+    fn inc_dec(&mut self, insn: &Insn, dec: bool) -> bool {
+        let o = &self.o;
+        // r8 = the current CF.
+        match self.flags {
+            Some(KnownFlags {
+                op: FlagOp::Logic, ..
+            }) => dynasm!(self.a ; .arch x64 ; xor r8d, r8d),
+            Some(KnownFlags {
+                op: FlagOp::Inc | FlagOp::Dec,
+                ..
+            }) => dynasm!(self.a ; .arch x64 ; mov r8, QWORD [rbx + o.f_aux]),
+            Some(KnownFlags {
+                op: FlagOp::Sub,
+                bits,
+            }) => {
+                dynasm!(self.a ; .arch x64 ; mov rax, QWORD [rbx + o.f_dst]);
+                if bits == 64 {
+                    dynasm!(self.a ; .arch x64 ; cmp rax, QWORD [rbx + o.f_src]);
+                } else {
+                    dynasm!(self.a ; .arch x64 ; cmp eax, DWORD [rbx + o.f_src]);
+                }
+                dynasm!(self.a ; .arch x64 ; setb al ; movzx r8d, al);
+            }
+            _ => return false,
+        }
+        let size = insn.size;
+        self.load_rax(insn.r0, size);
+        dynasm!(self.a ; .arch x64 ; mov ecx, 1 ; mov rdx, rax);
+        match (dec, size == 8) {
+            (true, true) => dynasm!(self.a ; .arch x64 ; sub rdx, 1),
+            (false, true) => dynasm!(self.a ; .arch x64 ; add rdx, 1),
+            (true, false) => dynasm!(self.a ; .arch x64 ; sub edx, 1),
+            (false, false) => dynasm!(self.a ; .arch x64 ; add edx, 1),
+        }
+        self.store_rdx(insn.r0);
+        self.set_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
+        let aux = self.o.f_aux;
+        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + aux], r8);
+        true
+    }
+
+    /// MOVZX/MOVSX/MOVSXD into a 4- or 8-byte register, from a register or memory.
+    fn extend(&mut self, insn: &Insn, from: u8, signed: bool) -> bool {
+        let size = insn.size;
+        if insn.flags & MEM == 0 {
+            if !gpr(insn.r1) {
+                return false;
+            }
+            let s = self.slot(insn.r1);
+            self.extend_from(from, signed, size, s, true);
+            self.store_rax(insn.r0);
+            return true;
+        }
+        self.memory(insn, false, |e| {
+            e.extend_from(from, signed, size, 0, false);
+            e.store_rax(insn.r0);
+        })
+    }
+
+    /// `rax` = the `from`-byte value at `[rbx + disp]` (`core`) or `[rax + disp]`, extended
+    /// to `size` bytes.
+    fn extend_from(&mut self, from: u8, signed: bool, size: u8, disp: i32, core: bool) {
+        macro_rules! at {
+            ($($ins:tt)*) => {
+                if core {
+                    dynasm!(self.a ; .arch x64 ; $($ins)* [rbx + disp]);
+                } else {
+                    dynasm!(self.a ; .arch x64 ; $($ins)* [rax + disp]);
+                }
+            };
+        }
+        match (from, signed, size == 8) {
+            (1, false, _) => at!(movzx eax, BYTE),
+            (2, false, _) => at!(movzx eax, WORD),
+            (1, true, true) => at!(movsx rax, BYTE),
+            (2, true, true) => at!(movsx rax, WORD),
+            (1, true, false) => at!(movsx eax, BYTE),
+            (2, true, false) => at!(movsx eax, WORD),
+            (_, true, true) => at!(movsxd rax, DWORD),
+            _ => at!(mov eax, DWORD),
+        }
+    }
+
+    /// PUSH of a 64-bit register.
+    fn push_reg(&mut self, insn: &Insn) -> bool {
+        let stack = self.slot(RSP as u8);
+        let address = |e: &mut Self| {
+            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack] ; sub rax, 8);
+        };
+        self.access(insn, true, 8, address, |e| {
+            e.load_rcx(insn.r0, 8);
+            dynasm!(e.a
+                ; .arch x64
+                ; mov QWORD [rax], rcx
+                ; sub QWORD [rbx + stack], 8
+            );
+        })
+    }
+
+    /// POP into a 64-bit register (POP RSP leaves the popped value in RSP).
+    fn pop_reg(&mut self, insn: &Insn) -> bool {
+        let stack = self.slot(RSP as u8);
+        let address = |e: &mut Self| {
+            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack]);
+        };
+        self.access(insn, false, 8, address, |e| {
+            dynasm!(e.a
+                ; .arch x64
+                ; mov rax, QWORD [rax]
+                ; add QWORD [rbx + stack], 8
+            );
+            e.store_rax(insn.r0);
+        })
+    }
+}
+
+/// The lazy-flags operation of the ALU operations the host does directly.
+fn host_alu(op: u8) -> Option<FlagOp> {
+    match op {
+        alu::ADD => Some(FlagOp::Add),
+        alu::OR | alu::AND | alu::XOR => Some(FlagOp::Logic),
+        alu::SUB | alu::CMP => Some(FlagOp::Sub),
+        _ => None,
+    }
+}
