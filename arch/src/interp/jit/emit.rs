@@ -20,7 +20,7 @@ use std::mem::offset_of;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
-use super::super::flags::{FlagOp, Flags};
+use super::super::flags::{FlagOp, Flags, ARITH, FIXED};
 use super::super::insn::Insn;
 use super::super::mmu::{Tlb, TlbLayout};
 use super::super::segment::is_canonical;
@@ -50,6 +50,7 @@ pub(super) struct Offsets {
     pub f_src: i32,
     pub f_res: i32,
     pub f_aux: i32,
+    pub f_explicit: i32,
 }
 
 fn offsets() -> Offsets {
@@ -76,6 +77,7 @@ fn offsets() -> Offsets {
         f_src: i(f + offset_of!(Flags, src)),
         f_res: i(f + offset_of!(Flags, res)),
         f_aux: i(f + offset_of!(Flags, aux)),
+        f_explicit: i(f + offset_of!(Flags, explicit)),
     }
 }
 
@@ -111,6 +113,8 @@ pub(super) struct Helpers {
     pub step: u64,
     /// `extern "sysv64" fn(core, cc) -> bool`: evaluates a condition code on the lazy flags.
     pub condition: u64,
+    /// `extern "sysv64" fn(core) -> u64`: the arithmetic flags as RFLAGS bits.
+    pub arith: u64,
 }
 
 /// The translation of one block in progress.
@@ -120,7 +124,7 @@ pub(super) struct Emitter<'a> {
     pub tlb: TlbLayout,
     pub has_code: u64,
     pub user: bool,
-    helpers: Helpers,
+    pub helpers: Helpers,
     pending: u64,
     code_epoch: u64,
     pub exit: DynamicLabel,
@@ -207,6 +211,14 @@ pub(super) fn block(
                 Some(insn.next)
             }
             Some(Kind::JmpRel) if is_canonical(insn.imm) => Some(insn.imm),
+            Some(Kind::CallRel) if insn.size == 8 && is_canonical(insn.imm) => {
+                e.call_rel(insn);
+                Some(insn.imm)
+            }
+            Some(Kind::Ret) if insn.size == 8 => {
+                e.ret(insn);
+                None
+            }
             Some(k) if e.template(insn, k) => Some(insn.next),
             _ => {
                 e.call_handler(insn);
@@ -277,16 +289,8 @@ impl Emitter<'_> {
     /// are recomputed on the host from the recorded operands; others are asked for.
     fn jcc(&mut self, cc: u8, taken: DynamicLabel) {
         if !self.host_flags_for(cc) {
-            let condition = self.helpers.condition as i64;
-            dynasm!(self.a
-                ; .arch x64
-                ; mov rdi, rbx
-                ; mov esi, cc as i32
-                ; mov rax, QWORD condition
-                ; call rax
-                ; test al, al
-                ; jnz =>taken
-            );
+            self.condition_call(cc);
+            dynasm!(self.a ; .arch x64 ; test al, al ; jnz =>taken);
             return;
         }
         match cc {
@@ -307,6 +311,44 @@ impl Emitter<'_> {
             14 => dynasm!(self.a ; .arch x64 ; jle =>taken),
             _ => dynasm!(self.a ; .arch x64 ; jg =>taken),
         }
+    }
+
+    /// `al` = whether condition `cc` holds (1 or 0).
+    pub(super) fn condition_to_al(&mut self, cc: u8) {
+        if !self.host_flags_for(cc) {
+            self.condition_call(cc);
+            return;
+        }
+        match cc {
+            0 => dynasm!(self.a ; .arch x64 ; seto al),
+            1 => dynasm!(self.a ; .arch x64 ; setno al),
+            2 => dynasm!(self.a ; .arch x64 ; setb al),
+            3 => dynasm!(self.a ; .arch x64 ; setae al),
+            4 => dynasm!(self.a ; .arch x64 ; sete al),
+            5 => dynasm!(self.a ; .arch x64 ; setne al),
+            6 => dynasm!(self.a ; .arch x64 ; setbe al),
+            7 => dynasm!(self.a ; .arch x64 ; seta al),
+            8 => dynasm!(self.a ; .arch x64 ; sets al),
+            9 => dynasm!(self.a ; .arch x64 ; setns al),
+            10 => dynasm!(self.a ; .arch x64 ; setp al),
+            11 => dynasm!(self.a ; .arch x64 ; setnp al),
+            12 => dynasm!(self.a ; .arch x64 ; setl al),
+            13 => dynasm!(self.a ; .arch x64 ; setge al),
+            14 => dynasm!(self.a ; .arch x64 ; setle al),
+            _ => dynasm!(self.a ; .arch x64 ; setg al),
+        }
+    }
+
+    /// `al` = condition `cc` on the lazy flags, through the helper.
+    fn condition_call(&mut self, cc: u8) {
+        let condition = self.helpers.condition as i64;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rdi, rbx
+            ; mov esi, cc as i32
+            ; mov rax, QWORD condition
+            ; call rax
+        );
     }
 
     /// Sets the host flags as the guest's for condition `cc`, from the operands a template
@@ -343,6 +385,16 @@ impl Emitter<'_> {
                     (_, true) => dynasm!(self.a ; .arch x64 ; cmp rax, rcx),
                     (_, false) => dynasm!(self.a ; .arch x64 ; cmp eax, ecx),
                 }
+            }
+            FlagOp::Explicit => {
+                let arith = (ARITH | FIXED) as i32;
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rax, QWORD [rbx + o.f_explicit]
+                    ; and eax, arith
+                    ; push rax
+                    ; popfq
+                );
             }
             _ => return false,
         }

@@ -159,6 +159,13 @@ extern "sysv64" fn condition(core: *const Core, cc: u32) -> bool {
     core.s.flags.condition(cc as u8)
 }
 
+/// The arithmetic flags as RFLAGS bits, for translated code merging some flags of its own.
+extern "sysv64" fn arith(core: *const Core) -> u64 {
+    // SAFETY: as in `condition`.
+    let core = unsafe { &*core };
+    core.s.flags.arith()
+}
+
 /// A link the dispatcher was asked for: chain slot `slot` of arena generation `generation`
 /// should lead to the next block that runs.
 #[derive(Debug, Clone, Copy)]
@@ -239,6 +246,7 @@ impl Jit {
         let helpers = emit::Helpers {
             step: step as *const () as u64,
             condition: condition as *const () as u64,
+            arith: arith as *const () as u64,
         };
         let base = arena.next_address();
         let emitted = emit::block(core, &self.insns[first..], base, helpers, &mut self.slots)?;

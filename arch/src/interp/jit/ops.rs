@@ -8,9 +8,10 @@
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 
 use super::super::exec::alu;
-use super::super::flags::FlagOp;
-use super::super::insn::{Insn, MEM, ZERO};
-use super::super::state::{FS, RSP};
+use super::super::exec::bits;
+use super::super::flags::{FlagOp, ARITH, CF, OF};
+use super::super::insn::{Insn, HIGH_BYTE, MEM, ZERO};
+use super::super::state::{FS, RCX, RSP};
 use super::classify::Kind;
 use super::emit::{Emitter, KnownFlags, Slow};
 
@@ -173,6 +174,23 @@ impl Emitter<'_> {
             Kind::Extend { from, signed } if wide(size) && gpr(insn.r0) => {
                 self.extend(insn, from, signed)
             }
+            Kind::Shift { cl } if wide(size) && reg_form && gpr(insn.r0) => self.shift(insn, cl),
+            Kind::Imul { three } if wide(size) && gpr(insn.r0) => self.imul(insn, three),
+            Kind::Setcc if size == 1 && reg_form && gpr(insn.r0 & !HIGH_BYTE) => {
+                self.condition_to_al(insn.cc);
+                let s = self.slot(insn.r0 & !HIGH_BYTE) + i32::from(insn.r0 & HIGH_BYTE != 0);
+                dynasm!(self.a ; .arch x64 ; mov BYTE [rbx + s], al);
+                true
+            }
+            Kind::Cmov if wide(size) && reg_form && gpr(insn.r0) && gpr(insn.r1) => {
+                self.condition_to_al(insn.cc);
+                dynasm!(self.a ; .arch x64 ; movzx r8d, al);
+                self.load_rax(insn.r0, size);
+                self.load_rcx(insn.r1, size);
+                dynasm!(self.a ; .arch x64 ; test r8d, r8d ; cmovnz rax, rcx);
+                self.store_rax(insn.r0);
+                true
+            }
             Kind::PushReg if size == 8 && gpr(insn.r0) => self.push_reg(insn),
             Kind::PopReg if size == 8 && gpr(insn.r0) => self.pop_reg(insn),
             _ => false,
@@ -258,6 +276,17 @@ impl Emitter<'_> {
     /// A memory template: the operand's host address in `rax`, then `body`; the handler
     /// runs instead when the fast path does not apply.
     fn memory(&mut self, insn: &Insn, store: bool, body: impl FnOnce(&mut Self)) -> bool {
+        self.memory_checked(insn, store, |e, _| body(e))
+    }
+
+    /// [`Emitter::memory`] with a body that may still give up for the handler (by jumping to
+    /// the label it is given) before it changes anything.
+    fn memory_checked(
+        &mut self,
+        insn: &Insn,
+        store: bool,
+        body: impl FnOnce(&mut Self, DynamicLabel),
+    ) -> bool {
         if !wide(insn.asize) {
             return false;
         }
@@ -279,13 +308,13 @@ impl Emitter<'_> {
         store: bool,
         size: u8,
         address: impl FnOnce(&mut Self),
-        body: impl FnOnce(&mut Self),
+        body: impl FnOnce(&mut Self, DynamicLabel),
     ) -> bool {
         let slow = self.a.new_dynamic_label();
         let resume = self.a.new_dynamic_label();
         address(self);
         self.host_address(store, size, slow);
-        body(self);
+        body(self, slow);
         dynasm!(self.a ; .arch x64 ; =>resume);
         self.slow.push(Slow {
             entry: slow,
@@ -335,6 +364,14 @@ impl Emitter<'_> {
                 op: FlagOp::Inc | FlagOp::Dec,
                 ..
             }) => dynasm!(self.a ; .arch x64 ; mov r8, QWORD [rbx + o.f_aux]),
+            Some(KnownFlags {
+                op: FlagOp::Explicit,
+                ..
+            }) => dynasm!(self.a
+                ; .arch x64
+                ; mov r8, QWORD [rbx + o.f_explicit]
+                ; and r8d, CF as i32
+            ),
             Some(KnownFlags {
                 op: FlagOp::Sub,
                 bits,
@@ -413,7 +450,7 @@ impl Emitter<'_> {
         let address = |e: &mut Self| {
             dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack] ; sub rax, 8);
         };
-        self.access(insn, true, 8, address, |e| {
+        self.access(insn, true, 8, address, |e, _| {
             e.load_rcx(insn.r0, 8);
             dynasm!(e.a
                 ; .arch x64
@@ -429,7 +466,7 @@ impl Emitter<'_> {
         let address = |e: &mut Self| {
             dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack]);
         };
-        self.access(insn, false, 8, address, |e| {
+        self.access(insn, false, 8, address, |e, _| {
             dynasm!(e.a
                 ; .arch x64
                 ; mov rax, QWORD [rax]
@@ -437,6 +474,166 @@ impl Emitter<'_> {
             );
             e.store_rax(insn.r0);
         })
+    }
+
+    /// CALL rel (64-bit): pushes the return address; the caller goes on at the target.
+    pub(super) fn call_rel(&mut self, insn: &Insn) -> bool {
+        let stack = self.slot(RSP as u8);
+        let address = |e: &mut Self| {
+            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack] ; sub rax, 8);
+        };
+        self.access(insn, true, 8, address, |e, _| {
+            dynasm!(e.a
+                ; .arch x64
+                ; mov rcx, QWORD insn.next as i64
+                ; mov QWORD [rax], rcx
+                ; sub QWORD [rbx + stack], 8
+            );
+        })
+    }
+
+    /// RET [imm16] (64-bit): pops RIP (a non-canonical one is left to the handler, which
+    /// raises #GP) and stores it.
+    pub(super) fn ret(&mut self, insn: &Insn) -> bool {
+        let stack = self.slot(RSP as u8);
+        let rip_at = self.o.rip;
+        let release = 8 + (insn.imm & 0xffff) as i32;
+        let address = |e: &mut Self| {
+            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack]);
+        };
+        self.access(insn, false, 8, address, |e, slow| {
+            dynasm!(e.a
+                ; .arch x64
+                ; mov rax, QWORD [rax]
+                ; mov rdx, rax
+                ; shl rdx, 16
+                ; sar rdx, 16
+                ; cmp rdx, rax
+                ; jne =>slow
+                ; mov QWORD [rbx + rip_at], rax
+                ; add QWORD [rbx + stack], release
+            );
+        })
+    }
+
+    /// SHL/SHR/SAR/ROL/ROR of a register by CL or an immediate, on the host: the result's
+    /// flags are the host's. A zero count changes no flags (but still writes the register).
+    fn shift(&mut self, insn: &Insn, cl: bool) -> bool {
+        let size = insn.size;
+        let mask = if size == 8 { 63 } else { 31 };
+        let which = match insn.cc {
+            bits::SHL | 6 | bits::SHR | bits::SAR => ARITH,
+            bits::ROL | bits::ROR => CF | OF,
+            _ => return false,
+        };
+        let count = (insn.imm & mask) as i8;
+        if !cl && count == 0 {
+            return false;
+        }
+        self.load_rax(insn.r0, size);
+        if cl {
+            let count_at = self.slot(RCX as u8);
+            dynasm!(self.a ; .arch x64 ; mov ecx, DWORD [rbx + count_at]);
+        }
+        macro_rules! shift {
+            ($op:ident) => {
+                match (cl, size == 8) {
+                    (true, true) => dynasm!(self.a ; .arch x64 ; $op rax, cl),
+                    (true, false) => dynasm!(self.a ; .arch x64 ; $op eax, cl),
+                    (false, true) => dynasm!(self.a ; .arch x64 ; $op rax, count),
+                    (false, false) => dynasm!(self.a ; .arch x64 ; $op eax, count),
+                }
+            };
+        }
+        match insn.cc {
+            bits::SHL | 6 => shift!(shl),
+            bits::SHR => shift!(shr),
+            bits::SAR => shift!(sar),
+            bits::ROL => shift!(rol),
+            _ => shift!(ror),
+        }
+        dynasm!(self.a ; .arch x64 ; pushfq ; pop rdx);
+        self.store_rax(insn.r0);
+        let skip = self.a.new_dynamic_label();
+        if cl {
+            dynasm!(self.a ; .arch x64 ; test cl, mask as i8 ; jz =>skip);
+        }
+        self.host_flags(which);
+        dynasm!(self.a ; .arch x64 ; =>skip);
+        // Past the join the flags are those of either path.
+        self.flags = None;
+        true
+    }
+
+    /// IMUL reg, r/m or IMUL reg, r/m, imm on the host (its flags are the guest's).
+    fn imul(&mut self, insn: &Insn, three: bool) -> bool {
+        let size = insn.size;
+        let product = move |e: &mut Self| {
+            if three {
+                e.imm_rcx(insn.imm, size);
+            } else {
+                e.load_rcx(insn.r0, size);
+            }
+            if size == 8 {
+                dynasm!(e.a ; .arch x64 ; imul rax, rcx ; pushfq ; pop rdx);
+            } else {
+                dynasm!(e.a ; .arch x64 ; imul eax, ecx ; pushfq ; pop rdx ; mov eax, eax);
+            }
+            e.store_rax(insn.r0);
+            e.host_flags(ARITH);
+        };
+        if insn.flags & MEM == 0 {
+            if !gpr(insn.r1) {
+                return false;
+            }
+            self.load_rax(insn.r1, size);
+            product(self);
+            return true;
+        }
+        self.memory(insn, false, |e| {
+            if size == 8 {
+                dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rax]);
+            } else {
+                dynasm!(e.a ; .arch x64 ; mov eax, DWORD [rax]);
+            }
+            product(e);
+        })
+    }
+
+    /// Makes the host's arithmetic flags in `rdx` (an RFLAGS image) the guest's, for the
+    /// flags in `which`; the others keep their values.
+    fn host_flags(&mut self, which: u64) {
+        let o = &self.o;
+        let keep_others = !(ARITH as i32);
+        if which != ARITH {
+            // The flags the host did not set come from the lazy flags, worked out first.
+            let arith = self.helpers.arith as i64;
+            let (take, keep) = (which as i32, (ARITH & !which) as i32);
+            dynasm!(self.a
+                ; .arch x64
+                ; mov r15, rdx
+                ; mov rdi, rbx
+                ; mov rax, QWORD arith
+                ; call rax
+                ; and eax, keep
+                ; and r15d, take
+                ; or rax, r15
+                ; mov rdx, rax
+            );
+        }
+        dynasm!(self.a
+            ; .arch x64
+            ; and edx, ARITH as i32
+            ; mov rcx, QWORD [rbx + o.f_explicit]
+            ; and rcx, keep_others
+            ; or rcx, rdx
+            ; mov QWORD [rbx + o.f_explicit], rcx
+            ; mov BYTE [rbx + o.f_op], FlagOp::Explicit as i8
+        );
+        self.flags = Some(KnownFlags {
+            op: FlagOp::Explicit,
+            bits: 64,
+        });
     }
 }
 
