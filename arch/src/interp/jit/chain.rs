@@ -1,12 +1,15 @@
-//! Chain slots: where a translated block's exit finds the block that runs next.
+//! Chain slots and the lookup table: where a translated block's exit finds the block that
+//! runs next.
 //!
-//! Each exit of a translated block has a slot holding a stamp, an entry and a target. The
-//! exit jumps to `entry` only when `stamp` equals the TLB and code epochs the chain was
-//! entered under and RIP equals `target`. A slot starts out leading to its exit's own link
-//! request, and the dispatcher links it (after finding and translating the next block) with
-//! the epochs of that moment: a flush or a store to code since then makes every link stale at
-//! once, and a link never outlives the code it points to, as slots and code are dropped
-//! together.
+//! Each exit with a target known at translation (a Jcc, a direct branch, the end of a block)
+//! has a slot holding a stamp, an entry and that target. The exit jumps to `entry` only when
+//! `stamp` equals the TLB and code epochs the chain was entered under. A slot starts out
+//! leading to its exit's own link request, and the dispatcher links it (after finding and
+//! translating the next block) with the epochs of that moment: a flush or a store to code
+//! since then makes every link stale at once. Exits whose target is only known at run time
+//! (RET, indirect branches, instructions left to handlers) look the RIP up in a table per
+//! privilege level (supervisor, user), filled the same way. A link never outlives the code it
+//! points to, as slots, table and code are dropped together.
 
 /// One exit's link, as translated code reads it (field offsets 0, 8 and 16).
 #[repr(C)]
@@ -16,7 +19,7 @@ pub(super) struct ChainSlot {
     stamp: u64,
     /// Where to jump: a block's body, or the exit's own link request.
     entry: u64,
-    /// The RIP the link was made for.
+    /// The RIP the exit leads to.
     target: u64,
     /// The privilege level of the code the exit belongs to.
     cpl: u8,
@@ -35,9 +38,9 @@ impl Slots {
         }
     }
 
-    /// A new slot for an exit of code run at privilege `cpl`: its index and address. None
-    /// when the table is full.
-    pub fn allocate(&mut self, cpl: u8) -> Option<(u32, u64)> {
+    /// A new slot for an exit to `target` of code run at privilege `cpl`: its index and
+    /// address. None when the table is full.
+    pub fn allocate(&mut self, cpl: u8, target: u64) -> Option<(u32, u64)> {
         if self.slots.len() == self.slots.capacity() {
             return None;
         }
@@ -45,31 +48,29 @@ impl Slots {
         self.slots.push(ChainSlot {
             stamp: 0,
             entry: 0,
-            target: 0,
+            target,
             cpl,
         });
         let address = &self.slots[index as usize] as *const ChainSlot as u64;
         Some((index, address))
     }
 
-    /// Sets slot `index` to lead to its link request at `request` and match nothing. Called
-    /// before the code using it first runs.
+    /// Sets slot `index` to lead to its link request at `request`. Called before the code
+    /// using it first runs: even a stamp that happens to match then leads to the request.
     pub fn unlink(&mut self, index: u32, request: u64) {
         if let Some(s) = self.slots.get_mut(index as usize) {
             s.entry = request;
-            // No stamp of the form `tlb << 32 | code` that could be current matches this
-            // with the entry pointing elsewhere: the entry is the request itself.
             s.stamp = u64::MAX;
         }
     }
 
-    /// Links slot `index` to code entered at `entry`, made for privilege `cpl`, for RIP
-    /// `target` under `stamp`. Refused (false) across privilege levels.
-    pub fn link(&mut self, index: u32, entry: u64, cpl: u8, target: u64, stamp: u64) -> bool {
+    /// Links slot `index` to code entered at `entry`, made for privilege `cpl`, run at RIP
+    /// `rip`, under `stamp`. Refused (false) across privilege levels or when `rip` is not
+    /// the exit's target (something ran in between).
+    pub fn link(&mut self, index: u32, entry: u64, cpl: u8, rip: u64, stamp: u64) -> bool {
         match self.slots.get_mut(index as usize) {
-            Some(s) if s.cpl == cpl => {
+            Some(s) if s.cpl == cpl && s.target == rip => {
                 s.entry = entry;
-                s.target = target;
                 s.stamp = stamp;
                 true
             }
@@ -83,6 +84,81 @@ impl Slots {
     }
 }
 
+/// Entries per lookup table (a power of two).
+pub(super) const LOOKUP_ENTRIES: usize = 4096;
+
+/// One entry of a lookup table, as translated code reads it (offsets 0, 8 and 16; 32 bytes).
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+pub(super) struct LookupEntry {
+    /// `tlb_epoch << 32 | code_epoch` when filled.
+    stamp: u64,
+    /// The body of the block at `target`.
+    entry: u64,
+    /// The RIP it is for: a non-canonical value, which RIP never is in 64-bit code, when
+    /// empty.
+    target: u64,
+}
+
+impl LookupEntry {
+    const EMPTY: LookupEntry = LookupEntry {
+        stamp: u64::MAX,
+        entry: 0,
+        target: 1 << 63,
+    };
+}
+
+/// The index of `rip` in a lookup table (translated code computes the same).
+pub(super) fn lookup_index(rip: u64) -> usize {
+    ((rip ^ (rip >> 12)) as usize) & (LOOKUP_ENTRIES - 1)
+}
+
+/// The lookup tables for supervisor (CPL 0) and user (CPL 3) code; code at CPL 1 and 2 has
+/// none.
+pub(super) struct Lookup {
+    tables: Box<[[LookupEntry; LOOKUP_ENTRIES]; 2]>,
+}
+
+impl Lookup {
+    /// Empty tables.
+    pub fn new() -> Self {
+        Lookup {
+            tables: Box::new([[LookupEntry::EMPTY; LOOKUP_ENTRIES]; 2]),
+        }
+    }
+
+    /// The address of the table for code run at `cpl`, if it has one (it never moves).
+    pub fn table(&self, cpl: u8) -> Option<u64> {
+        let t = match cpl {
+            0 => &self.tables[0],
+            3 => &self.tables[1],
+            _ => return None,
+        };
+        Some(t.as_ptr() as u64)
+    }
+
+    /// Makes RIP `rip` in the table of `cpl` lead to `entry` under `stamp`.
+    pub fn fill(&mut self, cpl: u8, rip: u64, entry: u64, stamp: u64) {
+        let t = match cpl {
+            0 => &mut self.tables[0],
+            3 => &mut self.tables[1],
+            _ => return,
+        };
+        t[lookup_index(rip)] = LookupEntry {
+            stamp,
+            entry,
+            target: rip,
+        };
+    }
+
+    /// Empties both tables (with the code they led to).
+    pub fn clear(&mut self) {
+        for t in self.tables.iter_mut() {
+            t.fill(LookupEntry::EMPTY);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,14 +166,28 @@ mod tests {
     #[test]
     fn slots_never_move_and_refuse_when_full() {
         let mut s = Slots::new(2);
-        let (a, pa) = s.allocate(0).unwrap();
-        let (b, pb) = s.allocate(3).unwrap();
+        let (a, pa) = s.allocate(0, 0x4000).unwrap();
+        let (b, pb) = s.allocate(3, 0x4000).unwrap();
         assert_eq!((a, b), (0, 1));
         assert_eq!(pb - pa, std::mem::size_of::<ChainSlot>() as u64);
-        assert!(s.allocate(0).is_none());
+        assert!(s.allocate(0, 0x4000).is_none());
         assert!(!s.link(b, 0x1000, 0, 0x4000, 7), "cpl 3 exit, cpl 0 target");
+        assert!(!s.link(a, 0x1000, 0, 0x5000, 7), "not the exit's target");
         assert!(s.link(a, 0x1000, 0, 0x4000, 7));
         s.clear();
-        assert_eq!(s.allocate(0).unwrap().1, pa);
+        assert_eq!(s.allocate(0, 0).unwrap().1, pa);
+    }
+
+    #[test]
+    fn lookup_entries_are_32_bytes_and_start_empty() {
+        assert_eq!(std::mem::size_of::<LookupEntry>(), 32);
+        let mut l = Lookup::new();
+        assert!(l.table(1).is_none());
+        assert_eq!(l.table(3).unwrap(), l.tables[1].as_ptr() as u64);
+        l.fill(3, 0x40_1000, 0x1234, 9);
+        let e = l.tables[1][lookup_index(0x40_1000)];
+        assert_eq!((e.stamp, e.entry, e.target), (9, 0x1234, 0x40_1000));
+        l.clear();
+        assert_eq!(l.tables[1][lookup_index(0x40_1000)].target, 1 << 63);
     }
 }

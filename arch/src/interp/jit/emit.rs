@@ -11,9 +11,10 @@
 //! Every exit of a block whose last instruction did not end it early leads through a stub
 //! that does what the dispatcher would do between blocks: it leaves when the stop flag is
 //! raised, something was posted to the vCPU, the TLB or code epoch moved, an interrupt
-//! shadow is active or the block budget is spent. Otherwise, if the exit's chain slot was
-//! linked under the current epochs to the block at the current RIP, it jumps straight into
-//! that block's body; if not, it asks the dispatcher to link it (see `chain.rs`).
+//! shadow is active or the block budget is spent. Otherwise, if the exit's chain slot (or,
+//! for a target known only at run time, the lookup table's entry for RIP) was linked under
+//! the current epochs, it jumps straight into that block's body; if not, it asks the
+//! dispatcher to link it (see `chain.rs`).
 
 use std::mem::offset_of;
 
@@ -26,7 +27,7 @@ use super::super::mmu::{Tlb, TlbLayout};
 use super::super::segment::is_canonical;
 use super::super::state::{Mode, State};
 use super::super::Core;
-use super::chain::Slots;
+use super::chain::{Slots, LOOKUP_ENTRIES};
 use super::classify::{kind, Kind};
 use super::JitExit;
 
@@ -37,7 +38,6 @@ pub(super) type Asm = VecAssembler<X64Relocation>;
 pub(super) struct Offsets {
     pub gpr: i32,
     pub rip: i32,
-    pub shadow: i32,
     pub cpl: i32,
     pub tlb_epoch: i32,
     pub stop: i32,
@@ -62,7 +62,6 @@ fn offsets() -> Offsets {
     Offsets {
         gpr: i(s + offset_of!(State, gpr)),
         rip: i(s + offset_of!(State, rip)),
-        shadow: i(s + offset_of!(State, interrupt_shadow)),
         cpl: i(s + offset_of!(State, mode) + offset_of!(Mode, cpl)),
         tlb_epoch: i(offset_of!(Core, tlb) + offset_of!(Tlb, epoch)),
         stop: i(offset_of!(Core, stop_flag)),
@@ -96,15 +95,34 @@ pub(super) struct Slow {
     pub insn: *const Insn,
 }
 
-/// An exit of the block: RIP becomes `target` (None: it is already stored), then the chain
-/// stub runs with slot `slot`.
+/// An exit of the block, at `label`.
 struct ExitStub {
     label: DynamicLabel,
-    target: Option<u64>,
-    slot: u32,
-    slot_address: u64,
-    request: DynamicLabel,
+    to: ExitTo,
 }
+
+/// Where an exit leads.
+enum ExitTo {
+    /// To `target`, through chain slot `slot` at `slot_address`; `request` asks for it to be
+    /// linked.
+    Static {
+        target: u64,
+        slot: u32,
+        slot_address: u64,
+        request: DynamicLabel,
+    },
+    /// To the RIP already stored, found in the lookup table at `table` (none: back to the
+    /// dispatcher); `request` asks for the RIP to be entered there.
+    Dynamic {
+        table: Option<u64>,
+        request: DynamicLabel,
+    },
+}
+
+/// What translated code leaves in [`Core::chain_request`] to have the dispatcher enter the
+/// block about to run in the lookup table of privilege `cpl`: this minus `cpl` (static exits
+/// leave their slot plus one, far below).
+pub(super) const LOOKUP_REQUEST: u32 = u32::MAX;
 
 /// Addresses of what translated code calls.
 #[derive(Clone, Copy)]
@@ -132,6 +150,7 @@ pub(super) struct Emitter<'a> {
     pub slow: Vec<Slow>,
     exits: Vec<ExitStub>,
     slots: &'a mut Slots,
+    lookup: Option<u64>,
     /// Slots this block uses, with the label of the code that asks for each to be linked.
     pub requests: Vec<(u32, DynamicLabel)>,
     pub flags: Option<KnownFlags>,
@@ -146,13 +165,15 @@ pub(super) struct Emitted {
 }
 
 /// Emits the translation of `insns`, 64-bit code run at the vCPU's current privilege level,
-/// assembled to run at `base`. None when a chain slot is not available.
+/// assembled to run at `base`; `lookup` is the lookup table for that level, if it has one.
+/// None when a chain slot is not available.
 pub(super) fn block(
     core: &Core,
     insns: &[Insn],
     base: usize,
     helpers: Helpers,
     slots: &mut Slots,
+    lookup: Option<u64>,
 ) -> Option<Emitted> {
     let mut a = Asm::new(base);
     let o = offsets();
@@ -197,6 +218,7 @@ pub(super) fn block(
         slow: Vec::new(),
         exits: Vec::new(),
         slots,
+        lookup,
         requests: Vec::new(),
         flags: None,
         o,
@@ -234,7 +256,7 @@ pub(super) fn block(
     if insns.is_empty() {
         dynasm!(e.a ; .arch x64 ; xor eax, eax ; jmp =>exit);
     }
-    e.finish(declined);
+    e.finish(declined, cpl);
     let Emitter { a, requests, .. } = e;
     let body = a.labels().resolve_dynamic(body).ok()?.0;
     let requests = requests
@@ -250,20 +272,28 @@ pub(super) fn block(
 }
 
 impl Emitter<'_> {
-    /// A new exit leading to `target` (None: RIP is already stored), with a chain slot of
-    /// its own; returns the label to jump to.
+    /// A new exit leading to `target` (with a chain slot of its own), or to the RIP already
+    /// stored (None); returns the label to jump to.
     fn exit_to(&mut self, target: Option<u64>, cpl: u8) -> Option<DynamicLabel> {
-        let (slot, slot_address) = self.slots.allocate(cpl)?;
         let label = self.a.new_dynamic_label();
         let request = self.a.new_dynamic_label();
-        self.requests.push((slot, request));
-        self.exits.push(ExitStub {
-            label,
-            target,
-            slot,
-            slot_address,
-            request,
-        });
+        let to = match target {
+            Some(target) => {
+                let (slot, slot_address) = self.slots.allocate(cpl, target)?;
+                self.requests.push((slot, request));
+                ExitTo::Static {
+                    target,
+                    slot,
+                    slot_address,
+                    request,
+                }
+            }
+            None => ExitTo::Dynamic {
+                table: self.lookup,
+                request,
+            },
+        };
+        self.exits.push(ExitStub { label, to });
         Some(label)
     }
 
@@ -402,7 +432,7 @@ impl Emitter<'_> {
     }
 
     /// Emits the out-of-line code: slow paths, exit stubs and the shared return paths.
-    fn finish(&mut self, declined: DynamicLabel) {
+    fn finish(&mut self, declined: DynamicLabel, cpl: u8) {
         let (exit, ended) = (self.exit, self.ended);
         for s in std::mem::take(&mut self.slow) {
             dynasm!(self.a ; .arch x64 ; =>s.entry);
@@ -417,7 +447,7 @@ impl Emitter<'_> {
             );
         }
         for stub in std::mem::take(&mut self.exits) {
-            self.exit_stub(&stub);
+            self.exit_stub(&stub, cpl);
         }
         dynasm!(self.a
             ; .arch x64
@@ -438,12 +468,13 @@ impl Emitter<'_> {
         );
     }
 
-    /// One exit: the dispatcher's checks, then the chained jump or the link request.
-    fn exit_stub(&mut self, stub: &ExitStub) {
+    /// One exit: the dispatcher's checks, then the chained jump or the link request. The
+    /// interrupt shadow needs no check: every instruction that starts one ends its block.
+    fn exit_stub(&mut self, stub: &ExitStub, cpl: u8) {
         let o = &self.o;
         let ended = self.ended;
         dynasm!(self.a ; .arch x64 ; =>stub.label);
-        if let Some(target) = stub.target {
+        if let ExitTo::Static { target, .. } = stub.to {
             dynasm!(self.a
                 ; .arch x64
                 ; mov rax, QWORD target as i64
@@ -452,8 +483,6 @@ impl Emitter<'_> {
         }
         dynasm!(self.a
             ; .arch x64
-            ; cmp BYTE [rbx + o.shadow], 0
-            ; jne =>ended
             ; mov rax, QWORD [rbx + o.stop]
             ; cmp BYTE [rax], 0
             ; jne =>ended
@@ -465,17 +494,57 @@ impl Emitter<'_> {
             ; mov rax, QWORD self.code_epoch as i64
             ; cmp DWORD [rax], r13d
             ; jne =>ended
-            ; mov rax, QWORD stub.slot_address as i64
-            ; cmp r14, QWORD [rax]
-            ; jne =>stub.request
-            ; mov rcx, QWORD [rbx + o.rip]
-            ; cmp rcx, QWORD [rax + 16]
-            ; jne =>stub.request
+        );
+        let (request, code) = match stub.to {
+            ExitTo::Static {
+                slot,
+                slot_address,
+                request,
+                ..
+            } => {
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rax, QWORD slot_address as i64
+                    ; cmp r14, QWORD [rax]
+                    ; jne =>request
+                );
+                (request, slot + 1)
+            }
+            ExitTo::Dynamic {
+                table: Some(table),
+                request,
+            } => {
+                // The entry of lookup_index(rip), 32 bytes each.
+                let mask = (LOOKUP_ENTRIES - 1) as i32;
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rcx, QWORD [rbx + o.rip]
+                    ; mov rdx, rcx
+                    ; shr rdx, 12
+                    ; xor rdx, rcx
+                    ; and edx, mask
+                    ; shl edx, 5
+                    ; mov rax, QWORD table as i64
+                    ; add rax, rdx
+                    ; cmp r14, QWORD [rax]
+                    ; jne =>request
+                    ; cmp rcx, QWORD [rax + 16]
+                    ; jne =>request
+                );
+                (request, LOOKUP_REQUEST - u32::from(cpl))
+            }
+            ExitTo::Dynamic { table: None, .. } => {
+                dynasm!(self.a ; .arch x64 ; jmp =>ended);
+                return;
+            }
+        };
+        dynasm!(self.a
+            ; .arch x64
             ; sub QWORD [rbx + o.budget], 1
             ; jbe =>ended
             ; jmp QWORD [rax + 8]
-            ; =>stub.request
-            ; mov DWORD [rbx + o.chain_request], (stub.slot + 1) as i32
+            ; =>request
+            ; mov DWORD [rbx + o.chain_request], code as i32
             ; jmp =>ended
         );
     }

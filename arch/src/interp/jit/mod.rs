@@ -28,7 +28,7 @@ use super::Core;
 
 use arena::Arena;
 pub use arena::DEFAULT_ARENA_BYTES;
-use chain::Slots;
+use chain::{Lookup, Slots};
 
 /// How a vCPU translates: whether it does, after how many runs of a block, and how much
 /// memory its code may take.
@@ -166,11 +166,13 @@ extern "sysv64" fn arith(core: *const Core) -> u64 {
     core.s.flags.arith()
 }
 
-/// A link the dispatcher was asked for: chain slot `slot` of arena generation `generation`
-/// should lead to the next block that runs.
+/// A link the dispatcher was asked for, by code of arena generation `generation`: the next
+/// block that runs should be entered in chain slot `slot`, or (`slot` None) in the lookup
+/// table of privilege `cpl`.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkRequest {
-    slot: u32,
+    slot: Option<u32>,
+    cpl: u8,
     generation: u32,
 }
 
@@ -184,6 +186,8 @@ pub struct Jit {
     arena_bytes: usize,
     /// The chain slots of the arena's code.
     slots: Slots,
+    /// Where exits with run-time targets find the next block (allocated with the arena).
+    lookup: Option<Lookup>,
     /// Copies of the translated instructions, which handler calls in the code point to; a
     /// fixed-capacity table that never moves, emptied with the arena.
     insns: Vec<Insn>,
@@ -201,6 +205,7 @@ impl Jit {
             arena: None,
             arena_bytes: if on { options.code_bytes } else { 0 },
             slots: Slots::new(0),
+            lookup: None,
             insns: Vec::new(),
             hot_threshold: options.hot_threshold.max(1),
             translated: 0,
@@ -228,6 +233,7 @@ impl Jit {
                 Ok(a) => {
                     self.arena = Some(a);
                     self.slots = Slots::new(self.arena_bytes / CODE_BYTES_PER_SLOT);
+                    self.lookup = Some(Lookup::new());
                     self.insns = Vec::with_capacity(self.arena_bytes / CODE_BYTES_PER_INSN);
                 }
                 Err(e) => {
@@ -249,7 +255,15 @@ impl Jit {
             arith: arith as *const () as u64,
         };
         let base = arena.next_address();
-        let emitted = emit::block(core, &self.insns[first..], base, helpers, &mut self.slots)?;
+        let table = self.lookup.as_ref()?.table(core.s.mode.cpl);
+        let emitted = emit::block(
+            core,
+            &self.insns[first..],
+            base,
+            helpers,
+            &mut self.slots,
+            table,
+        )?;
         let entry = arena.place(&emitted.bytes)?;
         debug_assert_eq!(entry, base);
         for (slot, request) in emitted.requests {
@@ -266,10 +280,20 @@ impl Jit {
 
     /// The link request the code that just ran left in `core`, if any.
     pub fn take_request(&self, core: &mut Core) -> Option<LinkRequest> {
-        let slot = std::mem::take(&mut core.chain_request).checked_sub(1)?;
+        let raw = std::mem::take(&mut core.chain_request);
+        let generation = self.arena.as_ref()?.generation();
+        let lookup_cpl = emit::LOOKUP_REQUEST.wrapping_sub(raw);
+        if lookup_cpl <= 3 {
+            return Some(LinkRequest {
+                slot: None,
+                cpl: lookup_cpl as u8,
+                generation,
+            });
+        }
         Some(LinkRequest {
-            slot,
-            generation: self.arena.as_ref()?.generation(),
+            slot: Some(raw.checked_sub(1)?),
+            cpl: 0,
+            generation,
         })
     }
 
@@ -280,8 +304,18 @@ impl Jit {
             return;
         }
         let stamp = (u64::from(core.tlb.epoch) << 32) | u64::from(core.code.epoch());
-        self.slots
-            .link(request.slot, code.body as u64, code.cpl, core.s.rip, stamp);
+        let (entry, rip) = (code.body as u64, core.s.rip);
+        match request.slot {
+            Some(slot) => {
+                self.slots.link(slot, entry, code.cpl, rip, stamp);
+            }
+            None if request.cpl == code.cpl => {
+                if let Some(lookup) = self.lookup.as_mut() {
+                    lookup.fill(code.cpl, rip, entry, stamp);
+                }
+            }
+            None => {}
+        }
     }
 
     /// Drops all translated code (after the caller forgot every [`Code`] it held).
@@ -290,6 +324,9 @@ impl Jit {
             a.reset();
         }
         self.slots.clear();
+        if let Some(lookup) = self.lookup.as_mut() {
+            lookup.clear();
+        }
         self.insns.clear();
     }
 }

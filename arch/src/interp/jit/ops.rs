@@ -446,12 +446,17 @@ impl Emitter<'_> {
 
     /// PUSH of a 64-bit register.
     fn push_reg(&mut self, insn: &Insn) -> bool {
+        self.push(insn, |e| e.load_rcx(insn.r0, 8))
+    }
+
+    /// A 64-bit push of the value `value` leaves in `rcx` (read before RSP moves).
+    fn push(&mut self, insn: &Insn, value: impl FnOnce(&mut Self)) -> bool {
         let stack = self.slot(RSP as u8);
         let address = |e: &mut Self| {
             dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack] ; sub rax, 8);
         };
         self.access(insn, true, 8, address, |e, _| {
-            e.load_rcx(insn.r0, 8);
+            value(e);
             dynasm!(e.a
                 ; .arch x64
                 ; mov QWORD [rax], rcx
@@ -478,17 +483,8 @@ impl Emitter<'_> {
 
     /// CALL rel (64-bit): pushes the return address; the caller goes on at the target.
     pub(super) fn call_rel(&mut self, insn: &Insn) -> bool {
-        let stack = self.slot(RSP as u8);
-        let address = |e: &mut Self| {
-            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack] ; sub rax, 8);
-        };
-        self.access(insn, true, 8, address, |e, _| {
-            dynasm!(e.a
-                ; .arch x64
-                ; mov rcx, QWORD insn.next as i64
-                ; mov QWORD [rax], rcx
-                ; sub QWORD [rbx + stack], 8
-            );
+        self.push(insn, |e| {
+            dynasm!(e.a ; .arch x64 ; mov rcx, QWORD insn.next as i64);
         })
     }
 
