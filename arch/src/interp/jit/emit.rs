@@ -389,14 +389,25 @@ impl Emitter<'_> {
         };
         let uses_cf = matches!(cc >> 1, 1 | 3);
         let o = &self.o;
-        let wide = known.bits == 64;
+        macro_rules! sized {
+            ($op:ident) => {
+                match known.bits {
+                    8 => dynasm!(self.a ; .arch x64 ; $op al, cl),
+                    16 => dynasm!(self.a ; .arch x64 ; $op ax, cx),
+                    32 => dynasm!(self.a ; .arch x64 ; $op eax, ecx),
+                    _ => dynasm!(self.a ; .arch x64 ; $op rax, rcx),
+                }
+            };
+        }
         match known.op {
             FlagOp::Logic => {
-                if wide {
-                    dynasm!(self.a ; .arch x64 ; mov rax, QWORD [rbx + o.f_res] ; test rax, rax);
-                } else {
-                    dynasm!(self.a ; .arch x64 ; mov eax, DWORD [rbx + o.f_res] ; test eax, eax);
-                }
+                // The result, tested against itself.
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rax, QWORD [rbx + o.f_res]
+                    ; mov rcx, rax
+                );
+                sized!(test);
             }
             FlagOp::Sub | FlagOp::Add | FlagOp::Inc | FlagOp::Dec => {
                 if uses_cf && matches!(known.op, FlagOp::Inc | FlagOp::Dec) {
@@ -407,13 +418,10 @@ impl Emitter<'_> {
                     ; mov rax, QWORD [rbx + o.f_dst]
                     ; mov rcx, QWORD [rbx + o.f_src]
                 );
-                match (known.op, wide) {
-                    (FlagOp::Add | FlagOp::Inc, true) => dynasm!(self.a ; .arch x64 ; add rax, rcx),
-                    (FlagOp::Add | FlagOp::Inc, false) => {
-                        dynasm!(self.a ; .arch x64 ; add eax, ecx)
-                    }
-                    (_, true) => dynasm!(self.a ; .arch x64 ; cmp rax, rcx),
-                    (_, false) => dynasm!(self.a ; .arch x64 ; cmp eax, ecx),
+                if matches!(known.op, FlagOp::Add | FlagOp::Inc) {
+                    sized!(add);
+                } else {
+                    sized!(cmp);
                 }
             }
             FlagOp::Explicit => {

@@ -1,5 +1,5 @@
 //! Templates: host code doing what an instruction's handler does, for the common forms
-//! (64-bit code, 4- and 8-byte operands, plain general registers). A template works on the
+//! (64-bit code, general registers, memory operands without LOCK). A template works on the
 //! guest registers' slots in the core and records the lazy flags as its handler would.
 //! Memory operands go through an inline TLB lookup; when that does not apply (a miss, a page
 //! crossing, a store to a page holding code, a non-canonical address) the handler runs
@@ -10,7 +10,7 @@ use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 use super::super::exec::alu;
 use super::super::exec::bits;
 use super::super::flags::{FlagOp, ARITH, CF, OF};
-use super::super::insn::{Insn, HIGH_BYTE, MEM, ZERO};
+use super::super::insn::{size_mask, Insn, HIGH_BYTE, LOCK, MEM, ZERO};
 use super::super::state::{FS, RCX, RSP};
 use super::classify::Kind;
 use super::emit::{Emitter, KnownFlags, Slow};
@@ -20,10 +20,15 @@ fn gpr(r: u8) -> bool {
     r < ZERO
 }
 
-/// Whether `size` is an operand size the templates handle.
+/// Whether `size` is 4 or 8 (what the templates of some instructions handle).
 fn wide(size: u8) -> bool {
     matches!(size, 4 | 8)
 }
+
+/// Host registers by number, for the templates that pick them.
+const HOST_RAX: u8 = 0;
+const HOST_RCX: u8 = 1;
+const HOST_RDX: u8 = 2;
 
 impl Emitter<'_> {
     /// Offset of guest register `r`'s slot from `rbx`.
@@ -65,8 +70,61 @@ impl Emitter<'_> {
 
     /// `rcx` = `imm` cut to `size` bytes.
     fn imm_rcx(&mut self, imm: u64, size: u8) {
-        let v = if size == 4 { imm & 0xffff_ffff } else { imm };
+        let v = imm & size_mask(u32::from(size));
         dynasm!(self.a ; .arch x64 ; mov rcx, QWORD v as i64);
+    }
+
+    /// Where register operand `r` of `size` bytes lives, from `rbx` (AH..BH one byte into
+    /// their register); None for what the templates do not handle.
+    fn reg(&self, r: u8, size: u8) -> Option<i32> {
+        if r & HIGH_BYTE != 0 {
+            return (size == 1 && r & 0xf < 4).then(|| self.slot(r & 0xf) + 1);
+        }
+        (r < ZERO && matches!(size, 1 | 2 | 4 | 8)).then(|| self.slot(r))
+    }
+
+    /// Host register `h` = the `size` bytes at `[rbx + at]`, zero-extended.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn load(&mut self, h: u8, at: i32, size: u8) {
+        match size {
+            1 => dynasm!(self.a ; .arch x64 ; movzx Rd(h), BYTE [rbx + at]),
+            2 => dynasm!(self.a ; .arch x64 ; movzx Rd(h), WORD [rbx + at]),
+            4 => dynasm!(self.a ; .arch x64 ; mov Rd(h), DWORD [rbx + at]),
+            _ => dynasm!(self.a ; .arch x64 ; mov Rq(h), QWORD [rbx + at]),
+        }
+    }
+
+    /// `[rbx + at]` = the low `size` bytes of host register `h`; for 4 bytes the whole
+    /// register, which holds a zero-extended value (a guest write of 32 bits clears the top).
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn store(&mut self, h: u8, at: i32, size: u8) {
+        match size {
+            1 => dynasm!(self.a ; .arch x64 ; mov BYTE [rbx + at], Rb(h)),
+            2 => dynasm!(self.a ; .arch x64 ; mov WORD [rbx + at], Rw(h)),
+            _ => dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + at], Rq(h)),
+        }
+    }
+
+    /// Host register `h` = the `size` bytes at `[rsi]`, zero-extended.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn load_mem(&mut self, h: u8, size: u8) {
+        match size {
+            1 => dynasm!(self.a ; .arch x64 ; movzx Rd(h), BYTE [rsi]),
+            2 => dynasm!(self.a ; .arch x64 ; movzx Rd(h), WORD [rsi]),
+            4 => dynasm!(self.a ; .arch x64 ; mov Rd(h), DWORD [rsi]),
+            _ => dynasm!(self.a ; .arch x64 ; mov Rq(h), QWORD [rsi]),
+        }
+    }
+
+    /// `[rsi]` = the low `size` bytes of host register `h`.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn store_mem(&mut self, h: u8, size: u8) {
+        match size {
+            1 => dynasm!(self.a ; .arch x64 ; mov BYTE [rsi], Rb(h)),
+            2 => dynasm!(self.a ; .arch x64 ; mov WORD [rsi], Rw(h)),
+            4 => dynasm!(self.a ; .arch x64 ; mov DWORD [rsi], Rd(h)),
+            _ => dynasm!(self.a ; .arch x64 ; mov QWORD [rsi], Rq(h)),
+        }
     }
 
     /// Records lazy flags: op, width, dst (`rax`), src (`rcx`), res (`rdx`).
@@ -90,19 +148,21 @@ impl Emitter<'_> {
         let reg_form = insn.flags & MEM == 0;
         match kind {
             Kind::Nop => true,
-            Kind::MovRR if wide(size) && gpr(insn.r0) && gpr(insn.r1) => {
-                self.load_rax(insn.r1, size);
-                self.store_rax(insn.r0);
+            Kind::MovRR => {
+                let (Some(d), Some(r)) = (self.reg(insn.r0, size), self.reg(insn.r1, size)) else {
+                    return false;
+                };
+                self.load(HOST_RAX, r, size);
+                self.store(HOST_RAX, d, size);
                 true
             }
-            Kind::MovRI if wide(size) && gpr(insn.r0) => {
-                let v = if size == 4 {
-                    insn.imm & 0xffff_ffff
-                } else {
-                    insn.imm
+            Kind::MovRI => {
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
                 };
+                let v = insn.imm & size_mask(u32::from(size));
                 dynasm!(self.a ; .arch x64 ; mov rax, QWORD v as i64);
-                self.store_rax(insn.r0);
+                self.store(HOST_RAX, d, size);
                 true
             }
             Kind::Lea if wide(size) && gpr(insn.r0) && wide(insn.asize) => {
@@ -113,63 +173,105 @@ impl Emitter<'_> {
                 self.store_rax(insn.r0);
                 true
             }
-            Kind::AluRR(op) if wide(size) && gpr(insn.r0) && gpr(insn.r1) => {
-                self.load_rcx(insn.r1, size);
-                self.alu(insn, op)
-            }
-            Kind::AluRI(op) if wide(size) && gpr(insn.r0) => {
-                self.imm_rcx(insn.imm, size);
-                self.alu(insn, op)
-            }
-            Kind::AluRM(op) if wide(size) && gpr(insn.r0) && host_alu(op).is_some() => {
-                self.memory(insn, false, |e| {
-                    if size == 8 {
-                        dynasm!(e.a ; .arch x64 ; mov rcx, QWORD [rax]);
-                    } else {
-                        dynasm!(e.a ; .arch x64 ; mov ecx, DWORD [rax]);
-                    }
-                    e.alu(insn, op);
-                })
-            }
-            Kind::Test { imm } if wide(size) && reg_form && gpr(insn.r0) => {
-                if imm {
-                    self.imm_rcx(insn.imm, size);
-                } else if gpr(insn.r1) {
-                    self.load_rcx(insn.r1, size);
-                } else {
+            Kind::AluRR(op) => {
+                let (Some(d), Some(r)) = (self.reg(insn.r0, size), self.reg(insn.r1, size)) else {
+                    return false;
+                };
+                if host_alu(op).is_none() {
                     return false;
                 }
-                self.load_rax(insn.r0, size);
-                dynasm!(self.a ; .arch x64 ; mov rdx, rax ; and rdx, rcx);
-                self.set_flags(FlagOp::Logic, size);
-                true
+                self.load(HOST_RCX, r, size);
+                self.alu(op, size, d)
+            }
+            Kind::AluRI(op) => {
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
+                };
+                if host_alu(op).is_none() {
+                    return false;
+                }
+                self.imm_rcx(insn.imm, size);
+                self.alu(op, size, d)
+            }
+            Kind::AluRM(op) => {
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
+                };
+                if host_alu(op).is_none() {
+                    return false;
+                }
+                self.memory(insn, false, |e| {
+                    e.load_mem(HOST_RCX, size);
+                    e.alu(op, size, d);
+                })
+            }
+            Kind::AluM { op, imm } if insn.flags & LOCK == 0 && host_alu(op).is_some() => {
+                let src = if imm { None } else { self.reg(insn.r1, size) };
+                if !imm && src.is_none() {
+                    return false;
+                }
+                self.memory(insn, op != alu::CMP, |e| {
+                    e.load_mem(HOST_RAX, size);
+                    match src {
+                        Some(r) => e.load(HOST_RCX, r, size),
+                        None => e.imm_rcx(insn.imm, size),
+                    }
+                    e.alu_op(op, size);
+                    if op != alu::CMP {
+                        e.store_mem(HOST_RDX, size);
+                    }
+                })
+            }
+            Kind::Test { imm } => {
+                let src = if imm { None } else { self.reg(insn.r1, size) };
+                if !imm && src.is_none() || !matches!(size, 1 | 2 | 4 | 8) {
+                    return false;
+                }
+                let test = move |e: &mut Self| {
+                    match src {
+                        Some(r) => e.load(HOST_RCX, r, size),
+                        None => e.imm_rcx(insn.imm, size),
+                    }
+                    dynasm!(e.a ; .arch x64 ; mov rdx, rax ; and rdx, rcx);
+                    e.set_flags(FlagOp::Logic, size);
+                };
+                if reg_form {
+                    let Some(d) = self.reg(insn.r0, size) else {
+                        return false;
+                    };
+                    self.load(HOST_RAX, d, size);
+                    test(self);
+                    return true;
+                }
+                self.memory(insn, false, |e| {
+                    e.load_mem(HOST_RAX, size);
+                    test(e);
+                })
             }
             Kind::IncDec { dec } if wide(size) && reg_form && gpr(insn.r0) => {
                 self.inc_dec(insn, dec)
             }
-            Kind::MovRM if wide(size) && gpr(insn.r0) => self.memory(insn, false, |e| {
-                if size == 8 {
-                    dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rax]);
-                } else {
-                    dynasm!(e.a ; .arch x64 ; mov eax, DWORD [rax]);
-                }
-                e.store_rax(insn.r0);
-            }),
-            Kind::MovMR if wide(size) && gpr(insn.r1) => self.memory(insn, true, |e| {
-                e.load_rcx(insn.r1, size);
-                if size == 8 {
-                    dynasm!(e.a ; .arch x64 ; mov QWORD [rax], rcx);
-                } else {
-                    dynasm!(e.a ; .arch x64 ; mov DWORD [rax], ecx);
-                }
-            }),
-            Kind::MovMI if wide(size) => self.memory(insn, true, |e| {
+            Kind::MovRM => {
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
+                };
+                self.memory(insn, false, |e| {
+                    e.load_mem(HOST_RAX, size);
+                    e.store(HOST_RAX, d, size);
+                })
+            }
+            Kind::MovMR => {
+                let Some(r) = self.reg(insn.r1, size) else {
+                    return false;
+                };
+                self.memory(insn, true, |e| {
+                    e.load(HOST_RCX, r, size);
+                    e.store_mem(HOST_RCX, size);
+                })
+            }
+            Kind::MovMI if matches!(size, 1 | 2 | 4 | 8) => self.memory(insn, true, |e| {
                 e.imm_rcx(insn.imm, size);
-                if size == 8 {
-                    dynasm!(e.a ; .arch x64 ; mov QWORD [rax], rcx);
-                } else {
-                    dynasm!(e.a ; .arch x64 ; mov DWORD [rax], ecx);
-                }
+                e.store_mem(HOST_RCX, size);
             }),
             Kind::Extend { from, signed } if wide(size) && gpr(insn.r0) => {
                 self.extend(insn, from, signed)
@@ -217,8 +319,8 @@ impl Emitter<'_> {
         }
     }
 
-    /// `rax` (a linear address) = the host address of the `size`-byte operand there, or a
-    /// jump to `slow`. Clobbers `rcx`, `rdx`, `rsi`, `rdi`.
+    /// `rax` and `rsi` (from a linear address in `rax`) = the host address of the
+    /// `size`-byte operand there, or a jump to `slow`. Clobbers `rcx`, `rdx`, `rdi`.
     fn host_address(&mut self, store: bool, size: u8, slow: DynamicLabel) {
         // Canonical, and within one page.
         let last_offset = 0x1000 - i32::from(size);
@@ -270,11 +372,12 @@ impl Emitter<'_> {
             ; .arch x64
             ; and eax, 0xfff
             ; add rax, QWORD [rsi + host]
+            ; mov rsi, rax
         );
     }
 
-    /// A memory template: the operand's host address in `rax`, then `body`; the handler
-    /// runs instead when the fast path does not apply.
+    /// A memory template: the operand's host address in `rax` and `rsi`, then `body`; the
+    /// handler runs instead when the fast path does not apply.
     fn memory(&mut self, insn: &Insn, store: bool, body: impl FnOnce(&mut Self)) -> bool {
         self.memory_checked(insn, store, |e, _| body(e))
     }
@@ -324,31 +427,39 @@ impl Emitter<'_> {
         true
     }
 
-    /// `reg OP rcx` for ADD, OR, AND, SUB, XOR and CMP, with `rax` loaded here from `r0`.
-    fn alu(&mut self, insn: &Insn, op: u8) -> bool {
-        let Some(flag_op) = host_alu(op) else {
-            return false;
-        };
-        let size = insn.size;
-        self.load_rax(insn.r0, size);
-        dynasm!(self.a ; .arch x64 ; mov rdx, rax);
-        match (op, size == 8) {
-            (alu::ADD, true) => dynasm!(self.a ; .arch x64 ; add rdx, rcx),
-            (alu::OR, true) => dynasm!(self.a ; .arch x64 ; or rdx, rcx),
-            (alu::AND, true) => dynasm!(self.a ; .arch x64 ; and rdx, rcx),
-            (alu::XOR, true) => dynasm!(self.a ; .arch x64 ; xor rdx, rcx),
-            (_, true) => dynasm!(self.a ; .arch x64 ; sub rdx, rcx),
-            (alu::ADD, false) => dynasm!(self.a ; .arch x64 ; add edx, ecx),
-            (alu::OR, false) => dynasm!(self.a ; .arch x64 ; or edx, ecx),
-            (alu::AND, false) => dynasm!(self.a ; .arch x64 ; and edx, ecx),
-            (alu::XOR, false) => dynasm!(self.a ; .arch x64 ; xor edx, ecx),
-            (_, false) => dynasm!(self.a ; .arch x64 ; sub edx, ecx),
-        }
+    /// Register operand `[rbx + d]` OP `rcx`, `size` bytes, for the operations the host
+    /// does directly (see [`host_alu`]).
+    fn alu(&mut self, op: u8, size: u8, d: i32) -> bool {
+        self.load(HOST_RAX, d, size);
+        self.alu_op(op, size);
         if op != alu::CMP {
-            self.store_rdx(insn.r0);
+            self.store(HOST_RDX, d, size);
         }
-        self.set_flags(flag_op, size);
         true
+    }
+
+    /// `rdx` = `rax` OP `rcx` at `size` bytes (zero-extended), with the lazy flags recorded.
+    fn alu_op(&mut self, op: u8, size: u8) {
+        macro_rules! sized {
+            ($op:ident) => {
+                match size {
+                    1 => dynasm!(self.a ; .arch x64 ; $op dl, cl),
+                    2 => dynasm!(self.a ; .arch x64 ; $op dx, cx),
+                    4 => dynasm!(self.a ; .arch x64 ; $op edx, ecx),
+                    _ => dynasm!(self.a ; .arch x64 ; $op rdx, rcx),
+                }
+            };
+        }
+        dynasm!(self.a ; .arch x64 ; mov rdx, rax);
+        match op {
+            alu::ADD => sized!(add),
+            alu::OR => sized!(or),
+            alu::AND => sized!(and),
+            alu::XOR => sized!(xor),
+            _ => sized!(sub),
+        }
+        let flag_op = host_alu(op).unwrap_or(FlagOp::Sub);
+        self.set_flags(flag_op, size);
     }
 
     /// INC/DEC of a register: CF is kept, so it is worked out first from what the
