@@ -384,7 +384,9 @@ pub fn movbe(cpu: &mut Core, i: &Insn) -> Result<()> {
 }
 
 /// Instructions with no architectural effect here (NOP, PAUSE, fences, prefetches, cache
-/// flushes of coherent memory).
+/// flushes of coherent memory). Never inlined: small functions may otherwise get a copy in
+/// each codegen unit, and the translator recognises handlers by address.
+#[inline(never)]
 pub fn nop(_: &mut Core, _: &Insn) -> Result<()> {
     Ok(())
 }

@@ -36,10 +36,6 @@ pub enum Kind {
     Test { imm: bool },
     /// INC, or DEC when `dec`.
     IncDec { dec: bool },
-    /// NEG.
-    Neg,
-    /// NOT.
-    Not,
     /// IMUL reg, r/m or IMUL reg, r/m, imm (`three`).
     Imul { three: bool },
     /// Shift or rotate, count in CL (`cl`) or the immediate.
@@ -138,8 +134,6 @@ fn table() -> HashMap<usize, Kind> {
     t.push((alu::test::<false>, Kind::Test { imm: false }));
     t.push((alu::inc_dec::<true>, Kind::IncDec { dec: true }));
     t.push((alu::inc_dec::<false>, Kind::IncDec { dec: false }));
-    t.push((alu::neg, Kind::Neg));
-    t.push((alu::not, Kind::Not));
     t.push((alu::imul_n::<true>, Kind::Imul { three: true }));
     t.push((alu::imul_n::<false>, Kind::Imul { three: false }));
     t.push((bits::shift::<{ bits::COUNT_CL }>, Kind::Shift { cl: true }));
@@ -165,4 +159,103 @@ pub fn kind(h: Handler) -> Option<Kind> {
         .get_or_init(table)
         .get(&(h as *const () as usize))
         .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::decode::lower;
+    use super::super::super::hostcpu::SimdLevel;
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions};
+
+    fn kind_of(bytes: &[u8]) -> Option<Kind> {
+        let ins = Decoder::with_ip(64, bytes, 0x1000, DecoderOptions::NONE).decode();
+        kind(lower(&ins, 64, SimdLevel::Sse42).0.exec)
+    }
+
+    /// Handlers are told apart by address, so a handler copied into several codegen units
+    /// (as small functions may be) would lose its template: each template is found here for
+    /// the instructions the decoder gives it.
+    #[test]
+    fn decoded_instructions_find_their_templates() {
+        use alu::{ADD, AND, CMP, OR, SUB, XOR};
+        let cases: &[(&[u8], Kind)] = &[
+            (&[0x90], Kind::Nop),
+            (&[0xf3, 0x90], Kind::Nop),
+            (&[0x0f, 0x1f, 0x00], Kind::Nop),
+            (&[0x48, 0x89, 0xd8], Kind::MovRR),
+            (&[0x88, 0xd8], Kind::MovRR),
+            (&[0x66, 0x89, 0xd8], Kind::MovRR),
+            (&[0xb8, 1, 0, 0, 0], Kind::MovRI),
+            (&[0xb0, 1], Kind::MovRI),
+            (&[0x48, 0x8b, 0x03], Kind::MovRM),
+            (&[0x8a, 0x03], Kind::MovRM),
+            (&[0x48, 0x89, 0x03], Kind::MovMR),
+            (&[0x88, 0x03], Kind::MovMR),
+            (&[0x48, 0xc7, 0x03, 1, 0, 0, 0], Kind::MovMI),
+            (&[0xc6, 0x03, 1], Kind::MovMI),
+            (
+                &[0x0f, 0xb6, 0xc3],
+                Kind::Extend {
+                    from: 1,
+                    signed: false,
+                },
+            ),
+            (
+                &[0x48, 0x0f, 0xbf, 0xc3],
+                Kind::Extend {
+                    from: 2,
+                    signed: true,
+                },
+            ),
+            (
+                &[0x48, 0x63, 0xc3],
+                Kind::Extend {
+                    from: 4,
+                    signed: true,
+                },
+            ),
+            (&[0x48, 0x8d, 0x43, 0x08], Kind::Lea),
+            (&[0x48, 0x01, 0xd8], Kind::AluRR(ADD)),
+            (&[0x48, 0x29, 0xd8], Kind::AluRR(SUB)),
+            (&[0x31, 0xc0], Kind::AluRR(XOR)),
+            (&[0x21, 0xd8], Kind::AluRR(AND)),
+            (&[0x09, 0xd8], Kind::AluRR(OR)),
+            (&[0x48, 0x39, 0xd8], Kind::AluRR(CMP)),
+            (&[0x48, 0x83, 0xc0, 1], Kind::AluRI(ADD)),
+            (&[0x3c, 1], Kind::AluRI(CMP)),
+            (&[0x48, 0x03, 0x03], Kind::AluRM(ADD)),
+            (&[0x3a, 0x03], Kind::AluRM(CMP)),
+            (
+                &[0x48, 0x01, 0x03],
+                Kind::AluM {
+                    op: ADD,
+                    imm: false,
+                },
+            ),
+            (&[0x80, 0x3b, 1], Kind::AluM { op: CMP, imm: true }),
+            (&[0x48, 0x85, 0xc0], Kind::Test { imm: false }),
+            (&[0xa8, 1], Kind::Test { imm: true }),
+            (&[0xf6, 0x03, 1], Kind::Test { imm: true }),
+            (&[0x48, 0xff, 0xc0], Kind::IncDec { dec: false }),
+            (&[0xff, 0xc8], Kind::IncDec { dec: true }),
+            (&[0x48, 0x0f, 0xaf, 0xc3], Kind::Imul { three: false }),
+            (&[0x48, 0x6b, 0xc3, 5], Kind::Imul { three: true }),
+            (&[0x48, 0xd3, 0xe0], Kind::Shift { cl: true }),
+            (&[0x48, 0xc1, 0xe0, 4], Kind::Shift { cl: false }),
+            (&[0x0f, 0x94, 0xc0], Kind::Setcc),
+            (&[0x48, 0x0f, 0x44, 0xc3], Kind::Cmov),
+            (&[0x75, 0x00], Kind::Jcc(5)),
+            (&[0x0f, 0x84, 0, 0, 0, 0], Kind::Jcc(4)),
+            (&[0xeb, 0x00], Kind::JmpRel),
+            (&[0xe8, 0, 0, 0, 0], Kind::CallRel),
+            (&[0xc3], Kind::Ret),
+            (&[0x53], Kind::PushReg),
+            (&[0x5b], Kind::PopReg),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(kind_of(bytes), Some(*expected), "{bytes:02x?}");
+        }
+        assert_eq!(kind_of(&[0x0f, 0x0b]), None, "UD2 has no template");
+    }
 }
