@@ -15,10 +15,12 @@
 # and prints per round, then the medians and the ratio Ember / QEMU of each (at most 1.0:
 # Ember as fast or as lean as QEMU's TCG or better).
 # Usage: bench/boot.sh [ROUNDS]   (default 5)
+# shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 ROUNDS=${1:-5}
 bench_setup
 INITRD=build/guest/initramfs.cpio
+# shellcheck disable=SC2016 # expanded by the guest's shell
 RUN='read -r up _ < /proc/uptime; echo EMBER-UPTIME $up'
 
 declare -A vals
@@ -46,6 +48,7 @@ for kernel in vmlinux vmlinuz; do
     e=$(median ${vals[ember-$kernel-$what]}) q=$(median ${vals[qemu-$kernel-$what]})
     printf '%-8s %-7s %10s %10s %7s\n' "$kernel" "$what" "$e" "$q" "$(ratio "$e" "$q")"
   done
+  # shellcheck disable=SC2086 # the values are words
   misses=$(printf '%s\n' ${vals[ember-$kernel-init]} | grep -c nan || true)
   [ "$misses" -eq 0 ] || { echo "$kernel: $misses Ember boots did not reach init"; failed=1; }
 done

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by bench/boot.sh and bench/cpu.sh (sourced, not run): the same guest on Ember's
 # software CPU and under QEMU's TCG, with the same kernel, initramfs and stock boot arguments.
 #
