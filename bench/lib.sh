@@ -53,6 +53,7 @@ JSON
 
 # vmm_command ember|qemu KERNEL INITRD RUN: the command line (in the array CMD) booting that
 # guest; for Ember the config is written to $OUT/<basename of KERNEL>.json.
+# shellcheck disable=SC2034 # CMD is for the caller
 vmm_command() {
   case $1 in
   ember)
