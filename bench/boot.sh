@@ -10,7 +10,8 @@
 #   init:   wall seconds from starting the VMM to the initramfs's EMBER-GUEST-INIT line
 #           (the kernel has booted, /init has loaded its modules);
 #   uptime: the guest's /proc/uptime read by the command /init then runs (guest clock since
-#           the kernel started its clock: leaves out VMM start-up and bzImage decompression);
+#           the kernel started its clock: leaves out VMM start-up and bzImage decompression),
+#           "nan" when the guest's clock source is not the TSC (see CLOCKSOURCE in lib.sh);
 #   rss:    the VMM's peak resident set (MiB), over the whole run to power-off.
 # and prints per round, then the medians and the ratio Ember / QEMU of each (at most 1.0:
 # Ember as fast or as lean as QEMU's TCG or better).
@@ -21,7 +22,7 @@ ROUNDS=${1:-5}
 bench_setup
 INITRD=build/guest/initramfs.cpio
 # shellcheck disable=SC2016 # expanded by the guest's shell
-RUN='read -r up _ < /proc/uptime; echo EMBER-UPTIME $up'
+RUN='read -r up _ < /proc/uptime; echo EMBER-UPTIME $up; '$CLOCKSOURCE
 
 declare -A vals
 for r in $(seq "$ROUNDS"); do
@@ -31,10 +32,12 @@ for r in $(seq "$ROUNDS"); do
       log=$OUT/boot-$vmm-$kernel-$r.log
       timed_run "$log" "${CMD[@]}"
       init=$(at "$log" EMBER-GUEST-INIT) up=$(after "$log" EMBER-UPTIME)
+      clock=$(after "$log" EMBER-CLOCKSOURCE)
+      guest_clock_ok "$log" || up=nan
       rss=$(after "$log" PEAK-RSS-KB | awk '{if ($1 == "nan") print "nan"; else printf "%.0f\n", $1 / 1024}')
       vals[$vmm-$kernel-init]+=" $init" vals[$vmm-$kernel-uptime]+=" $up" vals[$vmm-$kernel-rss]+=" $rss"
-      printf 'round %d %-7s %-5s init %6s s  uptime %6s s  peak RSS %4s MiB  (exit %s)\n' \
-        "$r" "$kernel" "$vmm" "$init" "$up" "$rss" "$(after "$log" EXIT)"
+      printf 'round %d %-7s %-5s init %6s s  uptime %6s s  peak RSS %4s MiB  (clock %s, exit %s)\n' \
+        "$r" "$kernel" "$vmm" "$init" "$up" "$rss" "$clock" "$(after "$log" EXIT)"
     done
   done
 done

@@ -90,13 +90,36 @@ timed_run() {
 # at LOG MARK: the wall seconds at the first line of LOG containing MARK ("nan" if none).
 at() { awk -v m="$2" 'index($0, m) {print $1; found = 1; exit} END {if (!found) print "nan"}' "$1"; }
 
-# after LOG TAG: the first word after TAG in the first line of LOG where TAG starts the
-# guest's text ("nan" if none).
-after() { awk -v t="$2" '$2 == t {print $3; found = 1; exit} END {if (!found) print "nan"}' "$1"; }
+# after LOG TAG [N]: the Nth word (default 1) after TAG in the first line of LOG whose text
+# starts with the word TAG ("nan" if none).
+after() {
+  awk -v t="$2" -v n="${3:-1}" '$2 == t {print $(2 + n); found = 1; exit}
+                                END {if (!found) print "nan"}' "$1"
+}
+
+# span LOG WORDS...: wall seconds, as the host saw the lines arrive, from the first line of
+# LOG whose text is "cpubench-start WORDS" to the first one that starts with "cpubench WORDS"
+# (the ember-cpubench protocol); "nan" if either is missing.
+span() {
+  local log=$1
+  shift
+  awk -v w="$*" '{t = $1; $1 = ""; sub(/^ /, "")}
+    !s && $0 == "cpubench-start " w {s = t}
+    s && index($0, "cpubench " w " ") == 1 {printf "%.3f\n", t - s; e = 1; exit}
+    END {if (!e) print "nan"}' "$log"
+}
+
+# The guest's clock source, printed by its command line (see CLOCKSOURCE below). The guest's
+# own times (uptime, CLOCK_MONOTONIC) count only when it is the TSC: a guest whose TSC the
+# kernel's watchdog marked unstable (when the host is too busy to deliver its timer ticks on
+# time) falls back to jiffies, whose time can run fast or slow.
+# shellcheck disable=SC2016,SC2034 # for the guest's shell; used by the callers
+CLOCKSOURCE='echo EMBER-CLOCKSOURCE $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)'
+guest_clock_ok() { [ "$(after "$1" EMBER-CLOCKSOURCE)" = tsc ]; }
 
 # median VALUES...: the median, ignoring "nan" ("nan" if nothing is left).
 median() {
-  printf '%s\n' "$@" | grep -v nan | sort -g |
+  printf '%s\n' "$@" | { grep -v nan || true; } | sort -g |
     awk '{a[NR] = $1} END {if (!NR) print "nan"; else if (NR % 2) print a[(NR + 1) / 2];
                            else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }

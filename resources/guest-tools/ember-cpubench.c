@@ -8,6 +8,8 @@
  *   ember-cpubench hash|sort|interp|matmul
  *                                   one built-in workload; prints
  *                                   "cpubench NAME <seconds> <checksum>"
+ * Before a workload it prints "cpubench-start NAME", so that the host can also time it from
+ * the arrival of the two lines, which does not depend on the guest's clock.
  * Built-in workloads (each about 0.1 s natively on the development host):
  *   hash    open-addressing hash table of 64-bit keys: 2^20 inserts, 2^21 lookups (random
  *           memory access, multiplies, unpredictable branches)
@@ -96,9 +98,16 @@ static int gen(uint64_t bytes)
 
 /* ---- run --------------------------------------------------------------------------- */
 
+/* Says on stdout that the workload NAME starts, at once. */
+static void starting(const char *name)
+{
+    printf("cpubench-start %s\n", name);
+    fflush(stdout);
+}
+
 static int run(const char *name, const char *cmd)
 {
-    fflush(stdout);
+    starting(name);
     double start = now();
     pid_t pid = fork();
     if (pid == 0) {
@@ -312,6 +321,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; argc == 2 && i < sizeof builtin / sizeof *builtin; i++) {
         if (strcmp(argv[1], builtin[i].name) != 0)
             continue;
+        starting(argv[1]);
         double start = now();
         uint64_t check = builtin[i].fn();
         printf("cpubench %s %.3f %016llx\n", builtin[i].name, now() - start,
