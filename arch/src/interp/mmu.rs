@@ -22,7 +22,7 @@ pub enum Access {
     Fetch = 2,
 }
 
-const TLB_BITS: u32 = 8;
+const TLB_BITS: u32 = 10;
 const TLB_SIZE: usize = 1 << TLB_BITS;
 const INVALID: u64 = 1;
 
