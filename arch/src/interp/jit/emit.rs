@@ -22,7 +22,7 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::super::flags::{FlagOp, Flags, ARITH, FIXED};
-use super::super::insn::Insn;
+use super::super::insn::{Insn, MEM};
 use super::super::mmu::{Tlb, TlbLayout};
 use super::super::segment::is_canonical;
 use super::super::state::{Mode, State};
@@ -154,6 +154,10 @@ pub(super) struct Emitter<'a> {
     /// Slots this block uses, with the label of the code that asks for each to be linked.
     pub requests: Vec<(u32, DynamicLabel)>,
     pub flags: Option<KnownFlags>,
+    /// Whether nothing reads the arithmetic flags the current instruction sets before
+    /// another instruction sets them all again (see [`dead_flags`]): its template may skip
+    /// them.
+    pub flags_dead: bool,
 }
 
 /// A block's code before it is placed: the bytes (assembled for `base`), where its body
@@ -221,11 +225,14 @@ pub(super) fn block(
         lookup,
         requests: Vec::new(),
         flags: None,
+        flags_dead: false,
         o,
     };
+    let dead = dead_flags(insns);
     for (k, insn) in insns.iter().enumerate() {
         let last = k + 1 == insns.len();
         // Where RIP points after this instruction: None when its handler stored it.
+        e.flags_dead = dead[k];
         let rip = match kind(insn.exec) {
             Some(Kind::Jcc(cc)) if is_canonical(insn.imm) => {
                 let taken = e.exit_to(Some(insn.imm), cpl)?;
@@ -269,6 +276,55 @@ pub(super) fn block(
         body,
         requests,
     })
+}
+
+/// How an instruction treats the arithmetic flags, for [`dead_flags`].
+#[derive(PartialEq, Eq)]
+enum FlagUse {
+    /// Neither reads nor writes them, and cannot fault.
+    Untouched,
+    /// Sets all six from its operands alone, and cannot fault.
+    Overwrites,
+    /// Anything else: reads them, keeps some, may fault (an exception pushes RFLAGS), may
+    /// leave the block, or is left to a handler.
+    Observes,
+}
+
+fn flag_use(insn: &Insn) -> FlagUse {
+    use super::super::exec::{alu, bits};
+    let reg_form = insn.flags & MEM == 0;
+    match kind(insn.exec) {
+        Some(Kind::Nop | Kind::MovRR | Kind::MovRI | Kind::Lea) => FlagUse::Untouched,
+        Some(Kind::Extend { .. }) if reg_form => FlagUse::Untouched,
+        Some(Kind::AluRR(op) | Kind::AluRI(op)) if !matches!(op, alu::ADC | alu::SBB) => {
+            FlagUse::Overwrites
+        }
+        Some(Kind::Test { .. } | Kind::Imul { .. }) if reg_form => FlagUse::Overwrites,
+        Some(Kind::Shift { cl: false })
+            if reg_form
+                && matches!(insn.cc, bits::SHL | 6 | bits::SHR | bits::SAR)
+                && insn.imm & if insn.size == 8 { 63 } else { 31 } != 0 =>
+        {
+            FlagUse::Overwrites
+        }
+        _ => FlagUse::Observes,
+    }
+}
+
+/// For each instruction of a block, whether the flags it sets are dead: overwritten by a
+/// later instruction before anything can observe them. The flags leaving the block are live.
+fn dead_flags(insns: &[Insn]) -> Vec<bool> {
+    let mut dead = vec![false; insns.len()];
+    let mut live = true;
+    for (k, insn) in insns.iter().enumerate().rev() {
+        dead[k] = !live;
+        match flag_use(insn) {
+            FlagUse::Untouched => {}
+            FlagUse::Overwrites => live = false,
+            FlagUse::Observes => live = true,
+        }
+    }
+    dead
 }
 
 impl Emitter<'_> {

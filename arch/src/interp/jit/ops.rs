@@ -127,8 +127,13 @@ impl Emitter<'_> {
         }
     }
 
-    /// Records lazy flags: op, width, dst (`rax`), src (`rcx`), res (`rdx`).
+    /// Records lazy flags: op, width, dst (`rax`), src (`rcx`), res (`rdx`); nothing when
+    /// they are dead.
     fn set_flags(&mut self, op: FlagOp, size: u8) {
+        if self.flags_dead {
+            self.flags = None;
+            return;
+        }
         let o = &self.o;
         let bits = u32::from(size) * 8;
         dynasm!(self.a
@@ -468,6 +473,7 @@ impl Emitter<'_> {
         let o = &self.o;
         // r8 = the current CF.
         match self.flags {
+            _ if self.flags_dead => {}
             Some(KnownFlags {
                 op: FlagOp::Logic, ..
             }) => dynasm!(self.a ; .arch x64 ; xor r8d, r8d),
@@ -508,8 +514,10 @@ impl Emitter<'_> {
         }
         self.store_rdx(insn.r0);
         self.set_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
-        let aux = self.o.f_aux;
-        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + aux], r8);
+        if !self.flags_dead {
+            let aux = self.o.f_aux;
+            dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + aux], r8);
+        }
         true
     }
 
@@ -708,8 +716,12 @@ impl Emitter<'_> {
     }
 
     /// Makes the host's arithmetic flags in `rdx` (an RFLAGS image) the guest's, for the
-    /// flags in `which`; the others keep their values.
+    /// flags in `which`; the others keep their values. Nothing when they are dead.
     fn host_flags(&mut self, which: u64) {
+        if self.flags_dead {
+            self.flags = None;
+            return;
+        }
         let o = &self.o;
         let keep_others = !(ARITH as i32);
         if which != ARITH {
