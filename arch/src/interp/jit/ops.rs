@@ -346,6 +346,7 @@ impl Emitter<'_> {
         let table = self.tlb.tables + (access * 2 + usize::from(self.user)) * self.tlb.table_bytes;
         let mask = (1i32 << self.tlb.index_bits) - 1;
         let entry = self.tlb.entry_bytes as i32;
+        let generation = self.o.tlb_generation;
         let (tag, host, page) = (
             self.tlb.tag as i32,
             self.tlb.host as i32,
@@ -361,6 +362,7 @@ impl Emitter<'_> {
             ; add rsi, rcx
             ; mov rcx, rax
             ; and rcx, -4096
+            ; or rcx, QWORD [rbx + generation]
             ; cmp rcx, QWORD [rsi + tag]
             ; jne =>slow
         );
