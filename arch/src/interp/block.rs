@@ -280,7 +280,8 @@ impl BlockCache {
         let block = &self.blocks[idx as usize];
         if let Some(code) = block.jit.filter(|&c| whole && self.jit.is_current(c)) {
             if let Some(request) = request {
-                self.jit.link(request, code, core);
+                let page = (block.npages == 1).then_some(block.lin_pages[0]);
+                self.jit.link(request, code, core, page);
             }
             core.loop_budget = budget.max(1);
             // SAFETY: the code is from the current arena generation.
@@ -315,14 +316,19 @@ impl BlockCache {
     /// Translates block `idx`; when the code arena is full, every translation is dropped
     /// and the arena starts again.
     fn translate(&mut self, idx: u32, core: &Core) {
-        let mut code = self.jit.translate(core, &self.blocks[idx as usize].insns);
+        let page = self.blocks[idx as usize].lin_pages[0];
+        let mut code = self
+            .jit
+            .translate(core, &self.blocks[idx as usize].insns, page);
         if code.is_none() && self.jit.enabled() {
             for b in &mut self.blocks {
                 b.jit = None;
             }
             self.jit.reset();
             self.link_request = None;
-            code = self.jit.translate(core, &self.blocks[idx as usize].insns);
+            code = self
+                .jit
+                .translate(core, &self.blocks[idx as usize].insns, page);
         }
         self.blocks[idx as usize].jit = code;
     }

@@ -817,7 +817,10 @@ mod tests {
         holding(&mut tlb, 0xffff_8000_0000_1000, true, 12);
         tlb.flush(true);
         assert!(!has(&tlb, 0x4000));
-        assert!(has(&tlb, 0xffff_8000_0000_1000), "global entries survive a CR3 load");
+        assert!(
+            has(&tlb, 0xffff_8000_0000_1000),
+            "global entries survive a CR3 load"
+        );
         tlb.flush(false);
         assert!(!has(&tlb, 0xffff_8000_0000_1000));
         // Thousands of flushes later an old entry must not come back to life.

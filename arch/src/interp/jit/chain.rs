@@ -3,15 +3,18 @@
 //!
 //! Each exit with a target known at translation (a Jcc, a direct branch, the end of a block)
 //! has a slot holding a stamp, an entry and that target. The exit jumps to `entry` only when
-//! `stamp` equals the TLB and code epochs the chain was entered under. A slot starts out
-//! leading to its exit's own link request, and the dispatcher links it (after finding and
-//! translating the next block) with the epochs of that moment: a flush or a store to code
-//! since then makes every link stale at once. Exits whose target is only known at run time
+//! `stamp` equals the TLB and code epochs the chain was entered under (masked: see below). A
+//! slot starts out leading to its exit's own link request, and the dispatcher links it (after
+//! finding and translating the next block) with the epochs of that moment: a flush or a store
+//! to code since then makes every link stale at once. A link to a block that lies on the
+//! exiting block's first linear page only needs the code epoch: the exiting block runs, so
+//! that page still maps what it mapped when both were decoded, and TLB flushes (a CR3 load on
+//! every system call under page-table isolation) leave such links alone. Exits whose target is only known at run time
 //! (RET, indirect branches, instructions left to handlers) look the RIP up in a table per
 //! privilege level (supervisor, user), filled the same way. A link never outlives the code it
 //! points to, as slots, table and code are dropped together.
 
-/// One exit's link, as translated code reads it (field offsets 0, 8 and 16).
+/// One exit's link, as translated code reads it (field offsets 0, 8, 16 and 24).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(super) struct ChainSlot {
@@ -21,6 +24,10 @@ pub(super) struct ChainSlot {
     entry: u64,
     /// The RIP the exit leads to.
     target: u64,
+    /// What of the chain's stamp must equal `stamp`: all of it, or the code epoch alone.
+    mask: u64,
+    /// The linear page of the first byte of the exiting block.
+    page: u64,
     /// The privilege level of the code the exit belongs to.
     cpl: u8,
 }
@@ -38,9 +45,10 @@ impl Slots {
         }
     }
 
-    /// A new slot for an exit to `target` of code run at privilege `cpl`: its index and
-    /// address. None when the table is full.
-    pub fn allocate(&mut self, cpl: u8, target: u64) -> Option<(u32, u64)> {
+    /// A new slot for an exit to `target` of code run at privilege `cpl`, in a block whose
+    /// first byte is on linear page `page`: its index and address. None when the table is
+    /// full.
+    pub fn allocate(&mut self, cpl: u8, target: u64, page: u64) -> Option<(u32, u64)> {
         if self.slots.len() == self.slots.capacity() {
             return None;
         }
@@ -49,6 +57,8 @@ impl Slots {
             stamp: 0,
             entry: 0,
             target,
+            mask: u64::MAX,
+            page,
             cpl,
         });
         let address = &self.slots[index as usize] as *const ChainSlot as u64;
@@ -65,13 +75,27 @@ impl Slots {
     }
 
     /// Links slot `index` to code entered at `entry`, made for privilege `cpl`, run at RIP
-    /// `rip`, under `stamp`. Refused (false) across privilege levels or when `rip` is not
-    /// the exit's target (something ran in between).
-    pub fn link(&mut self, index: u32, entry: u64, cpl: u8, rip: u64, stamp: u64) -> bool {
+    /// `rip`, under `stamp`; `page` is the linear page of that block when it lies on one
+    /// page. Refused (false) across privilege levels or when `rip` is not the exit's target
+    /// (something ran in between).
+    pub fn link(
+        &mut self,
+        index: u32,
+        entry: u64,
+        cpl: u8,
+        rip: u64,
+        stamp: u64,
+        page: Option<u64>,
+    ) -> bool {
         match self.slots.get_mut(index as usize) {
             Some(s) if s.cpl == cpl && s.target == rip => {
+                s.mask = if page == Some(s.page) {
+                    CODE_EPOCH
+                } else {
+                    u64::MAX
+                };
                 s.entry = entry;
-                s.stamp = stamp;
+                s.stamp = stamp & s.mask;
                 true
             }
             _ => false,
@@ -83,6 +107,9 @@ impl Slots {
         self.slots.clear();
     }
 }
+
+/// The code epoch's part of a stamp.
+const CODE_EPOCH: u64 = 0xffff_ffff;
 
 /// Entries per lookup table (a power of two).
 pub(super) const LOOKUP_ENTRIES: usize = 4096;
@@ -166,16 +193,32 @@ mod tests {
     #[test]
     fn slots_never_move_and_refuse_when_full() {
         let mut s = Slots::new(2);
-        let (a, pa) = s.allocate(0, 0x4000).unwrap();
-        let (b, pb) = s.allocate(3, 0x4000).unwrap();
+        let (a, pa) = s.allocate(0, 0x4000, 0x4000).unwrap();
+        let (b, pb) = s.allocate(3, 0x4000, 0x4000).unwrap();
         assert_eq!((a, b), (0, 1));
         assert_eq!(pb - pa, std::mem::size_of::<ChainSlot>() as u64);
-        assert!(s.allocate(0, 0x4000).is_none());
-        assert!(!s.link(b, 0x1000, 0, 0x4000, 7), "cpl 3 exit, cpl 0 target");
-        assert!(!s.link(a, 0x1000, 0, 0x5000, 7), "not the exit's target");
-        assert!(s.link(a, 0x1000, 0, 0x4000, 7));
+        assert!(s.allocate(0, 0x4000, 0x4000).is_none());
+        assert!(
+            !s.link(b, 0x1000, 0, 0x4000, 7, None),
+            "cpl 3 exit, cpl 0 target"
+        );
+        assert!(
+            !s.link(a, 0x1000, 0, 0x5000, 7, None),
+            "not the exit's target"
+        );
+        assert!(s.link(a, 0x1000, 0, 0x4000, (5 << 32) | 7, None));
+        assert_eq!(
+            (s.slots[0].stamp, s.slots[0].mask),
+            ((5 << 32) | 7, u64::MAX)
+        );
+        assert!(s.link(a, 0x1000, 0, 0x4000, (5 << 32) | 7, Some(0x4000)));
+        assert_eq!(
+            (s.slots[0].stamp, s.slots[0].mask),
+            (7, CODE_EPOCH),
+            "same page"
+        );
         s.clear();
-        assert_eq!(s.allocate(0, 0).unwrap().1, pa);
+        assert_eq!(s.allocate(0, 0, 0).unwrap().1, pa);
     }
 
     #[test]

@@ -153,6 +153,8 @@ pub(super) struct Emitter<'a> {
     exits: Vec<ExitStub>,
     slots: &'a mut Slots,
     lookup: Option<u64>,
+    /// The linear page of the block's first byte.
+    page: u64,
     /// Slots this block uses, with the label of the code that asks for each to be linked.
     pub requests: Vec<(u32, DynamicLabel)>,
     pub flags: Option<KnownFlags>,
@@ -170,17 +172,29 @@ pub(super) struct Emitted {
     pub requests: Vec<(u32, usize)>,
 }
 
+/// Where a block's code goes and what it uses: assembled to run at `base`, with chain slots
+/// from `slots` and the lookup table `lookup` of its privilege level (if it has one).
+pub(super) struct Placement<'a> {
+    pub base: usize,
+    pub helpers: Helpers,
+    pub slots: &'a mut Slots,
+    pub lookup: Option<u64>,
+}
+
 /// Emits the translation of `insns`, 64-bit code run at the vCPU's current privilege level,
-/// assembled to run at `base`; `lookup` is the lookup table for that level, if it has one.
-/// None when a chain slot is not available.
+/// whose first byte is on linear page `page`. None when a chain slot is not available.
 pub(super) fn block(
     core: &Core,
     insns: &[Insn],
-    base: usize,
-    helpers: Helpers,
-    slots: &mut Slots,
-    lookup: Option<u64>,
+    page: u64,
+    placement: Placement,
 ) -> Option<Emitted> {
+    let Placement {
+        base,
+        helpers,
+        slots,
+        lookup,
+    } = placement;
     let mut a = Asm::new(base);
     let o = offsets();
     let code_epoch = core.code.epoch_flag() as *const _ as u64;
@@ -225,6 +239,7 @@ pub(super) fn block(
         exits: Vec::new(),
         slots,
         lookup,
+        page,
         requests: Vec::new(),
         flags: None,
         flags_dead: false,
@@ -337,7 +352,7 @@ impl Emitter<'_> {
         let request = self.a.new_dynamic_label();
         let to = match target {
             Some(target) => {
-                let (slot, slot_address) = self.slots.allocate(cpl, target)?;
+                let (slot, slot_address) = self.slots.allocate(cpl, target, self.page)?;
                 self.requests.push((slot, request));
                 ExitTo::Static {
                     target,
@@ -571,7 +586,9 @@ impl Emitter<'_> {
                 dynasm!(self.a
                     ; .arch x64
                     ; mov rax, QWORD slot_address as i64
-                    ; cmp r14, QWORD [rax]
+                    ; mov rcx, r14
+                    ; and rcx, QWORD [rax + 24]
+                    ; cmp rcx, QWORD [rax]
                     ; jne =>request
                 );
                 (request, slot + 1)

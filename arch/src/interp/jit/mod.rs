@@ -224,10 +224,11 @@ impl Jit {
             .is_some_and(|a| a.generation() == code.generation)
     }
 
-    /// Translates the block `insns` of 64-bit code for the vCPU's current privilege level.
-    /// None when the arena or its tables are full (the caller drops every translation and
-    /// resets, see [`Jit::reset`]) or the code cannot be made.
-    pub fn translate(&mut self, core: &Core, insns: &[Insn]) -> Option<Code> {
+    /// Translates the block `insns` of 64-bit code for the vCPU's current privilege level,
+    /// whose first byte is on linear page `page`. None when the arena or its tables are full
+    /// (the caller drops every translation and resets, see [`Jit::reset`]) or the code
+    /// cannot be made.
+    pub fn translate(&mut self, core: &Core, insns: &[Insn], page: u64) -> Option<Code> {
         if self.arena.is_none() {
             match Arena::new(self.arena_bytes) {
                 Ok(a) => {
@@ -256,14 +257,13 @@ impl Jit {
         };
         let base = arena.next_address();
         let table = self.lookup.as_ref()?.table(core.s.mode.cpl);
-        let emitted = emit::block(
-            core,
-            &self.insns[first..],
+        let placement = emit::Placement {
             base,
             helpers,
-            &mut self.slots,
-            table,
-        )?;
+            slots: &mut self.slots,
+            lookup: table,
+        };
+        let emitted = emit::block(core, &self.insns[first..], page, placement)?;
         let entry = arena.place(&emitted.bytes)?;
         debug_assert_eq!(entry, base);
         for (slot, request) in emitted.requests {
@@ -297,9 +297,10 @@ impl Jit {
         })
     }
 
-    /// Links the exit of `request` to `code`, the block about to run at the core's RIP,
-    /// valid until the TLB or code epoch moves.
-    pub fn link(&mut self, request: LinkRequest, code: Code, core: &Core) {
+    /// Links the exit of `request` to `code`, the block about to run at the core's RIP (on
+    /// linear page `page` alone, if it lies on one page), valid until the TLB or code epoch
+    /// moves (see `chain.rs` for when the TLB epoch does not matter).
+    pub fn link(&mut self, request: LinkRequest, code: Code, core: &Core, page: Option<u64>) {
         if !self.is_current(code) || request.generation != code.generation {
             return;
         }
@@ -307,7 +308,7 @@ impl Jit {
         let (entry, rip) = (code.body as u64, core.s.rip);
         match request.slot {
             Some(slot) => {
-                self.slots.link(slot, entry, code.cpl, rip, stamp);
+                self.slots.link(slot, entry, code.cpl, rip, stamp, page);
             }
             None if request.cpl == code.cpl => {
                 if let Some(lookup) = self.lookup.as_mut() {
