@@ -131,12 +131,27 @@ impl DeadlineTimer for PitTimer {
     }
 }
 
+/// The VM's time base, which stands still while the VM is paused.
+#[derive(Default)]
+struct GuestTime {
+    /// The clock the vCPUs run on.
+    clock: Mutex<Clock>,
+    /// Guest uptime when the VM was paused, while it is.
+    frozen: Mutex<Option<Duration>>,
+}
+
+impl GuestTime {
+    fn clock(&self) -> Clock {
+        *lock(&self.clock)
+    }
+}
+
 /// What all software vCPUs of a VM share: RAM, code-page tracking, the time base and the
 /// interrupt controllers.
 pub struct SoftMachine {
     ram: Arc<GuestRam>,
     code: Arc<CodePages>,
-    clock: Clock,
+    time: Arc<GuestTime>,
     inboxes: Vec<Arc<Inbox>>,
     apic_bus: Arc<ApicBus>,
     timers: Arc<ApicTimers>,
@@ -196,7 +211,7 @@ impl SoftMachine {
         let machine = SoftMachine {
             ram: Arc::new(ram),
             code: Arc::new(code),
-            clock: Clock::default(),
+            time: Arc::default(),
             inboxes,
             apic_bus,
             timers: Arc::new(ApicTimers { service, ids }),
@@ -212,6 +227,19 @@ impl SoftMachine {
     pub fn kick_all(&self) {
         for inbox in &self.inboxes {
             inbox.post(Inbox::KICK);
+        }
+    }
+
+    /// Notes guest time, once every vCPU is paused: it goes on from there on resume.
+    pub fn freeze_clock(&self) {
+        *lock(&self.time.frozen) = Some(self.time.clock().uptime());
+    }
+
+    /// Makes the VM's clock go on from where [`SoftMachine::freeze_clock`] stopped it; each
+    /// vCPU takes it up as it resumes.
+    pub fn thaw_clock(&self) {
+        if let Some(uptime) = lock(&self.time.frozen).take() {
+            *lock(&self.time.clock) = Clock::with_uptime(uptime);
         }
     }
 
@@ -280,7 +308,7 @@ impl SoftMachine {
             self.ram.clone(),
             self.code.clone(),
             io,
-            self.clock,
+            self.time.clock(),
             index,
             topology,
             self.inboxes[index].clone(),
@@ -289,7 +317,12 @@ impl SoftMachine {
         let extint: Option<Arc<dyn ExtIntController>> =
             (index == 0).then(|| Arc::new(PicAcknowledge(self.pic.clone())) as _);
         cpu.connect(self.apic_bus.clone(), self.timers.clone(), extint);
-        SoftVcpu { index, cpu, stop }
+        SoftVcpu {
+            index,
+            cpu,
+            stop,
+            time: self.time.clone(),
+        }
     }
 }
 
@@ -298,6 +331,7 @@ pub struct SoftVcpu {
     index: usize,
     cpu: Cpu,
     stop: Arc<StopSignal>,
+    time: Arc<GuestTime>,
 }
 
 impl SoftVcpu {
@@ -350,6 +384,10 @@ impl VcpuBackend for SoftVcpu {
             .iter()
             .take_while(|&&(index, value)| self.cpu.set_msr(index, value))
             .count())
+    }
+
+    fn resume_time(&mut self) {
+        self.cpu.set_clock(self.time.clock());
     }
 
     fn run(&mut self) -> VcpuExit<'_> {

@@ -10,13 +10,13 @@ use arch::acpi::VirtioMmio;
 use arch::layout::{VIRTIO_GSIS, VIRTIO_MMIO_START};
 use arch::GuestMemory;
 use devices::rate_limiter::{BucketConfig, RateLimiter};
-use devices::virtio::balloon::Balloon;
+use devices::virtio::balloon::{Balloon, BalloonState};
 use devices::virtio::block::{Block, Disk};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE};
 use devices::virtio::net::{tap::Tap, Net};
 use devices::virtio::rng::Rng;
 use devices::virtio::vsock::{Listener, Vsock};
-use devices::virtio::VirtioDevice;
+use devices::virtio::{Counters, VirtioDevice};
 use event_manager::MutEventSubscriber;
 
 use crate::event_loop::Subscriber;
@@ -49,6 +49,19 @@ pub struct Slot {
     pub addr: u64,
     /// Its interrupt.
     pub gsi: u32,
+}
+
+impl Slot {
+    /// The device's name in the metrics: its kind, and its ID for drives and interfaces.
+    pub fn metrics_name(&self) -> String {
+        match self.kind {
+            Kind::Block(_) => format!("block_{}", self.id),
+            Kind::Net(_) => format!("net_{}", self.id),
+            Kind::Rng => "entropy".into(),
+            Kind::Balloon => "balloon".into(),
+            Kind::Vsock => "vsock".into(),
+        }
+    }
 }
 
 /// Places every configured device: the root drive first (so that it is `/dev/vda`), then the
@@ -139,6 +152,10 @@ pub struct Built {
     pub transport: Arc<Mutex<MmioTransport>>,
     /// The device, for the event loop.
     pub subscriber: Subscriber,
+    /// What the device has done, for the metrics.
+    pub counters: Arc<Counters>,
+    /// The balloon's state, if this is the balloon.
+    pub balloon: Option<Arc<BalloonState>>,
 }
 
 /// One device behind one lock, seen by its transport and by the event loop.
@@ -197,6 +214,7 @@ pub fn build(
         .iter()
         .map(|slot| {
             let io = |e: std::io::Error| format!("{}: {e}", slot.id);
+            let mut balloon_state = None;
             let ((device, subscriber), name) = match slot.kind {
                 Kind::Block(i) => {
                     let drive = &config.drives[i];
@@ -230,6 +248,7 @@ pub fn build(
                         .then(|| Duration::from_secs(u64::from(b.stats_polling_interval_s)));
                     let balloon =
                         Balloon::new(b.amount_mib, b.deflate_on_oom, period).map_err(io)?;
+                    balloon_state = Some(balloon.state().clone());
                     (shared(balloon), "virtio-balloon".to_string())
                 }
                 Kind::Vsock => {
@@ -240,11 +259,14 @@ pub fn build(
                     (shared(vsock), "virtio-vsock".to_string())
                 }
             };
+            let counters = devices::bus::lock(&device).core().counters.clone();
             let transport = MmioTransport::new(device, (**mem).clone(), name).map_err(io)?;
             Ok(Built {
                 slot: slot.clone(),
                 transport: Arc::new(Mutex::new(transport)),
                 subscriber,
+                counters,
+                balloon: balloon_state,
             })
         })
         .collect()
