@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::VmConfig;
-use arch::acpi::{CmosRtc, Platform, PmRegisters, Uart};
+use arch::acpi::{CmosRtc, Keyboard, Platform, PmRegisters, Uart};
 use arch::boot::{BootError, BootSetup, EntryState, KernelSpec, Protocol};
 use arch::cpuid::Topology;
 use arch::interp::jit::JitOptions;
@@ -591,6 +591,11 @@ fn acpi_platform(vcpu_count: u8, slots: &[virtio::Slot]) -> Platform {
             port: COM1_PORT as u16,
             irq: COM1_IRQ,
         }],
+        keyboard: Keyboard {
+            data_port: I8042_DATA_PORT as u16,
+            command_port: I8042_COMMAND_PORT as u16,
+            irq: I8042_KBD_IRQ,
+        },
         rtc: CmosRtc {
             port: RTC_PORT as u16,
             century_register: rtc::CENTURY,
