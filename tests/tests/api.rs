@@ -165,14 +165,18 @@ fn uptimes(console: &str) -> Vec<f64> {
 fn a_guest_configured_over_the_socket_pauses_reboots_and_boots_again_from_its_config() {
     let dir = scratch_dir("api-accept");
     let disk = dir.join("scratch.img");
-    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(&disk, vec![b'A'; 1 << 20]).unwrap();
+    let second = dir.join("second.img");
+    std::fs::write(&second, vec![b'B'; 1 << 20]).unwrap();
+    let log = dir.join("vmm.log");
     let metrics = dir.join("metrics.json");
     let mut vmm = Vmm::start(&dir, &[]);
     let mode = std::fs::metadata(&vmm.sock).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(vmm.alive().contains("\"state\":\"Not started\""));
-    let command = "head -c 4096 /dev/vda > /dev/null; \
-                   while true; do read u i < /proc/uptime; echo UP $u; sleep 0.5; done";
+    let command = "while true; do read u i < /proc/uptime; echo UP $u; \
+                   echo 3 > /proc/sys/vm/drop_caches; echo DISK $(head -c 8 /dev/vda); \
+                   sleep 0.5; done";
     vmm.ok(
         "PUT",
         "/boot-source",
@@ -202,6 +206,19 @@ fn a_guest_configured_over_the_socket_pauses_reboots_and_boots_again_from_its_co
         &format!(
             r#"{{"guest_cid": 3, "uds_path": "{}"}}"#,
             dir.join("v.sock").display()
+        ),
+    );
+    vmm.ok(
+        "PUT",
+        "/balloon",
+        r#"{"amount_mib": 0, "deflate_on_oom": true, "stats_polling_interval_s": 1}"#,
+    );
+    vmm.ok(
+        "PUT",
+        "/logger",
+        &format!(
+            r#"{{"log_path": "{}", "level": "Info", "show_level": true, "show_log_origin": true}}"#,
+            log.display()
         ),
     );
     vmm.ok(
@@ -240,7 +257,42 @@ fn a_guest_configured_over_the_socket_pauses_reboots_and_boots_again_from_its_co
         times[seen]
     );
 
+    // A running drive gets a new backing file and a rate limiter; the guest reads the new
+    // file.
+    vmm.wait_for("DISK AAAAAAAA", 1);
+    vmm.ok(
+        "PATCH",
+        "/drives/scratch",
+        &format!(
+            r#"{{"drive_id": "scratch", "path_on_host": "{}",
+                "rate_limiter": {{"ops": {{"size": 1000, "refill_time": 100}}}}}}"#,
+            second.display()
+        ),
+    );
+    vmm.wait_for("DISK BBBBBBBB", 1);
+    // The running balloon inflates to a new target.
+    vmm.ok("PATCH", "/balloon", r#"{"amount_mib": 16}"#);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let (status, stats) = vmm.call("GET", "/balloon/statistics", "");
+        assert_eq!(status, 200, "{stats}");
+        if stats.contains("\"actual_mib\":16") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the balloon never reached 16 MiB: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("warn: [") && logged.contains("vm.rs:") && logged.contains("accelerator"),
+        "level and origin in the log: {logged}"
+    );
+
     let (status, config) = vmm.call("GET", "/vm/config", "");
+    assert!(config.contains("second.img"), "{config}");
     assert_eq!(status, 200, "{config}");
     vmm.ok("PUT", "/actions", r#"{"action_type": "FlushMetrics"}"#);
     let lines = std::fs::read_to_string(&metrics).unwrap();

@@ -199,11 +199,15 @@ impl Control {
         }
     }
 
-    /// Replaces the configuration with `candidate` if it passes validation.
+    /// Replaces the configuration with `candidate`: before start if it passes validation;
+    /// after start the caller has checked the section it changed (the rest is in use by the
+    /// running VM, its vsock socket for one, and would not pass again).
     fn commit(&mut self, candidate: VmConfig) -> Result<Reply, String> {
-        candidate
-            .validate_sections(&self.limits)
-            .map_err(|e| e.to_string())?;
+        if !self.started {
+            candidate
+                .validate_sections(&self.limits)
+                .map_err(|e| e.to_string())?;
+        }
         self.config = candidate;
         Ok(Reply::no_content())
     }
@@ -253,13 +257,6 @@ impl Control {
                 self.commit(candidate)
             }
             Request::PatchDrive(update) => {
-                if self.started {
-                    return Err(format!(
-                        "drives/{}: Ember cannot yet change the backing file or rate limiter \
-                         of a running VM's drive",
-                        update.drive_id
-                    ));
-                }
                 let drive = candidate
                     .drives
                     .iter_mut()
@@ -270,6 +267,17 @@ impl Control {
                 }
                 if let Some(limiter) = &update.rate_limiter {
                     drive.rate_limiter = Some(limiter.clone());
+                }
+                let read_only = drive.is_read_only == Some(true);
+                api::devices::check_drives(&candidate.drives).map_err(|e| e.to_string())?;
+                if let Some(vm) = vm {
+                    let limiter = update.rate_limiter.clone().map(Some);
+                    vm.update_drive(
+                        &update.drive_id,
+                        update.path_on_host.as_deref(),
+                        read_only,
+                        limiter.as_ref(),
+                    )?;
                 }
                 self.commit(candidate)
             }
@@ -325,23 +333,22 @@ impl Control {
                     .as_ref()
                     .ok_or("no balloon is configured")?;
                 let mut value = json!(balloon);
-                if let Some(state) = vm.and_then(Running::balloon) {
+                if let Some(state) = vm.and_then(Running::balloon_state) {
                     value["amount_mib"] = json!(state.target_mib());
                 }
                 Ok(Reply::json(&value))
             }
             Request::PatchBalloon(update) => {
-                if self.started {
-                    return Err(
-                        "balloon: Ember cannot yet change the target of a running VM's balloon"
-                            .into(),
-                    );
-                }
                 let balloon = candidate
                     .balloon
                     .as_mut()
                     .ok_or("no balloon is configured")?;
                 balloon.amount_mib = update.amount_mib;
+                api::devices::check_balloon(balloon, candidate.machine_config.mem_size_mib)
+                    .map_err(|e| e.to_string())?;
+                if let Some(vm) = vm {
+                    vm.set_balloon_target(update.amount_mib)?;
+                }
                 self.commit(candidate)
             }
             Request::GetBalloonStats => {
@@ -354,9 +361,9 @@ impl Control {
                     return Err("balloon statistics are off (stats_polling_interval_s is 0)".into());
                 }
                 let state = vm
-                    .and_then(Running::balloon)
+                    .and_then(Running::balloon_state)
                     .ok_or("the VM has not started: there are no statistics yet")?;
-                Ok(Reply::json(&balloon_stats(state)))
+                Ok(Reply::json(&balloon_stats(&state)))
             }
             Request::PatchBalloonStats(update) => {
                 if self.started {

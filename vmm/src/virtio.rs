@@ -10,7 +10,7 @@ use arch::acpi::VirtioMmio;
 use arch::layout::{VIRTIO_GSIS, VIRTIO_MMIO_START};
 use arch::GuestMemory;
 use devices::rate_limiter::{BucketConfig, RateLimiter};
-use devices::virtio::balloon::{Balloon, BalloonState};
+use devices::virtio::balloon::Balloon;
 use devices::virtio::block::{Block, Disk};
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE};
 use devices::virtio::net::{tap::Tap, Net};
@@ -154,17 +154,47 @@ pub struct Built {
     pub subscriber: Subscriber,
     /// What the device has done, for the metrics.
     pub counters: Arc<Counters>,
-    /// The balloon's state, if this is the balloon.
-    pub balloon: Option<Arc<BalloonState>>,
+    /// The device itself, for the changes the VMM makes to a running one.
+    pub handle: Handle,
 }
 
+/// A running device the VMM can change.
+#[derive(Clone)]
+pub enum Handle {
+    /// A drive: its backing file and rate limiter.
+    Block(Arc<Mutex<Block>>),
+    /// The balloon: its target.
+    Balloon(Arc<Mutex<Balloon>>),
+    /// Nothing to change.
+    Fixed,
+}
+
+/// The buckets of a configured rate limiter.
+pub fn buckets(config: &Option<api::RateLimiter>) -> (Option<BucketConfig>, Option<BucketConfig>) {
+    match config {
+        Some(c) => (bucket(&c.bandwidth), bucket(&c.ops)),
+        None => (None, None),
+    }
+}
+
+/// A device as its transport and as the event loop see it.
+type Shared = (Arc<Mutex<dyn VirtioDevice>>, Subscriber);
+
 /// One device behind one lock, seen by its transport and by the event loop.
-fn shared<D>(device: D) -> (Arc<Mutex<dyn VirtioDevice>>, Subscriber)
+fn shared<D>(device: D) -> Shared
+where
+    D: VirtioDevice + MutEventSubscriber + Send + 'static,
+{
+    shared_with_handle(device).0
+}
+
+/// As [`shared`], and the device itself.
+fn shared_with_handle<D>(device: D) -> (Shared, Arc<Mutex<D>>)
 where
     D: VirtioDevice + MutEventSubscriber + Send + 'static,
 {
     let device = Arc::new(Mutex::new(device));
-    (device.clone(), device)
+    ((device.clone(), device.clone()), device)
 }
 
 fn bucket(b: &Option<api::TokenBucket>) -> Option<BucketConfig> {
@@ -176,10 +206,7 @@ fn bucket(b: &Option<api::TokenBucket>) -> Option<BucketConfig> {
 }
 
 fn limiter(config: &Option<api::RateLimiter>) -> std::io::Result<RateLimiter> {
-    let (bytes, ops) = match config {
-        Some(c) => (bucket(&c.bandwidth), bucket(&c.ops)),
-        None => (None, None),
-    };
+    let (bytes, ops) = buckets(config);
     RateLimiter::new(bytes, ops)
 }
 
@@ -214,7 +241,7 @@ pub fn build(
         .iter()
         .map(|slot| {
             let io = |e: std::io::Error| format!("{}: {e}", slot.id);
-            let mut balloon_state = None;
+            let mut handle = Handle::Fixed;
             let ((device, subscriber), name) = match slot.kind {
                 Kind::Block(i) => {
                     let drive = &config.drives[i];
@@ -231,7 +258,9 @@ pub fn build(
                         limiter(&drive.rate_limiter).map_err(io)?,
                     )
                     .map_err(io)?;
-                    (shared(block), format!("virtio-blk {}", drive.drive_id))
+                    let (shared, block) = shared_with_handle(block);
+                    handle = Handle::Block(block);
+                    (shared, format!("virtio-blk {}", drive.drive_id))
                 }
                 Kind::Net(i) => (
                     shared(net_device(config, i)?),
@@ -248,8 +277,9 @@ pub fn build(
                         .then(|| Duration::from_secs(u64::from(b.stats_polling_interval_s)));
                     let balloon =
                         Balloon::new(b.amount_mib, b.deflate_on_oom, period).map_err(io)?;
-                    balloon_state = Some(balloon.state().clone());
-                    (shared(balloon), "virtio-balloon".to_string())
+                    let (shared, balloon) = shared_with_handle(balloon);
+                    handle = Handle::Balloon(balloon);
+                    (shared, "virtio-balloon".to_string())
                 }
                 Kind::Vsock => {
                     let section = config.vsock.as_ref().ok_or("vsock: no section")?;
@@ -266,7 +296,7 @@ pub fn build(
                 transport: Arc::new(Mutex::new(transport)),
                 subscriber,
                 counters,
-                balloon: balloon_state,
+                handle,
             })
         })
         .collect()

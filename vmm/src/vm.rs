@@ -20,7 +20,8 @@ use devices::legacy::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_K
 use devices::legacy::rtc::{self, Rtc, RTC_PORT, RTC_PORTS};
 use devices::legacy::serial::{Serial, COM1_IRQ, COM1_PORT, UART_PORTS};
 use devices::legacy::testdev::{TestMemory, IOMEM_ADDR, IOMEM_SIZE, TESTDEV_PORT, TESTDEV_PORTS};
-use devices::virtio::balloon::BalloonState;
+use devices::virtio::balloon::{Balloon, BalloonState};
+use devices::virtio::block::Disk;
 use devices::virtio::mmio::MMIO_WINDOW_SIZE;
 use devices::virtio::Counters;
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
@@ -35,7 +36,7 @@ use crate::soft::SoftMachine;
 use crate::stop::{StopReason, StopSignal};
 use crate::threads::{self, VmThread};
 use crate::vcpu::{self, run_loop, Buses, StateError, VcpuBackend};
-use crate::virtio;
+use crate::virtio::{self, Handle};
 
 /// How to run the VM, from the command line.
 pub struct VmOptions<'a> {
@@ -278,11 +279,11 @@ impl Assembly<'_> {
         }
         let mut event_loop = EventLoop::new().map_err(host("the device event loop"))?;
         let mut counters = Vec::new();
-        let mut balloon = None;
+        let mut handles = Vec::new();
         for device in virtio::build(config, slots, mem).map_err(VmError::Device)? {
             backend.connect_virtio(&device, &mut event_loop)?;
             counters.push((device.slot.metrics_name(), device.counters.clone()));
-            balloon = balloon.or(device.balloon.clone());
+            handles.push((device.slot.id.clone(), device.handle.clone()));
             mmio.insert(device.transport.clone(), device.slot.addr, MMIO_WINDOW_SIZE)?;
             event_loop.add(device.subscriber);
         }
@@ -335,7 +336,7 @@ impl Assembly<'_> {
                 gate: &gate,
                 i8042: &i8042,
                 counters,
-                balloon,
+                handles,
             })
         } else {
             stop.wait()
@@ -361,7 +362,7 @@ pub struct Running<'a> {
     gate: &'a PauseGate,
     i8042: &'a Mutex<I8042>,
     counters: Vec<(String, Arc<Counters>)>,
-    balloon: Option<Arc<BalloonState>>,
+    handles: Vec<(String, Handle)>,
 }
 
 impl Running<'_> {
@@ -419,9 +420,54 @@ impl Running<'_> {
         &self.counters
     }
 
+    fn balloon(&self) -> Option<&Arc<Mutex<Balloon>>> {
+        self.handles.iter().find_map(|(_, h)| match h {
+            Handle::Balloon(b) => Some(b),
+            _ => None,
+        })
+    }
+
     /// The balloon's state, if the VM has one.
-    pub fn balloon(&self) -> Option<&Arc<BalloonState>> {
-        self.balloon.as_ref()
+    pub fn balloon_state(&self) -> Option<Arc<BalloonState>> {
+        self.balloon().map(|b| lock(b).state().clone())
+    }
+
+    /// Asks the guest for a balloon of `target_mib` MiB.
+    pub fn set_balloon_target(&self, target_mib: u32) -> Result<(), String> {
+        let balloon = self.balloon().ok_or("the VM has no balloon")?;
+        lock(balloon).set_target(target_mib);
+        Ok(())
+    }
+
+    /// Changes drive `id`: serves it from `path` (opened read-only if `read_only`) and/or
+    /// limits it with `limiter`. Errors name the drive and the file.
+    pub fn update_drive(
+        &self,
+        id: &str,
+        path: Option<&Path>,
+        read_only: bool,
+        limiter: Option<&Option<api::RateLimiter>>,
+    ) -> Result<(), String> {
+        let block = self
+            .handles
+            .iter()
+            .find_map(|(slot, h)| match h {
+                Handle::Block(b) if slot == id => Some(b),
+                _ => None,
+            })
+            .ok_or_else(|| format!("drive_id: no drive `{id}`"))?;
+        let disk = path
+            .map(|p| Disk::open(p, read_only, id).map_err(|e| format!("path_on_host: {e}")))
+            .transpose()?;
+        let mut block = lock(block);
+        if let Some(disk) = disk {
+            block.replace_disk(disk);
+        }
+        if let Some(limiter) = limiter {
+            let (bytes, ops) = virtio::buckets(limiter);
+            block.update_limiter(bytes, ops);
+        }
+        Ok(())
     }
 }
 

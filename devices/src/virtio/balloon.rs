@@ -112,6 +112,14 @@ impl Balloon {
         })
     }
 
+    /// Asks the guest for a balloon of `target_mib` MiB from now on.
+    pub fn set_target(&mut self, target_mib: u32) {
+        self.state
+            .target_pages
+            .store(target_mib.saturating_mul(256), Ordering::SeqCst);
+        self.core.signals.config_changed();
+    }
+
     /// The balloon's state, shared with the VMM.
     pub fn state(&self) -> &Arc<BalloonState> {
         &self.state
