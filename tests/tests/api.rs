@@ -15,7 +15,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ember_tests::{default_guest, ember_bin, run_ember_signalled, scratch_dir};
+use ember_tests::{
+    config_json, default_guest, ember_bin, kvm_or_skip, run_ember_signalled, scratch_dir,
+    test_guest, write_config,
+};
 
 /// A hang guard for a boot of the default guest on the software CPU.
 const LIMIT: Duration = Duration::from_secs(240);
@@ -506,6 +509,103 @@ fn bad_requests_and_bad_clients_leave_the_vmm_answering() {
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     let mut vmm = Vmm::start(&dir, &[]);
     vmm.alive();
+    // SAFETY: as above.
+    unsafe { libc::kill(vmm.child.id() as i32, libc::SIGTERM) };
+    vmm.wait(Duration::from_secs(10));
+}
+
+#[test]
+fn vcpus_pause_and_resume_on_both_backends_wherever_they_are() {
+    let mut backends = vec!["interp"];
+    if kvm_or_skip("api::vcpus_pause_and_resume_on_both_backends") {
+        backends.push("kvm");
+    }
+    for accel in backends {
+        // A long REP instruction, a stream of port and MMIO accesses, a halt, a tight loop.
+        for kind in ["l", "i", "h", "j"] {
+            let dir = scratch_dir(&format!("api-pause-{accel}-{kind}"));
+            let config = write_config(
+                &dir,
+                &config_json(&test_guest("stall"), None, &format!("stall={kind}"), 1, 64),
+            );
+            let mut vmm = Vmm::start(
+                &dir,
+                &["--accel", accel, "--config-file", config.to_str().unwrap()],
+            );
+            vmm.wait_for(&format!("stall: {kind}"), 1);
+            for _ in 0..3 {
+                vmm.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
+                assert!(vmm.alive().contains("Paused"), "{accel} {kind}");
+                vmm.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
+                assert!(vmm.alive().contains("Running"), "{accel} {kind}");
+            }
+            vmm.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
+            // SAFETY: kill(2) on the child this test started.
+            unsafe { libc::kill(vmm.child.id() as i32, libc::SIGTERM) };
+            let (status, console) = vmm.wait(Duration::from_secs(20));
+            assert_eq!(
+                status.code(),
+                Some(128 + libc::SIGTERM),
+                "{accel} {kind}: {console}"
+            );
+        }
+    }
+}
+
+#[test]
+fn metrics_and_log_go_to_files_and_named_pipes_from_the_command_line_and_the_api() {
+    let dir = scratch_dir("api-sinks");
+    let log = dir.join("vmm.log");
+    let metrics = dir.join("metrics.json");
+    let mut vmm = Vmm::start(
+        &dir,
+        &[
+            "--log-path",
+            log.to_str().unwrap(),
+            "--log-level",
+            "Debug",
+            "--metrics-path",
+            metrics.to_str().unwrap(),
+        ],
+    );
+    vmm.alive();
+    vmm.ok("PUT", "/actions", r#"{"action_type": "FlushMetrics"}"#);
+    let line = std::fs::read_to_string(&metrics).unwrap();
+    assert!(line.contains("\"GET /\":{\"ok\":1}"), "{line}");
+    let (status, text) = vmm.call("PUT", "/metrics", r#"{"metrics_path": "/tmp/other"}"#);
+    assert_eq!(status, 400, "a second sink is refused: {text}");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("API: GET / -> 200"));
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(vmm.child.id() as i32, libc::SIGTERM) };
+    vmm.wait(Duration::from_secs(10));
+    let lines = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(lines.lines().count(), 2, "one more line at exit: {lines}");
+
+    // A named pipe: opened without a reader, read afterwards.
+    let fifo = dir.join("metrics.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let mut vmm = Vmm::start(&dir, &[]);
+    vmm.ok(
+        "PUT",
+        "/metrics",
+        &format!(r#"{{"metrics_path": "{}"}}"#, fifo.display()),
+    );
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut f = std::fs::File::open(&fifo).unwrap();
+        let mut byte = [0u8; 1];
+        while f.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0] as char);
+        }
+        line
+    });
+    vmm.ok("PUT", "/actions", r#"{"action_type": "FlushMetrics"}"#);
+    let line = reader.join().unwrap();
+    assert!(line.contains("\"PUT /metrics\":{\"ok\":1}"), "{line}");
     // SAFETY: as above.
     unsafe { libc::kill(vmm.child.id() as i32, libc::SIGTERM) };
     vmm.wait(Duration::from_secs(10));

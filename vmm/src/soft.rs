@@ -153,6 +153,8 @@ pub struct SoftMachine {
     code: Arc<CodePages>,
     time: Arc<GuestTime>,
     inboxes: Vec<Arc<Inbox>>,
+    /// Per vCPU: set by [`SoftMachine::kick_all`] to end the vCPU's current run.
+    attention: Vec<Arc<AtomicBool>>,
     apic_bus: Arc<ApicBus>,
     timers: Arc<ApicTimers>,
     ioapic: Arc<Mutex<IoApic>>,
@@ -177,7 +179,7 @@ impl SoftMachine {
             .map(|id| Arc::new(Inbox::new(id)))
             .collect();
         let apic_bus = Arc::new(ApicBus::new(inboxes.clone()));
-        let (service, timer_thread) = TimerService::start(stop)?;
+        let (service, timer_thread) = TimerService::start(stop.clone())?;
         let ids = inboxes
             .iter()
             .map(|inbox| {
@@ -208,10 +210,15 @@ impl SoftMachine {
         });
         let pit = Arc::new(Mutex::new(Pit::new(irq0, Arc::new(pit_timer))));
         let _ = pit_slot.set(pit.clone());
+        let attention: Vec<Arc<AtomicBool>> = (0..vcpus).map(|_| Arc::default()).collect();
+        for flag in &attention {
+            stop.also_raise(flag.clone());
+        }
         let machine = SoftMachine {
             ram: Arc::new(ram),
             code: Arc::new(code),
             time: Arc::default(),
+            attention,
             inboxes,
             apic_bus,
             timers: Arc::new(ApicTimers { service, ids }),
@@ -223,9 +230,11 @@ impl SoftMachine {
         Ok((machine, timer_thread))
     }
 
-    /// Wakes every vCPU (halted or running) so that it looks at the stop flag at once.
+    /// Wakes every vCPU (halted or running, even in the middle of a long instruction) so
+    /// that it returns to the exit loop, which looks at the stop flag and the pause gate.
     pub fn kick_all(&self) {
-        for inbox in &self.inboxes {
+        for (inbox, attention) in self.inboxes.iter().zip(&self.attention) {
+            attention.store(true, Ordering::Release);
             inbox.post(Inbox::KICK);
         }
     }
@@ -322,6 +331,7 @@ impl SoftMachine {
             cpu,
             stop,
             time: self.time.clone(),
+            attention: self.attention[index].clone(),
         }
     }
 }
@@ -332,6 +342,7 @@ pub struct SoftVcpu {
     cpu: Cpu,
     stop: Arc<StopSignal>,
     time: Arc<GuestTime>,
+    attention: Arc<AtomicBool>,
 }
 
 impl SoftVcpu {
@@ -347,9 +358,9 @@ impl SoftVcpu {
         })
     }
 
-    /// Sleeps until an interrupt arrives, looking at the stop flag now and then.
-    fn halt(&self, stop: &AtomicBool) {
-        if !stop.load(Ordering::Relaxed) {
+    /// Sleeps until an interrupt or a kick arrives, or a while has passed.
+    fn halt(&self) {
+        if !self.attention.load(Ordering::Acquire) && !self.stop.is_stopping() {
             self.cpu.wait_until(Instant::now() + HALT_POLL);
         }
     }
@@ -391,11 +402,17 @@ impl VcpuBackend for SoftVcpu {
     }
 
     fn run(&mut self) -> VcpuExit<'_> {
-        let stop = self.stop.clone();
-        match self.cpu.run(stop.flag(), BLOCKS_PER_RUN) {
+        // A kick that came before this point was for the exit loop, which has looked at the
+        // stop flag and the gate since; one that comes later ends this run.
+        self.attention.store(false, Ordering::Release);
+        if self.stop.is_stopping() {
+            return VcpuExit::Interrupted;
+        }
+        let attention = self.attention.clone();
+        match self.cpu.run(&attention, BLOCKS_PER_RUN) {
             Exit::Yield => VcpuExit::Interrupted,
             Exit::Halted => {
-                self.halt(stop.flag());
+                self.halt();
                 VcpuExit::Interrupted
             }
             Exit::Shutdown(why) => VcpuExit::Fault(self.fault(format!("software CPU: {why}"))),

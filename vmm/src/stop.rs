@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use devices::exit::ExitRequester;
@@ -48,6 +48,8 @@ pub const DEBUG_EXIT_OUT_OF_RANGE: i32 = 255;
 pub struct StopSignal {
     stopping: AtomicBool,
     reason: Mutex<Option<StopReason>>,
+    /// Flags raised together with `stopping` (the software vCPUs' attention flags).
+    also_raise: Mutex<Vec<Arc<AtomicBool>>>,
     /// Readable from the first stop request on (it is never read), so any number of threads
     /// can wait for it with poll or epoll.
     stopped: EventFd,
@@ -65,6 +67,7 @@ impl StopSignal {
         Ok(StopSignal {
             stopping: AtomicBool::new(false),
             reason: Mutex::new(None),
+            also_raise: Mutex::new(Vec::new()),
             stopped: EventFd::new(EFD_NONBLOCK)?,
         })
     }
@@ -84,6 +87,17 @@ impl StopSignal {
         self.stopped.as_raw_fd()
     }
 
+    /// Raises `flag` as well when the VM stops (at once if it already is stopping).
+    pub fn also_raise(&self, flag: Arc<AtomicBool>) {
+        if self.is_stopping() {
+            flag.store(true, Ordering::Release);
+        }
+        self.also_raise
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(flag);
+    }
+
     /// Asks for the VM to stop for `reason`, unless another reason came first.
     pub fn stop(&self, reason: StopReason) {
         let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,6 +106,14 @@ impl StopSignal {
         }
         *slot = Some(reason);
         self.stopping.store(true, Ordering::Release);
+        for flag in self
+            .also_raise
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            flag.store(true, Ordering::Release);
+        }
         // The counter cannot overflow from one write.
         let _ = self.stopped.write(1);
     }
