@@ -285,7 +285,12 @@ impl KvmMachine {
         arch::lapic::set_lint_delivery(&mut lapic.regs);
         fd.set_lapic(&lapic).map_err(ioctl("KVM_SET_LAPIC"))?;
 
-        Ok(KvmVcpu { index, fd, mem })
+        Ok(KvmVcpu {
+            index,
+            fd,
+            mem,
+            paused_tsc: None,
+        })
     }
 }
 
@@ -294,7 +299,12 @@ pub struct KvmVcpu {
     index: usize,
     fd: VcpuFd,
     mem: Arc<GuestMemory>,
+    /// The guest's TSC when the vCPU was paused, written back when it resumes.
+    paused_tsc: Option<u64>,
 }
+
+/// IA32_TIME_STAMP_COUNTER.
+const MSR_IA32_TSC: u32 = 0x10;
 
 /// What KVM_RUN returned, without borrowing the vCPU.
 enum Outcome {
@@ -470,6 +480,32 @@ impl VcpuBackend for KvmVcpu {
             source: std::io::Error::from_raw_os_error(libc::E2BIG),
         })?;
         self.fd.set_msrs(&msrs).map_err(state("KVM_SET_MSRS"))
+    }
+
+    fn pause_time(&mut self) {
+        let mut msrs = match Msrs::from_entries(&[kvm_msr_entry {
+            index: MSR_IA32_TSC,
+            ..Default::default()
+        }]) {
+            Ok(msrs) => msrs,
+            Err(_) => return,
+        };
+        match self.fd.get_msrs(&mut msrs) {
+            Ok(1) => self.paused_tsc = Some(msrs.as_slice()[0].data),
+            other => log::warn!(
+                "vCPU {}: cannot read the TSC to pause it: {other:?}",
+                self.index
+            ),
+        }
+    }
+
+    fn resume_time(&mut self) {
+        if let Some(tsc) = self.paused_tsc.take() {
+            match self.set_msrs(&[(MSR_IA32_TSC, tsc)]) {
+                Ok(1) => {}
+                other => log::warn!("vCPU {}: cannot set the TSC back: {other:?}", self.index),
+            }
+        }
     }
 
     fn run(&mut self) -> VcpuExit<'_> {

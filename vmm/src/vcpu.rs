@@ -86,8 +86,11 @@ pub trait VcpuBackend: Send {
     fn set_fpu(&mut self, fpu: &kvm_fpu) -> Result<(), StateError>;
     /// Writes MSRs in order; returns how many were accepted (a refusal stops the rest).
     fn set_msrs(&mut self, msrs: &[(u32, u64)]) -> Result<usize, StateError>;
+    /// Called on the vCPU's thread as it parks for a pause: a backend whose vCPUs keep
+    /// their own time (KVM's TSC) notes it.
+    fn pause_time(&mut self) {}
     /// Called on the vCPU's thread as it leaves a pause, before it runs guest code again:
-    /// a backend whose vCPUs keep their own time base takes up the VM's resumed one.
+    /// guest time goes on from where [`VcpuBackend::pause_time`] (or the VM) stopped it.
     fn resume_time(&mut self) {}
 }
 
@@ -152,6 +155,7 @@ pub fn run_loop(vcpu: &mut dyn VcpuBackend, buses: &Buses, stop: &StopSignal, ga
     let exits = &metrics::EXITS;
     while !stop.is_stopping() {
         if gate.is_paused() {
+            vcpu.pause_time();
             if !gate.pass(stop) {
                 break;
             }
