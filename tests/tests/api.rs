@@ -295,6 +295,27 @@ fn a_guest_configured_over_the_socket_pauses_reboots_and_boots_again_from_its_co
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    vmm.ok(
+        "PATCH",
+        "/balloon/statistics",
+        r#"{"stats_polling_interval_s": 2}"#,
+    );
+    for (path, body, needle) in [
+        (
+            "/balloon/statistics",
+            r#"{"stats_polling_interval_s": 0}"#,
+            "cannot be turned off",
+        ),
+        (
+            "/network-interfaces/eth0",
+            r#"{"iface_id": "eth0"}"#,
+            "no interface `eth0`",
+        ),
+    ] {
+        let (status, text) = vmm.call("PATCH", path, body);
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains(needle), "{path}: {text}");
+    }
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(
         logged.contains("warn: [") && logged.contains("vm.rs:") && logged.contains("accelerator"),

@@ -291,13 +291,6 @@ impl Control {
                 self.commit(candidate)
             }
             Request::PatchNetworkInterface(update) => {
-                if self.started {
-                    return Err(format!(
-                        "network-interfaces/{}: Ember cannot yet change the rate limiters of \
-                         a running VM's interface",
-                        update.iface_id
-                    ));
-                }
                 let iface = candidate
                     .network_interfaces
                     .iter_mut()
@@ -308,6 +301,20 @@ impl Control {
                 }
                 if let Some(limiter) = &update.tx_rate_limiter {
                     iface.tx_rate_limiter = Some(limiter.clone());
+                }
+                api::devices::check_network_interfaces(&candidate.network_interfaces)
+                    .map_err(|e| e.to_string())?;
+                if let Some(vm) = vm {
+                    let iface = candidate
+                        .network_interfaces
+                        .iter()
+                        .find(|n| n.iface_id == update.iface_id)
+                        .ok_or("the interface went away")?;
+                    vm.update_interface(
+                        &iface.iface_id,
+                        &iface.rx_rate_limiter,
+                        &iface.tx_rate_limiter,
+                    )?;
                 }
                 self.commit(candidate)
             }
@@ -366,16 +373,15 @@ impl Control {
                 Ok(Reply::json(&balloon_stats(&state)))
             }
             Request::PatchBalloonStats(update) => {
-                if self.started {
-                    return Err("balloon/statistics: Ember cannot yet change the polling \
-                                interval of a running VM's balloon"
-                        .into());
-                }
                 let balloon = candidate
                     .balloon
                     .as_mut()
                     .ok_or("no balloon is configured")?;
                 balloon.stats_polling_interval_s = update.stats_polling_interval_s;
+                if let Some(vm) = vm {
+                    vm.set_balloon_stats_period(update.stats_polling_interval_s)
+                        .map_err(|e| format!("stats_polling_interval_s: {e}"))?;
+                }
                 self.commit(candidate)
             }
             Request::PutLogger(section) => {

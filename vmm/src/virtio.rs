@@ -163,7 +163,9 @@ pub struct Built {
 pub enum Handle {
     /// A drive: its backing file and rate limiter.
     Block(Arc<Mutex<Block>>),
-    /// The balloon: its target.
+    /// A network interface: its rate limiters.
+    Net(Arc<Mutex<Net>>),
+    /// The balloon: its target and statistics period.
     Balloon(Arc<Mutex<Balloon>>),
     /// Nothing to change.
     Fixed,
@@ -262,10 +264,11 @@ pub fn build(
                     handle = Handle::Block(block);
                     (shared, format!("virtio-blk {}", drive.drive_id))
                 }
-                Kind::Net(i) => (
-                    shared(net_device(config, i)?),
-                    format!("virtio-net {}", slot.id),
-                ),
+                Kind::Net(i) => {
+                    let (shared, net) = shared_with_handle(net_device(config, i)?);
+                    handle = Handle::Net(net);
+                    (shared, format!("virtio-net {}", slot.id))
+                }
                 Kind::Rng => {
                     let section = config.entropy.as_ref().and_then(|e| e.rate_limiter.clone());
                     let rng = Rng::new(limiter(&section).map_err(io)?).map_err(io)?;

@@ -439,6 +439,33 @@ impl Running<'_> {
         Ok(())
     }
 
+    /// Polls the balloon's statistics every `seconds` from now on.
+    pub fn set_balloon_stats_period(&self, seconds: u16) -> Result<(), String> {
+        let balloon = self.balloon().ok_or("the VM has no balloon")?;
+        lock(balloon).set_stats_period(Duration::from_secs(u64::from(seconds)))
+    }
+
+    /// The device whose ID (drive or interface ID) is `id`.
+    fn handle(&self, id: &str) -> Option<&Handle> {
+        self.handles
+            .iter()
+            .find_map(|(slot, h)| (slot == id).then_some(h))
+    }
+
+    /// Gives interface `id` the receive and transmit rate limiters `rx` and `tx`.
+    pub fn update_interface(
+        &self,
+        id: &str,
+        rx: &Option<api::RateLimiter>,
+        tx: &Option<api::RateLimiter>,
+    ) -> Result<(), String> {
+        let Some(Handle::Net(net)) = self.handle(id) else {
+            return Err(format!("iface_id: no interface `{id}`"));
+        };
+        lock(net).update_limiters(virtio::buckets(rx), virtio::buckets(tx));
+        Ok(())
+    }
+
     /// Changes drive `id`: serves it from `path` (opened read-only if `read_only`) and/or
     /// limits it with `limiter`. Errors name the drive and the file.
     pub fn update_drive(
@@ -448,14 +475,9 @@ impl Running<'_> {
         read_only: bool,
         limiter: Option<&Option<api::RateLimiter>>,
     ) -> Result<(), String> {
-        let block = self
-            .handles
-            .iter()
-            .find_map(|(slot, h)| match h {
-                Handle::Block(b) if slot == id => Some(b),
-                _ => None,
-            })
-            .ok_or_else(|| format!("drive_id: no drive `{id}`"))?;
+        let Some(Handle::Block(block)) = self.handle(id) else {
+            return Err(format!("drive_id: no drive `{id}`"));
+        };
         let disk = path
             .map(|p| Disk::open(p, read_only, id).map_err(|e| format!("path_on_host: {e}")))
             .transpose()?;
