@@ -58,6 +58,18 @@ pub struct CmosRtc {
     pub century_register: u8,
 }
 
+/// The i8042 keyboard controller to describe (as PNP0303), so that Linux finds its keyboard
+/// and maps its interrupt through ACPI.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyboard {
+    /// Data port.
+    pub data_port: u16,
+    /// Status and command port.
+    pub command_port: u16,
+    /// Interrupt (GSI).
+    pub irq: u32,
+}
+
 /// A virtio-mmio device to describe: its register window and interrupt.
 #[derive(Debug, Clone, Copy)]
 pub struct VirtioMmio {
@@ -80,6 +92,8 @@ pub struct Platform {
     pub uarts: Vec<Uart>,
     /// The real-time clock.
     pub rtc: CmosRtc,
+    /// The keyboard controller.
+    pub keyboard: Keyboard,
     /// virtio-mmio devices.
     pub virtio: Vec<VirtioMmio>,
 }
@@ -187,8 +201,23 @@ fn dsdt(platform: &Platform) -> Vec<u8> {
         "RTC_".into(),
         rtc_names.iter().map(|x| x as &dyn Aml).collect(),
     );
+    let kbd = &platform.keyboard;
+    let kbd_data = aml::IO::new(kbd.data_port, kbd.data_port, 1, 1);
+    let kbd_command = aml::IO::new(kbd.command_port, kbd.command_port, 1, 1);
+    let kbd_irq = aml::Interrupt::new(true, true, false, false, kbd.irq);
+    let kbd_crs = aml::ResourceTemplate::new(vec![&kbd_data, &kbd_command, &kbd_irq]);
+    let kbd_hid = aml::EISAName::new("PNP0303");
+    let kbd_names = [
+        aml::Name::new("_HID".into(), &kbd_hid),
+        aml::Name::new("_CRS".into(), &kbd_crs),
+    ];
+    let keyboard = aml::Device::new(
+        "PS2K".into(),
+        kbd_names.iter().map(|x| x as &dyn Aml).collect(),
+    );
     let mut children: Vec<&dyn Aml> = uarts.iter().map(|d| d as &dyn Aml).collect();
     children.push(&rtc);
+    children.push(&keyboard);
     children.extend(virtio.iter().map(|d| d as &dyn Aml));
     aml::Scope::new("_SB_".into(), children).to_aml_bytes(&mut body);
 
@@ -290,6 +319,11 @@ mod tests {
             rtc: CmosRtc {
                 port: 0x70,
                 century_register: 0x32,
+            },
+            keyboard: Keyboard {
+                data_port: 0x60,
+                command_port: 0x64,
+                irq: 1,
             },
             virtio: vec![
                 VirtioMmio {

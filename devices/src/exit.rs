@@ -1,7 +1,5 @@
 //! How a device asks for the whole VM to end.
 
-use std::sync::Arc;
-
 /// A guest-initiated end of the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestExit {
@@ -19,20 +17,6 @@ pub enum GuestExit {
 pub trait ExitRequester: Send + Sync {
     /// Asks the VMM to stop the VM for `reason`.
     fn request_exit(&self, reason: GuestExit);
-}
-
-/// Adapts an [`ExitRequester`] to vm-superio's trigger trait, for devices whose trigger means
-/// "reset the machine" (the i8042).
-#[derive(Clone)]
-pub struct ResetTrigger(pub Arc<dyn ExitRequester>);
-
-impl vm_superio::Trigger for ResetTrigger {
-    type E = std::convert::Infallible;
-
-    fn trigger(&self) -> Result<(), Self::E> {
-        self.0.request_exit(GuestExit::Reset);
-        Ok(())
-    }
 }
 
 /// Records the exit requests of the devices under test.

@@ -108,6 +108,14 @@ impl RateLimiter {
         })
     }
 
+    /// Replaces the buckets (full again, as new ones are); a wait already under way ends
+    /// when its timer fires, as before.
+    pub fn update(&mut self, bytes: Option<BucketConfig>, ops: Option<BucketConfig>) {
+        let now = Instant::now();
+        self.bytes = bytes.map(|c| Bucket::new(c, now));
+        self.ops = ops.map(|c| Bucket::new(c, now));
+    }
+
     /// Whether an operation of `bytes` may go ahead now; if not, the timer is armed for when
     /// it may and the limiter stays blocked until [`RateLimiter::timer_expired`].
     pub fn consume(&mut self, bytes: u64) -> bool {
@@ -218,6 +226,25 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         limiter.timer_expired();
         assert!(limiter.consume(4096));
+    }
+
+    #[test]
+    fn updated_buckets_apply_to_the_next_operation() {
+        let one_op = BucketConfig {
+            size: 1,
+            one_time_burst: 0,
+            refill_time_ms: 60_000,
+        };
+        let mut limiter = RateLimiter::new(None, Some(one_op)).unwrap();
+        assert!(limiter.consume(1));
+        limiter.update(None, None);
+        assert!(
+            limiter.consume(1) && limiter.consume(1),
+            "no longer limited"
+        );
+        limiter.update(None, Some(one_op));
+        assert!(limiter.consume(1));
+        assert!(!limiter.consume(1), "limited again");
     }
 
     #[test]

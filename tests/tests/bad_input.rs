@@ -143,11 +143,11 @@ fn missing_config_file_names_it() {
 }
 
 #[test]
-fn api_socket_and_missing_no_api_are_refused_until_the_api_lands() {
-    let run = run_ember(&["--api-sock", "/tmp/ember.sock"], b"", LIMIT);
-    assert_refused(&run, &["--api-sock", "not supported yet"]);
-    let run = run_ember(&["--config-file", "vm.json"], b"", LIMIT);
-    assert_refused(&run, &["--no-api"]);
+fn no_api_needs_a_config_file_and_excludes_the_api_socket() {
+    let run = run_ember(&["--no-api"], b"", LIMIT);
+    assert_refused(&run, &["--no-api", "--config-file"]);
+    let run = run_ember(&["--no-api", "--api-sock", "/tmp/ember.sock"], b"", LIMIT);
+    assert_refused(&run, &["--api-sock"]);
 }
 
 #[test]

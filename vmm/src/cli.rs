@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use api::LogLevel;
 use clap::{Parser, ValueEnum};
 
+/// Where the API socket goes when --api-sock is not given.
+pub const DEFAULT_API_SOCK: &str = "/run/ember.socket";
+
 /// Which CPU runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Accel {
@@ -19,7 +22,10 @@ pub enum Accel {
 
 /// Ember: a KVM-accelerated virtual machine monitor for Linux microVMs.
 ///
-/// Boots the microVM described by a Firecracker `--config-file` JSON document. The guest's
+/// Serves Firecracker's REST API on a Unix socket (--api-sock, default /run/ember.socket),
+/// through which the microVM is configured and started; or, with --config-file, boots the
+/// microVM that JSON document describes at once (and keeps serving the API unless --no-api
+/// is given). The guest's
 /// serial console (COM1) is this process's standard input and output; when standard input is
 /// a terminal it is put in raw mode, and Ctrl-A x quits (Ctrl-A Ctrl-A sends Ctrl-A).
 ///
@@ -39,12 +45,30 @@ pub struct Cli {
     pub config_file: Option<PathBuf>,
 
     /// Run without the REST API server; requires --config-file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "api_sock")]
     pub no_api: bool,
 
-    /// Serve Firecracker's REST API on this Unix socket (not supported yet: use --no-api).
+    /// Serve Firecracker's REST API on this Unix socket (created with mode 0600; a stale
+    /// socket nobody listens on is replaced; removed when the VMM exits).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_API_SOCK)]
+    pub api_sock: PathBuf,
+
+    /// Largest request body the API accepts, in bytes; larger ones get 400.
+    #[arg(long, value_name = "BYTES", default_value_t = api::server::DEFAULT_MAX_PAYLOAD)]
+    pub http_api_max_payload_size: usize,
+
+    /// The instance ID the API reports in GET /.
+    #[arg(long, value_name = "ID", default_value = "anonymous-instance")]
+    pub id: String,
+
+    /// Write the VMM's log to this file or named pipe instead of standard error.
     #[arg(long, value_name = "PATH")]
-    pub api_sock: Option<PathBuf>,
+    pub log_path: Option<PathBuf>,
+
+    /// Write metrics (one JSON line a minute, and on FlushMetrics) to this file or named
+    /// pipe.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_path: Option<PathBuf>,
 
     /// CPU backend: kvm (hardware virtualization), interp (Ember's software x86-64 CPU, any
     /// host), or auto (KVM when usable, else the software CPU).
@@ -92,11 +116,14 @@ mod tests {
         assert_eq!(cli.log_level, Some(LogLevel::Debug));
         assert_eq!(cli.accel, Accel::Auto);
         assert_eq!(cli.kvm_device, PathBuf::from("/dev/kvm"));
+        assert_eq!(cli.api_sock, PathBuf::from(DEFAULT_API_SOCK));
+        assert_eq!(cli.http_api_max_payload_size, 51_200);
     }
 
     #[test]
     fn rejects_unknown_accelerator_and_level() {
         assert!(Cli::try_parse_from(["ember", "--accel", "tcg"]).is_err());
         assert!(Cli::try_parse_from(["ember", "--log-level", "loud"]).is_err());
+        assert!(Cli::try_parse_from(["ember", "--no-api", "--api-sock", "a"]).is_err());
     }
 }

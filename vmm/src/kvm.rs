@@ -12,11 +12,11 @@ use arch::GuestMemory;
 use devices::irq::{EventFdLine, InterruptLine};
 use devices::GuestExit;
 use kvm_bindings::{
-    kvm_fpu, kvm_irqchip, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_run, kvm_sregs,
-    kvm_userspace_memory_region, CpuId, Msrs, KVM_EXIT_IO_IN, KVM_INTERNAL_ERROR_EMULATION,
-    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_IRQCHIP_PIC_MASTER,
-    KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
-    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+    kvm_clock_data, kvm_fpu, kvm_irqchip, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_run,
+    kvm_sregs, kvm_userspace_memory_region, CpuId, Msrs, KVM_EXIT_IO_IN,
+    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
+    KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_PIT_SPEAKER_DUMMY, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuExit as KvmExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
@@ -92,6 +92,8 @@ pub struct KvmMachine {
     /// point into it until the VM is gone (each vCPU also holds it, as the VM lives on in the
     /// kernel until its vCPU descriptors close).
     registered: Option<Arc<GuestMemory>>,
+    /// The VM's kvmclock while it is paused.
+    frozen_clock: std::sync::Mutex<Option<kvm_clock_data>>,
 }
 
 impl KvmMachine {
@@ -131,7 +133,33 @@ impl KvmMachine {
             supported_cpuid,
             _kvm: kvm,
             registered: None,
+            frozen_clock: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Notes the VM's kvmclock once its vCPUs are paused, so that it can go on from there.
+    pub fn freeze_clock(&self) -> Result<(), KvmError> {
+        let clock = self.vm.get_clock().map_err(ioctl("KVM_GET_CLOCK"))?;
+        *self.frozen_clock.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock);
+        Ok(())
+    }
+
+    /// Sets the kvmclock back to where [`KvmMachine::freeze_clock`] found it, so that the
+    /// guest does not see the pause.
+    pub fn thaw_clock(&self) -> Result<(), KvmError> {
+        let frozen = self
+            .frozen_clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(clock) = frozen {
+            let clock = kvm_clock_data {
+                clock: clock.clock,
+                ..Default::default()
+            };
+            self.vm.set_clock(&clock).map_err(ioctl("KVM_SET_CLOCK"))?;
+        }
+        Ok(())
     }
 
     /// Registers every region of `mem` as a KVM memory slot, and keeps `mem` for as long as
@@ -257,7 +285,12 @@ impl KvmMachine {
         arch::lapic::set_lint_delivery(&mut lapic.regs);
         fd.set_lapic(&lapic).map_err(ioctl("KVM_SET_LAPIC"))?;
 
-        Ok(KvmVcpu { index, fd, mem })
+        Ok(KvmVcpu {
+            index,
+            fd,
+            mem,
+            paused_tsc: None,
+        })
     }
 }
 
@@ -266,7 +299,12 @@ pub struct KvmVcpu {
     index: usize,
     fd: VcpuFd,
     mem: Arc<GuestMemory>,
+    /// The guest's TSC when the vCPU was paused, written back when it resumes.
+    paused_tsc: Option<u64>,
 }
+
+/// IA32_TIME_STAMP_COUNTER.
+const MSR_IA32_TSC: u32 = 0x10;
 
 /// What KVM_RUN returned, without borrowing the vCPU.
 enum Outcome {
@@ -442,6 +480,32 @@ impl VcpuBackend for KvmVcpu {
             source: std::io::Error::from_raw_os_error(libc::E2BIG),
         })?;
         self.fd.set_msrs(&msrs).map_err(state("KVM_SET_MSRS"))
+    }
+
+    fn pause_time(&mut self) {
+        let mut msrs = match Msrs::from_entries(&[kvm_msr_entry {
+            index: MSR_IA32_TSC,
+            ..Default::default()
+        }]) {
+            Ok(msrs) => msrs,
+            Err(_) => return,
+        };
+        match self.fd.get_msrs(&mut msrs) {
+            Ok(1) => self.paused_tsc = Some(msrs.as_slice()[0].data),
+            other => log::warn!(
+                "vCPU {}: cannot read the TSC to pause it: {other:?}",
+                self.index
+            ),
+        }
+    }
+
+    fn resume_time(&mut self) {
+        if let Some(tsc) = self.paused_tsc.take() {
+            match self.set_msrs(&[(MSR_IA32_TSC, tsc)]) {
+                Ok(1) => {}
+                other => log::warn!("vCPU {}: cannot set the TSC back: {other:?}", self.index),
+            }
+        }
     }
 
     fn run(&mut self) -> VcpuExit<'_> {

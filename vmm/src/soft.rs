@@ -131,13 +131,30 @@ impl DeadlineTimer for PitTimer {
     }
 }
 
+/// The VM's time base, which stands still while the VM is paused.
+#[derive(Default)]
+struct GuestTime {
+    /// The clock the vCPUs run on.
+    clock: Mutex<Clock>,
+    /// Guest uptime when the VM was paused, while it is.
+    frozen: Mutex<Option<Duration>>,
+}
+
+impl GuestTime {
+    fn clock(&self) -> Clock {
+        *lock(&self.clock)
+    }
+}
+
 /// What all software vCPUs of a VM share: RAM, code-page tracking, the time base and the
 /// interrupt controllers.
 pub struct SoftMachine {
     ram: Arc<GuestRam>,
     code: Arc<CodePages>,
-    clock: Clock,
+    time: Arc<GuestTime>,
     inboxes: Vec<Arc<Inbox>>,
+    /// Per vCPU: set by [`SoftMachine::kick_all`] to end the vCPU's current run.
+    attention: Vec<Arc<AtomicBool>>,
     apic_bus: Arc<ApicBus>,
     timers: Arc<ApicTimers>,
     ioapic: Arc<Mutex<IoApic>>,
@@ -162,7 +179,7 @@ impl SoftMachine {
             .map(|id| Arc::new(Inbox::new(id)))
             .collect();
         let apic_bus = Arc::new(ApicBus::new(inboxes.clone()));
-        let (service, timer_thread) = TimerService::start(stop)?;
+        let (service, timer_thread) = TimerService::start(stop.clone())?;
         let ids = inboxes
             .iter()
             .map(|inbox| {
@@ -193,10 +210,15 @@ impl SoftMachine {
         });
         let pit = Arc::new(Mutex::new(Pit::new(irq0, Arc::new(pit_timer))));
         let _ = pit_slot.set(pit.clone());
+        let attention: Vec<Arc<AtomicBool>> = (0..vcpus).map(|_| Arc::default()).collect();
+        for flag in &attention {
+            stop.also_raise(flag.clone());
+        }
         let machine = SoftMachine {
             ram: Arc::new(ram),
             code: Arc::new(code),
-            clock: Clock::default(),
+            time: Arc::default(),
+            attention,
             inboxes,
             apic_bus,
             timers: Arc::new(ApicTimers { service, ids }),
@@ -208,10 +230,25 @@ impl SoftMachine {
         Ok((machine, timer_thread))
     }
 
-    /// Wakes every vCPU (halted or running) so that it looks at the stop flag at once.
+    /// Wakes every vCPU (halted or running, even in the middle of a long instruction) so
+    /// that it returns to the exit loop, which looks at the stop flag and the pause gate.
     pub fn kick_all(&self) {
-        for inbox in &self.inboxes {
+        for (inbox, attention) in self.inboxes.iter().zip(&self.attention) {
+            attention.store(true, Ordering::Release);
             inbox.post(Inbox::KICK);
+        }
+    }
+
+    /// Notes guest time, once every vCPU is paused: it goes on from there on resume.
+    pub fn freeze_clock(&self) {
+        *lock(&self.time.frozen) = Some(self.time.clock().uptime());
+    }
+
+    /// Makes the VM's clock go on from where [`SoftMachine::freeze_clock`] stopped it; each
+    /// vCPU takes it up as it resumes.
+    pub fn thaw_clock(&self) {
+        if let Some(uptime) = lock(&self.time.frozen).take() {
+            *lock(&self.time.clock) = Clock::with_uptime(uptime);
         }
     }
 
@@ -280,7 +317,7 @@ impl SoftMachine {
             self.ram.clone(),
             self.code.clone(),
             io,
-            self.clock,
+            self.time.clock(),
             index,
             topology,
             self.inboxes[index].clone(),
@@ -289,7 +326,13 @@ impl SoftMachine {
         let extint: Option<Arc<dyn ExtIntController>> =
             (index == 0).then(|| Arc::new(PicAcknowledge(self.pic.clone())) as _);
         cpu.connect(self.apic_bus.clone(), self.timers.clone(), extint);
-        SoftVcpu { index, cpu, stop }
+        SoftVcpu {
+            index,
+            cpu,
+            stop,
+            time: self.time.clone(),
+            attention: self.attention[index].clone(),
+        }
     }
 }
 
@@ -298,6 +341,8 @@ pub struct SoftVcpu {
     index: usize,
     cpu: Cpu,
     stop: Arc<StopSignal>,
+    time: Arc<GuestTime>,
+    attention: Arc<AtomicBool>,
 }
 
 impl SoftVcpu {
@@ -313,9 +358,9 @@ impl SoftVcpu {
         })
     }
 
-    /// Sleeps until an interrupt arrives, looking at the stop flag now and then.
-    fn halt(&self, stop: &AtomicBool) {
-        if !stop.load(Ordering::Relaxed) {
+    /// Sleeps until an interrupt or a kick arrives, or a while has passed.
+    fn halt(&self) {
+        if !self.attention.load(Ordering::Acquire) && !self.stop.is_stopping() {
             self.cpu.wait_until(Instant::now() + HALT_POLL);
         }
     }
@@ -352,12 +397,22 @@ impl VcpuBackend for SoftVcpu {
             .count())
     }
 
+    fn resume_time(&mut self) {
+        self.cpu.set_clock(self.time.clock());
+    }
+
     fn run(&mut self) -> VcpuExit<'_> {
-        let stop = self.stop.clone();
-        match self.cpu.run(stop.flag(), BLOCKS_PER_RUN) {
+        // A kick that came before this point was for the exit loop, which has looked at the
+        // stop flag and the gate since; one that comes later ends this run.
+        self.attention.store(false, Ordering::Release);
+        if self.stop.is_stopping() {
+            return VcpuExit::Interrupted;
+        }
+        let attention = self.attention.clone();
+        match self.cpu.run(&attention, BLOCKS_PER_RUN) {
             Exit::Yield => VcpuExit::Interrupted,
             Exit::Halted => {
-                self.halt(stop.flag());
+                self.halt();
                 VcpuExit::Interrupted
             }
             Exit::Shutdown(why) => VcpuExit::Fault(self.fault(format!("software CPU: {why}"))),

@@ -3,7 +3,8 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use devices::exit::ExitRequester;
 use devices::GuestExit;
@@ -34,7 +35,7 @@ impl StopReason {
             // Larger values would not fit in 8 bits and could alias a passing status.
             StopReason::Guest(GuestExit::DebugExit(v)) if *v < 128 => ((v << 1) | 1) as i32,
             StopReason::Guest(GuestExit::DebugExit(_)) => DEBUG_EXIT_OUT_OF_RANGE,
-            StopReason::Fault(_) | StopReason::Internal(_) => crate::EXIT_VM_FAILED,
+            StopReason::Fault(_) | StopReason::Internal(_) => crate::launch::EXIT_VM_FAILED,
             StopReason::Signal(sig) => 128 + sig,
         }
     }
@@ -47,6 +48,8 @@ pub const DEBUG_EXIT_OUT_OF_RANGE: i32 = 255;
 pub struct StopSignal {
     stopping: AtomicBool,
     reason: Mutex<Option<StopReason>>,
+    /// Flags raised together with `stopping` (the software vCPUs' attention flags).
+    also_raise: Mutex<Vec<Arc<AtomicBool>>>,
     /// Readable from the first stop request on (it is never read), so any number of threads
     /// can wait for it with poll or epoll.
     stopped: EventFd,
@@ -64,6 +67,7 @@ impl StopSignal {
         Ok(StopSignal {
             stopping: AtomicBool::new(false),
             reason: Mutex::new(None),
+            also_raise: Mutex::new(Vec::new()),
             stopped: EventFd::new(EFD_NONBLOCK)?,
         })
     }
@@ -83,6 +87,17 @@ impl StopSignal {
         self.stopped.as_raw_fd()
     }
 
+    /// Raises `flag` as well when the VM stops (at once if it already is stopping).
+    pub fn also_raise(&self, flag: Arc<AtomicBool>) {
+        if self.is_stopping() {
+            flag.store(true, Ordering::Release);
+        }
+        self.also_raise
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(flag);
+    }
+
     /// Asks for the VM to stop for `reason`, unless another reason came first.
     pub fn stop(&self, reason: StopReason) {
         let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
@@ -91,6 +106,14 @@ impl StopSignal {
         }
         *slot = Some(reason);
         self.stopping.store(true, Ordering::Release);
+        for flag in self
+            .also_raise
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            flag.store(true, Ordering::Release);
+        }
         // The counter cannot overflow from one write.
         let _ = self.stopped.write(1);
     }
@@ -98,18 +121,28 @@ impl StopSignal {
     /// Blocks until a stop is requested (by a thread or a termination signal) and returns
     /// why. Only one thread may wait; it gets the reason.
     pub fn wait(&self) -> StopReason {
+        loop {
+            if let Some(reason) = self.wait_for(None, None) {
+                return reason;
+            }
+        }
+    }
+
+    /// As [`StopSignal::wait`], but also returns None once `fd` (if given) is readable or
+    /// `timeout` (if given) has passed, for a waiter that has other work.
+    pub fn wait_for(&self, fd: Option<RawFd>, timeout: Option<Duration>) -> Option<StopReason> {
+        let poll_fd = |fd: RawFd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let mut fds = [
-            libc::pollfd {
-                fd: self.stopped.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: SIGNAL_EVENT_FD.load(Ordering::Acquire),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            poll_fd(self.stopped.as_raw_fd()),
+            poll_fd(SIGNAL_EVENT_FD.load(Ordering::Acquire)),
+            poll_fd(fd.unwrap_or(-1)),
         ];
+        let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        let mut polled = false;
         loop {
             let sig = SIGNAL_SEEN.load(Ordering::Acquire);
             if sig != 0 {
@@ -117,12 +150,20 @@ impl StopSignal {
             }
             if self.is_stopping() {
                 let mut slot = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-                return slot
-                    .take()
-                    .unwrap_or_else(|| StopReason::Internal("the stop reason was lost".into()));
+                return Some(
+                    slot.take()
+                        .unwrap_or_else(|| StopReason::Internal("the stop reason was lost".into())),
+                );
             }
-            // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored).
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if polled {
+                return None;
+            }
+            // SAFETY: `fds` is a valid array of three pollfds (a negative fd is ignored).
+            let ready =
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+            // A signal that interrupted the poll is looked at again; anything else ends it.
+            polled = !(ready < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted);
         }
     }
 

@@ -11,6 +11,8 @@ use devices::bus::Bus;
 use devices::GuestExit;
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 
+use crate::metrics;
+use crate::pause::PauseGate;
 use crate::report::FaultReport;
 use crate::stop::{StopReason, StopSignal};
 
@@ -84,6 +86,12 @@ pub trait VcpuBackend: Send {
     fn set_fpu(&mut self, fpu: &kvm_fpu) -> Result<(), StateError>;
     /// Writes MSRs in order; returns how many were accepted (a refusal stops the rest).
     fn set_msrs(&mut self, msrs: &[(u32, u64)]) -> Result<usize, StateError>;
+    /// Called on the vCPU's thread as it parks for a pause: a backend whose vCPUs keep
+    /// their own time (KVM's TSC) notes it.
+    fn pause_time(&mut self) {}
+    /// Called on the vCPU's thread as it leaves a pause, before it runs guest code again:
+    /// guest time goes on from where [`VcpuBackend::pause_time`] (or the VM) stopped it.
+    fn resume_time(&mut self) {}
 }
 
 /// x87 control word after FNINIT: all exceptions masked, 64-bit precision.
@@ -140,26 +148,49 @@ impl arch::interp::IoBus for Buses {
     }
 }
 
-/// Runs `vcpu` until the VM stops, serving its I/O from `buses`. A fault or guest exit stops
-/// the whole VM through `stop`.
-pub fn run_loop(vcpu: &mut dyn VcpuBackend, buses: &Buses, stop: &StopSignal) {
+/// Runs `vcpu` until the VM stops, serving its I/O from `buses` and parking at `gate` while
+/// the VM is paused. A fault or guest exit stops the whole VM through `stop`. Each exit is
+/// counted in [`metrics::EXITS`].
+pub fn run_loop(vcpu: &mut dyn VcpuBackend, buses: &Buses, stop: &StopSignal, gate: &PauseGate) {
+    let exits = &metrics::EXITS;
     while !stop.is_stopping() {
+        if gate.is_paused() {
+            vcpu.pause_time();
+            if !gate.pass(stop) {
+                break;
+            }
+            vcpu.resume_time();
+        }
         match vcpu.run() {
             VcpuExit::IoIn { port, size, data } => {
+                metrics::count(&exits.io_in);
                 for element in data.chunks_mut(size.max(1)) {
                     buses.pio.read(u64::from(port), element);
                 }
             }
             VcpuExit::IoOut { port, size, data } => {
+                metrics::count(&exits.io_out);
                 for element in data.chunks(size.max(1)) {
                     buses.pio.write(u64::from(port), element);
                 }
             }
-            VcpuExit::MmioRead { addr, data } => buses.mmio.read(addr, data),
-            VcpuExit::MmioWrite { addr, data } => buses.mmio.write(addr, data),
-            VcpuExit::Interrupted => {}
-            VcpuExit::Guest(exit) => stop.stop(StopReason::Guest(exit)),
-            VcpuExit::Fault(report) => stop.stop(StopReason::Fault(report)),
+            VcpuExit::MmioRead { addr, data } => {
+                metrics::count(&exits.mmio_read);
+                buses.mmio.read(addr, data);
+            }
+            VcpuExit::MmioWrite { addr, data } => {
+                metrics::count(&exits.mmio_write);
+                buses.mmio.write(addr, data);
+            }
+            VcpuExit::Interrupted => metrics::count(&exits.interrupted),
+            VcpuExit::Guest(exit) => {
+                metrics::count(&exits.guest);
+                stop.stop(StopReason::Guest(exit));
+            }
+            VcpuExit::Fault(report) => {
+                metrics::count(&exits.fault);
+                stop.stop(StopReason::Fault(report));
+            }
         }
     }
 }
@@ -265,7 +296,7 @@ mod tests {
             seen_in: seen_in.clone(),
             ..Script::default()
         };
-        run_loop(&mut vcpu, &buses, &stop);
+        run_loop(&mut vcpu, &buses, &stop, &PauseGate::default());
         assert!(stop.is_stopping());
         assert_eq!(stop.wait().exit_status(), 7);
         let accesses = &port.lock().unwrap().0;

@@ -16,7 +16,7 @@ use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW_SIZE};
 use devices::virtio::net::{tap::Tap, Net};
 use devices::virtio::rng::Rng;
 use devices::virtio::vsock::{Listener, Vsock};
-use devices::virtio::VirtioDevice;
+use devices::virtio::{Counters, VirtioDevice};
 use event_manager::MutEventSubscriber;
 
 use crate::event_loop::Subscriber;
@@ -49,6 +49,19 @@ pub struct Slot {
     pub addr: u64,
     /// Its interrupt.
     pub gsi: u32,
+}
+
+impl Slot {
+    /// The device's name in the metrics: its kind, and its ID for drives and interfaces.
+    pub fn metrics_name(&self) -> String {
+        match self.kind {
+            Kind::Block(_) => format!("block_{}", self.id),
+            Kind::Net(_) => format!("net_{}", self.id),
+            Kind::Rng => "entropy".into(),
+            Kind::Balloon => "balloon".into(),
+            Kind::Vsock => "vsock".into(),
+        }
+    }
 }
 
 /// Places every configured device: the root drive first (so that it is `/dev/vda`), then the
@@ -139,15 +152,51 @@ pub struct Built {
     pub transport: Arc<Mutex<MmioTransport>>,
     /// The device, for the event loop.
     pub subscriber: Subscriber,
+    /// What the device has done, for the metrics.
+    pub counters: Arc<Counters>,
+    /// The device itself, for the changes the VMM makes to a running one.
+    pub handle: Handle,
 }
 
+/// A running device the VMM can change.
+#[derive(Clone)]
+pub enum Handle {
+    /// A drive: its backing file and rate limiter.
+    Block(Arc<Mutex<Block>>),
+    /// A network interface: its rate limiters.
+    Net(Arc<Mutex<Net>>),
+    /// The balloon: its target and statistics period.
+    Balloon(Arc<Mutex<Balloon>>),
+    /// Nothing to change.
+    Fixed,
+}
+
+/// The buckets of a configured rate limiter.
+pub fn buckets(config: &Option<api::RateLimiter>) -> (Option<BucketConfig>, Option<BucketConfig>) {
+    match config {
+        Some(c) => (bucket(&c.bandwidth), bucket(&c.ops)),
+        None => (None, None),
+    }
+}
+
+/// A device as its transport and as the event loop see it.
+type Shared = (Arc<Mutex<dyn VirtioDevice>>, Subscriber);
+
 /// One device behind one lock, seen by its transport and by the event loop.
-fn shared<D>(device: D) -> (Arc<Mutex<dyn VirtioDevice>>, Subscriber)
+fn shared<D>(device: D) -> Shared
+where
+    D: VirtioDevice + MutEventSubscriber + Send + 'static,
+{
+    shared_with_handle(device).0
+}
+
+/// As [`shared`], and the device itself.
+fn shared_with_handle<D>(device: D) -> (Shared, Arc<Mutex<D>>)
 where
     D: VirtioDevice + MutEventSubscriber + Send + 'static,
 {
     let device = Arc::new(Mutex::new(device));
-    (device.clone(), device)
+    ((device.clone(), device.clone()), device)
 }
 
 fn bucket(b: &Option<api::TokenBucket>) -> Option<BucketConfig> {
@@ -159,10 +208,7 @@ fn bucket(b: &Option<api::TokenBucket>) -> Option<BucketConfig> {
 }
 
 fn limiter(config: &Option<api::RateLimiter>) -> std::io::Result<RateLimiter> {
-    let (bytes, ops) = match config {
-        Some(c) => (bucket(&c.bandwidth), bucket(&c.ops)),
-        None => (None, None),
-    };
+    let (bytes, ops) = buckets(config);
     RateLimiter::new(bytes, ops)
 }
 
@@ -197,6 +243,7 @@ pub fn build(
         .iter()
         .map(|slot| {
             let io = |e: std::io::Error| format!("{}: {e}", slot.id);
+            let mut handle = Handle::Fixed;
             let ((device, subscriber), name) = match slot.kind {
                 Kind::Block(i) => {
                     let drive = &config.drives[i];
@@ -213,12 +260,15 @@ pub fn build(
                         limiter(&drive.rate_limiter).map_err(io)?,
                     )
                     .map_err(io)?;
-                    (shared(block), format!("virtio-blk {}", drive.drive_id))
+                    let (shared, block) = shared_with_handle(block);
+                    handle = Handle::Block(block);
+                    (shared, format!("virtio-blk {}", drive.drive_id))
                 }
-                Kind::Net(i) => (
-                    shared(net_device(config, i)?),
-                    format!("virtio-net {}", slot.id),
-                ),
+                Kind::Net(i) => {
+                    let (shared, net) = shared_with_handle(net_device(config, i)?);
+                    handle = Handle::Net(net);
+                    (shared, format!("virtio-net {}", slot.id))
+                }
                 Kind::Rng => {
                     let section = config.entropy.as_ref().and_then(|e| e.rate_limiter.clone());
                     let rng = Rng::new(limiter(&section).map_err(io)?).map_err(io)?;
@@ -230,7 +280,9 @@ pub fn build(
                         .then(|| Duration::from_secs(u64::from(b.stats_polling_interval_s)));
                     let balloon =
                         Balloon::new(b.amount_mib, b.deflate_on_oom, period).map_err(io)?;
-                    (shared(balloon), "virtio-balloon".to_string())
+                    let (shared, balloon) = shared_with_handle(balloon);
+                    handle = Handle::Balloon(balloon);
+                    (shared, "virtio-balloon".to_string())
                 }
                 Kind::Vsock => {
                     let section = config.vsock.as_ref().ok_or("vsock: no section")?;
@@ -240,11 +292,14 @@ pub fn build(
                     (shared(vsock), "virtio-vsock".to_string())
                 }
             };
+            let counters = devices::bus::lock(&device).core().counters.clone();
             let transport = MmioTransport::new(device, (**mem).clone(), name).map_err(io)?;
             Ok(Built {
                 slot: slot.clone(),
                 transport: Arc::new(Mutex::new(transport)),
                 subscriber,
+                counters,
+                handle,
             })
         })
         .collect()

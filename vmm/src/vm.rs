@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::VmConfig;
-use arch::acpi::{CmosRtc, Platform, PmRegisters, Uart};
+use arch::acpi::{CmosRtc, Keyboard, Platform, PmRegisters, Uart};
 use arch::boot::{BootError, BootSetup, EntryState, KernelSpec, Protocol};
 use arch::cpuid::Topology;
 use arch::interp::jit::JitOptions;
@@ -16,11 +16,14 @@ use devices::bus::{lock, Bus, BusError, BusKind, SharedDevice};
 use devices::intc::ioapic::{IOAPIC_ADDR, IOAPIC_SIZE};
 use devices::irq::InterruptLine;
 use devices::legacy::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS};
-use devices::legacy::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
+use devices::legacy::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ};
 use devices::legacy::rtc::{self, Rtc, RTC_PORT, RTC_PORTS};
 use devices::legacy::serial::{Serial, COM1_IRQ, COM1_PORT, UART_PORTS};
 use devices::legacy::testdev::{TestMemory, IOMEM_ADDR, IOMEM_SIZE, TESTDEV_PORT, TESTDEV_PORTS};
+use devices::virtio::balloon::{Balloon, BalloonState};
+use devices::virtio::block::Disk;
 use devices::virtio::mmio::MMIO_WINDOW_SIZE;
+use devices::virtio::Counters;
 use virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY;
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
@@ -28,11 +31,12 @@ use crate::cli::Accel;
 use crate::console::{self, RawTerminal};
 use crate::event_loop::EventLoop;
 use crate::kvm::{KvmError, KvmMachine};
+use crate::pause::PauseGate;
 use crate::soft::SoftMachine;
 use crate::stop::{StopReason, StopSignal};
 use crate::threads::{self, VmThread};
 use crate::vcpu::{self, run_loop, Buses, StateError, VcpuBackend};
-use crate::virtio;
+use crate::virtio::{self, Handle};
 
 /// How to run the VM, from the command line.
 pub struct VmOptions<'a> {
@@ -103,14 +107,29 @@ const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
 /// How long stopping vCPUs may take before the VMM gives up waiting for them.
 const VCPU_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long vCPUs may take to park when the VM is paused.
+const VCPU_PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long service threads (timers, console) may take to end once the vCPUs have stopped.
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Builds the VM `config` describes, runs it until it stops, and returns why it stopped.
-/// Every thread it starts is stopped and joined before it returns (or, if one cannot be,
-/// named in a warning; it keeps its own reference to guest memory, so nothing is unmapped
-/// under it).
-pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
+/// Watches a running VM until it stops: waits for the stop request, and meanwhile may pause,
+/// resume or poke the VM (the REST API does).
+pub trait Supervisor {
+    /// Called once the vCPUs run; returns why the VM stopped, once `vm.stop` is raised.
+    fn supervise(&mut self, vm: &Running<'_>) -> StopReason;
+}
+
+/// Builds the VM `config` describes, runs it under `supervisor` until `stop` is raised, and
+/// returns why it stopped. Every thread it starts is stopped and joined before it returns
+/// (or, if one cannot be, named in a warning; it keeps its own reference to guest memory,
+/// so nothing is unmapped under it).
+pub fn run(
+    config: &VmConfig,
+    opts: &VmOptions,
+    stop: &Arc<StopSignal>,
+    supervisor: &mut dyn Supervisor,
+) -> Result<StopReason, VmError> {
     let machine_config = &config.machine_config;
     let mib = machine_config.mem_size_mib;
     let memory_error = |reason: String| VmError::Memory { mib, reason };
@@ -145,11 +164,10 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
         setup.entry.rip
     );
 
-    let stop = Arc::new(StopSignal::new().map_err(host("eventfd"))?);
     stop.catch_termination_signals()
         .map_err(host("installing signal handlers"))?;
     let mut service_threads = Vec::new();
-    let backend = Backend::select(opts, machine_config.vcpu_count, &mem, &stop)?;
+    let backend = Backend::select(opts, machine_config.vcpu_count, &mem, stop)?;
     let backend = match backend {
         (Backend::Kvm(mut kvm), _) => {
             kvm.register_memory(&mem, machine_config.track_dirty_pages)?;
@@ -173,9 +191,9 @@ pub fn run(config: &VmConfig, opts: &VmOptions) -> Result<StopReason, VmError> {
         slots: &slots,
         mem: &mem,
         backend: &backend,
-        stop: &stop,
+        stop,
     };
-    let result = vm.assemble_and_run(&mut service_threads);
+    let result = vm.assemble_and_run(&mut service_threads, supervisor);
     if result.is_err() {
         stop.stop(StopReason::Internal("the VM could not be started".into()));
     }
@@ -198,10 +216,14 @@ struct Assembly<'a> {
 }
 
 impl Assembly<'_> {
-    /// Puts the devices on their buses, starts the device loop, the console and the vCPUs, waits
-    /// for the stop request and stops the vCPUs again. Threads that outlive the vCPUs go to
-    /// `service_threads`.
-    fn assemble_and_run(&self, service_threads: &mut Vec<VmThread>) -> Result<StopReason, VmError> {
+    /// Puts the devices on their buses, starts the device loop, the console and the vCPUs,
+    /// hands the running VM to `supervisor` until the stop request and stops the vCPUs again.
+    /// Threads that outlive the vCPUs go to `service_threads`.
+    fn assemble_and_run(
+        &self,
+        service_threads: &mut Vec<VmThread>,
+        supervisor: &mut dyn Supervisor,
+    ) -> Result<StopReason, VmError> {
         let Assembly {
             config,
             opts,
@@ -218,10 +240,11 @@ impl Assembly<'_> {
         let serial = Arc::new(Mutex::new(serial));
         let mut pio = Bus::new(BusKind::Pio);
         pio.insert(serial.clone(), COM1_PORT, UART_PORTS)?;
-        let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(stop.clone())));
+        let keyboard_irq = backend.interrupt_line(I8042_KBD_IRQ)?;
+        let i8042 = Arc::new(Mutex::new(I8042::new(stop.clone(), keyboard_irq)));
         pio.insert_window(i8042.clone(), I8042_DATA_PORT, 1, 0)?;
         pio.insert_window(
-            i8042,
+            i8042.clone(),
             I8042_COMMAND_PORT,
             1,
             I8042_COMMAND_PORT - I8042_DATA_PORT,
@@ -255,8 +278,12 @@ impl Assembly<'_> {
             mmio.insert(soft.ioapic(), IOAPIC_ADDR, IOAPIC_SIZE)?;
         }
         let mut event_loop = EventLoop::new().map_err(host("the device event loop"))?;
+        let mut counters = Vec::new();
+        let mut handles = Vec::new();
         for device in virtio::build(config, slots, mem).map_err(VmError::Device)? {
             backend.connect_virtio(&device, &mut event_loop)?;
+            counters.push((device.slot.metrics_name(), device.counters.clone()));
+            handles.push((device.slot.id.clone(), device.handle.clone()));
             mmio.insert(device.transport.clone(), device.slot.addr, MMIO_WINDOW_SIZE)?;
             event_loop.add(device.subscriber);
         }
@@ -286,10 +313,11 @@ impl Assembly<'_> {
         );
         let mut vcpu_threads = Vec::with_capacity(vcpus.len());
         let mut started = Ok(());
+        let gate = Arc::new(PauseGate::default());
         for (i, mut vcpu) in vcpus.into_iter().enumerate() {
-            let (buses, thread_stop) = (buses.clone(), stop.clone());
+            let (buses, thread_stop, gate) = (buses.clone(), stop.clone(), gate.clone());
             let thread = VmThread::spawn(format!("vcpu{i}"), stop.clone(), move || {
-                run_loop(vcpu.as_mut(), &buses, &thread_stop)
+                run_loop(vcpu.as_mut(), &buses, &thread_stop, &gate)
             });
             match thread {
                 Ok(thread) => vcpu_threads.push(thread),
@@ -300,7 +328,19 @@ impl Assembly<'_> {
                 }
             }
         }
-        let reason = stop.wait();
+        let reason = if started.is_ok() {
+            supervisor.supervise(&Running {
+                stop,
+                backend,
+                vcpu_threads: &vcpu_threads,
+                gate: &gate,
+                i8042: &i8042,
+                counters,
+                handles,
+            })
+        } else {
+            stop.wait()
+        };
         let stuck = threads::join_all(vcpu_threads, VCPU_STOP_TIMEOUT, |thread| {
             backend.kick_all();
             thread.signal(SIGRTMIN());
@@ -310,6 +350,146 @@ impl Assembly<'_> {
         }
         drop(terminal);
         started.map(|()| reason)
+    }
+}
+
+/// A VM whose vCPUs run, as its supervisor sees it.
+pub struct Running<'a> {
+    /// The VM's stop request.
+    pub stop: &'a Arc<StopSignal>,
+    backend: &'a Backend,
+    vcpu_threads: &'a [VmThread],
+    gate: &'a PauseGate,
+    i8042: &'a Mutex<I8042>,
+    counters: Vec<(String, Arc<Counters>)>,
+    handles: Vec<(String, Handle)>,
+}
+
+impl Running<'_> {
+    /// Stops every vCPU before its next guest instruction and stops guest time; returns once
+    /// all have stopped. An error says they did not (the VM then runs on).
+    pub fn pause(&self) -> Result<(), String> {
+        if self.gate.is_paused() {
+            return Ok(());
+        }
+        let parked = self
+            .gate
+            .pause(self.vcpu_threads.len(), VCPU_PAUSE_TIMEOUT, || {
+                self.backend.kick_all();
+                for thread in self.vcpu_threads {
+                    thread.signal(SIGRTMIN());
+                }
+            });
+        if !parked {
+            self.gate.resume();
+            return Err(format!(
+                "the vCPUs did not stop within {VCPU_PAUSE_TIMEOUT:?}"
+            ));
+        }
+        self.backend
+            .freeze_time()
+            .inspect_err(|_| self.gate.resume())
+    }
+
+    /// Lets a paused VM run again, its guest time going on from where it stopped.
+    pub fn resume(&self) -> Result<(), String> {
+        if !self.gate.is_paused() {
+            return Ok(());
+        }
+        self.backend.thaw_time()?;
+        self.gate.resume();
+        Ok(())
+    }
+
+    /// Whether the VM is paused.
+    pub fn is_paused(&self) -> bool {
+        self.gate.is_paused()
+    }
+
+    /// Presses Ctrl-Alt-Del on the i8042 keyboard; an error says its buffer is full.
+    pub fn send_ctrl_alt_del(&self) -> Result<(), String> {
+        if lock(self.i8042).press_ctrl_alt_del() {
+            Ok(())
+        } else {
+            Err("the guest has not read the keyboard's earlier keys".into())
+        }
+    }
+
+    /// Each virtio device's counters, by name.
+    pub fn device_counters(&self) -> &[(String, Arc<Counters>)] {
+        &self.counters
+    }
+
+    fn balloon(&self) -> Option<&Arc<Mutex<Balloon>>> {
+        self.handles.iter().find_map(|(_, h)| match h {
+            Handle::Balloon(b) => Some(b),
+            _ => None,
+        })
+    }
+
+    /// The balloon's state, if the VM has one.
+    pub fn balloon_state(&self) -> Option<Arc<BalloonState>> {
+        self.balloon().map(|b| lock(b).state().clone())
+    }
+
+    /// Asks the guest for a balloon of `target_mib` MiB.
+    pub fn set_balloon_target(&self, target_mib: u32) -> Result<(), String> {
+        let balloon = self.balloon().ok_or("the VM has no balloon")?;
+        lock(balloon).set_target(target_mib);
+        Ok(())
+    }
+
+    /// Polls the balloon's statistics every `seconds` from now on.
+    pub fn set_balloon_stats_period(&self, seconds: u16) -> Result<(), String> {
+        let balloon = self.balloon().ok_or("the VM has no balloon")?;
+        lock(balloon).set_stats_period(Duration::from_secs(u64::from(seconds)))
+    }
+
+    /// The device whose ID (drive or interface ID) is `id`.
+    fn handle(&self, id: &str) -> Option<&Handle> {
+        self.handles
+            .iter()
+            .find_map(|(slot, h)| (slot == id).then_some(h))
+    }
+
+    /// Gives interface `id` the receive and transmit rate limiters `rx` and `tx`.
+    pub fn update_interface(
+        &self,
+        id: &str,
+        rx: &Option<api::RateLimiter>,
+        tx: &Option<api::RateLimiter>,
+    ) -> Result<(), String> {
+        let Some(Handle::Net(net)) = self.handle(id) else {
+            return Err(format!("iface_id: no interface `{id}`"));
+        };
+        lock(net).update_limiters(virtio::buckets(rx), virtio::buckets(tx));
+        Ok(())
+    }
+
+    /// Changes drive `id`: serves it from `path` (opened read-only if `read_only`) and/or
+    /// limits it with `limiter`. Errors name the drive and the file.
+    pub fn update_drive(
+        &self,
+        id: &str,
+        path: Option<&Path>,
+        read_only: bool,
+        limiter: Option<&Option<api::RateLimiter>>,
+    ) -> Result<(), String> {
+        let Some(Handle::Block(block)) = self.handle(id) else {
+            return Err(format!("drive_id: no drive `{id}`"));
+        };
+        let disk = path
+            .map(|p| Disk::open(p, read_only, id).map_err(|e| format!("path_on_host: {e}")))
+            .transpose()?;
+        let mut block = lock(block);
+        if let Some(disk) = disk {
+            block.replace_disk(disk);
+        }
+        if let Some(limiter) = limiter {
+            let (bytes, ops) = virtio::buckets(limiter);
+            block.update_limiter(bytes, ops);
+        }
+        Ok(())
     }
 }
 
@@ -374,6 +554,28 @@ impl Backend {
     fn kick_all(&self) {
         if let Backend::Soft(soft) = self {
             soft.kick_all();
+        }
+    }
+
+    /// Stops guest time once every vCPU is paused.
+    fn freeze_time(&self) -> Result<(), String> {
+        match self {
+            Backend::Kvm(kvm) => kvm.freeze_clock().map_err(|e| e.to_string()),
+            Backend::Soft(soft) => {
+                soft.freeze_clock();
+                Ok(())
+            }
+        }
+    }
+
+    /// Lets guest time go on from where [`Backend::freeze_time`] stopped it.
+    fn thaw_time(&self) -> Result<(), String> {
+        match self {
+            Backend::Kvm(kvm) => kvm.thaw_clock().map_err(|e| e.to_string()),
+            Backend::Soft(soft) => {
+                soft.thaw_clock();
+                Ok(())
+            }
         }
     }
 
@@ -457,6 +659,11 @@ fn acpi_platform(vcpu_count: u8, slots: &[virtio::Slot]) -> Platform {
             port: COM1_PORT as u16,
             irq: COM1_IRQ,
         }],
+        keyboard: Keyboard {
+            data_port: I8042_DATA_PORT as u16,
+            command_port: I8042_COMMAND_PORT as u16,
+            irq: I8042_KBD_IRQ,
+        },
         rtc: CmosRtc {
             port: RTC_PORT as u16,
             century_register: rtc::CENTURY,

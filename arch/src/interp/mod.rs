@@ -517,6 +517,12 @@ impl Cpu {
         self.cache = BlockCache::new(options);
     }
 
+    /// Replaces the vCPU's time base (between runs): guest time continues from what `clock`
+    /// reads, as when a paused VM resumes with the time it was paused at.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.core.clock = clock;
+    }
+
     /// Connects the local APIC to the other APICs and the timer service, and (on the boot
     /// vCPU) to the 8259 for ExtINT interrupts.
     pub fn connect(

@@ -37,6 +37,12 @@ impl Clock {
         }
     }
 
+    /// Guest time since the VM started: what a clock made by [`Clock::with_uptime`] with
+    /// this value continues from.
+    pub fn uptime(&self) -> Duration {
+        self.uptime_at_start + self.start.elapsed()
+    }
+
     /// TSC ticks since the VM started (before any per-vCPU offset).
     #[inline]
     pub fn ticks(&self) -> u64 {

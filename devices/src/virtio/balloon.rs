@@ -112,6 +112,30 @@ impl Balloon {
         })
     }
 
+    /// Asks the guest for a balloon of `target_mib` MiB from now on.
+    pub fn set_target(&mut self, target_mib: u32) {
+        self.state
+            .target_pages
+            .store(target_mib.saturating_mul(256), Ordering::SeqCst);
+        self.core.signals.config_changed();
+    }
+
+    /// Polls the guest's statistics every `period` from now on. Statistics must have been
+    /// on from the start (the guest negotiated their queue then) and stay on.
+    pub fn set_stats_period(&mut self, period: Duration) -> Result<(), String> {
+        if self.stats_period.is_none() {
+            return Err("statistics were off when the VM started".into());
+        }
+        if period.is_zero() {
+            return Err("statistics cannot be turned off once the VM has started".into());
+        }
+        self.stats_period = Some(period);
+        if self.core.activation.active().is_some() {
+            self.arm_stats_timer();
+        }
+        Ok(())
+    }
+
     /// The balloon's state, shared with the VMM.
     pub fn state(&self) -> &Arc<BalloonState> {
         &self.state
@@ -408,5 +432,31 @@ mod tests {
         assert_ne!(balloon.features() & F_DEFLATE_ON_OOM, 0);
         assert_eq!(balloon.features() & F_STATS_VQ, 0);
         assert_eq!(balloon.queue_max_sizes().len(), 2);
+    }
+
+    #[test]
+    fn a_new_target_is_a_configuration_change_the_driver_hears_of() {
+        let mut balloon = Balloon::new(0, true, None).unwrap();
+        let generation = balloon.core.signals.config_generation();
+        balloon.set_target(32);
+        let mut config = [0u8; 4];
+        balloon.read_config(0, &mut config);
+        assert_eq!(u32::from_le_bytes(config), 32 * 256);
+        assert_ne!(balloon.core.signals.config_generation(), generation);
+        assert_ne!(
+            balloon.core.signals.interrupt_status() & 2,
+            0,
+            "config interrupt"
+        );
+    }
+
+    #[test]
+    fn the_statistics_period_changes_only_while_statistics_are_on() {
+        let mut off = Balloon::new(0, true, None).unwrap();
+        assert!(off.set_stats_period(Duration::from_secs(1)).is_err());
+        let mut on = Balloon::new(0, true, Some(Duration::from_secs(5))).unwrap();
+        assert!(on.set_stats_period(Duration::ZERO).is_err());
+        on.set_stats_period(Duration::from_secs(1)).unwrap();
+        assert_eq!(on.stats_period, Some(Duration::from_secs(1)));
     }
 }

@@ -24,7 +24,7 @@ use super::chain::ChainBuffers;
 use super::iov::{Direction, IoVecs};
 use super::serve::Served;
 use super::{read_config_bytes, Counters, DeviceCore, Handled, VirtioDevice, COMMON_FEATURES};
-use crate::rate_limiter::RateLimiter;
+use crate::rate_limiter::{BucketConfig, RateLimiter};
 use crate::GuestMemory;
 
 /// Bytes in a sector, the unit of every block request.
@@ -217,6 +217,18 @@ impl Block {
             buffers: ChainBuffers::new(),
             iovs: IoVecs::default(),
         })
+    }
+
+    /// Serves requests from `disk` from now on (a drive whose backing file the VMM
+    /// replaced), and tells the driver that the capacity may have changed.
+    pub fn replace_disk(&mut self, disk: Disk) {
+        self.disk = disk;
+        self.core.signals.config_changed();
+    }
+
+    /// Replaces the rate limiter's buckets.
+    pub fn update_limiter(&mut self, bytes: Option<BucketConfig>, ops: Option<BucketConfig>) {
+        self.limiter.update(bytes, ops);
     }
 
     fn config_space(&self) -> [u8; 60] {

@@ -32,7 +32,7 @@ use super::activation::{watch_limiter, DEVICE_TOKEN_BASE};
 use super::{
     read_config_bytes, ActiveQueues, Counters, DeviceCore, Handled, VirtioDevice, COMMON_FEATURES,
 };
-use crate::rate_limiter::RateLimiter;
+use crate::rate_limiter::{BucketConfig, RateLimiter};
 use header::{offered_offloads, tap_offloads, HEADER_LEN};
 use rx::{wait_for_buffers, Delivery, Receiver};
 use tap::Tap;
@@ -96,6 +96,16 @@ impl Net {
             tap_failed: false,
             watched: EventSet::empty(),
         })
+    }
+
+    /// Replaces the buckets of the receive and transmit rate limiters.
+    pub fn update_limiters(
+        &mut self,
+        rx: (Option<BucketConfig>, Option<BucketConfig>),
+        tx: (Option<BucketConfig>, Option<BucketConfig>),
+    ) {
+        self.rx_limiter.update(rx.0, rx.1);
+        self.tx_limiter.update(tx.0, tx.1);
     }
 
     fn config_space(&self) -> [u8; 10] {

@@ -154,29 +154,54 @@ fn a_frame_too_large_for_the_buffers_is_counted_and_the_buffers_kept() {
     assert_eq!(f.rxq.used(), [(0, 62)], "the small frame took the chain");
 }
 
-#[test]
-fn the_transmit_rate_limiter_holds_frames_in_the_queue() {
-    let mem = memory();
+/// An active device whose transmit limiter lets one frame through every `refill_time_ms`,
+/// with `frames` 60-byte frames posted for transmission.
+fn one_frame_per(mem: &GuestMemory, refill_time_ms: u64, frames: usize) -> Fixture<'_> {
     let one_op = BucketConfig {
         size: 1,
         one_time_burst: 0,
-        refill_time_ms: 60_000,
+        refill_time_ms,
     };
     let mut f = active(
-        &mem,
+        mem,
         COMMON_FEATURES,
         RateLimiter::new(None, Some(one_op)).unwrap(),
     );
     mem.write_slice(&frame(60, 0), GuestAddress(TX_BUFFERS))
         .unwrap();
-    f.txq.post(&[(TX_BUFFERS, 72, 0)]);
-    f.txq.post(&[(TX_BUFFERS, 72, 0)]);
+    for _ in 0..frames {
+        f.txq.post(&[(TX_BUFFERS, 72, 0)]);
+    }
+    f
+}
+
+#[test]
+fn the_transmit_rate_limiter_holds_frames_in_the_queue() {
+    let mem = memory();
+    let mut f = one_frame_per(&mem, 60_000, 2);
     f.net.serve_tx();
     assert_eq!(f.txq.used().len(), 1, "the second frame waits");
     assert_eq!(counter(&f.net, |c| &c.throttled), 1);
     let mut buf = [0u8; 128];
     assert!(f.host.recv(&mut buf).is_ok());
     assert!(f.host.recv(&mut buf).is_err(), "only one frame was sent");
+}
+
+#[test]
+fn new_limiter_buckets_apply_once_a_wait_under_way_ends() {
+    let mem = memory();
+    let mut f = one_frame_per(&mem, 100, 3);
+    f.net.serve_tx();
+    assert_eq!(f.txq.used().len(), 1);
+    f.net.update_limiters((None, None), (None, None));
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    f.net.tx_limiter.timer_expired();
+    f.net.serve_tx();
+    assert_eq!(
+        f.txq.used().len(),
+        3,
+        "unlimited now: both held frames went"
+    );
 }
 
 #[test]
