@@ -327,31 +327,21 @@ impl Emitter<'_> {
     /// `rax` and `rsi` (from a linear address in `rax`) = the host address of the
     /// `size`-byte operand there, or a jump to `slow`. Clobbers `rcx`, `rdx`, `rdi`.
     fn host_address(&mut self, store: bool, size: u8, slow: DynamicLabel) {
-        // Canonical, and within one page.
-        let last_offset = 0x1000 - i32::from(size);
-        dynasm!(self.a
-            ; .arch x64
-            ; mov rdx, rax
-            ; shl rdx, 16
-            ; sar rdx, 16
-            ; cmp rdx, rax
-            ; jne =>slow
-            ; mov edx, eax
-            ; and edx, 0xfff
-            ; cmp edx, last_offset
-            ; ja =>slow
-        );
         // The TLB entry: table (access, user), index (lin >> 12) & mask.
         let access = usize::from(store);
         let table = self.tlb.tables + (access * 2 + usize::from(self.user)) * self.tlb.table_bytes;
         let mask = (1i32 << self.tlb.index_bits) - 1;
         let entry = self.tlb.entry_bytes as i32;
         let generation = self.o.tlb_generation;
+        let last = i32::from(size) - 1;
         let (tag, host, page) = (
             self.tlb.tag as i32,
             self.tlb.host as i32,
             self.tlb.page as i32,
         );
+        // The entry must be for the page of the operand's last byte, in this generation: a
+        // miss, an access crossing into the next page and a non-canonical address (the TLB
+        // never holds one) all fail that one comparison.
         dynasm!(self.a
             ; .arch x64
             ; mov rcx, rax
@@ -360,7 +350,7 @@ impl Emitter<'_> {
             ; imul rcx, rcx, entry
             ; mov rsi, QWORD table as i64
             ; add rsi, rcx
-            ; mov rcx, rax
+            ; lea rcx, [rax + last]
             ; and rcx, -4096
             ; or rcx, QWORD [rbx + generation]
             ; cmp rcx, QWORD [rsi + tag]
