@@ -85,10 +85,18 @@ pub struct Tlb {
     /// Whether an entry of a page larger than 4 KiB may be present (INVLPG must then look
     /// beyond the entries of its own 4 KiB page).
     large: bool,
-    /// Whether a global entry may be present (a flush keeping them must then carry them
-    /// into the new generation).
-    globals: bool,
+    /// Where global entries of the current generation may be (table * TLB_SIZE + index),
+    /// for a flush to carry them into the next one (at most GLOBAL_SLOTS).
+    globals: Vec<u16>,
+    /// Whether more global entries were made than `globals` lists (a flush keeping them
+    /// then looks at every entry).
+    globals_overflow: bool,
+    /// The list the next flush fills (kept to allocate nothing per flush).
+    spare: Vec<u16>,
 }
+
+/// Global entries listed before a flush that keeps them looks at every entry instead.
+const GLOBAL_SLOTS: usize = 256;
 
 impl Default for Tlb {
     fn default() -> Self {
@@ -98,7 +106,9 @@ impl Default for Tlb {
             global_epoch: 0,
             generation: 1,
             large: false,
-            globals: false,
+            globals: Vec::with_capacity(GLOBAL_SLOTS),
+            globals_overflow: false,
+            spare: Vec::with_capacity(GLOBAL_SLOTS),
         }
     }
 }
@@ -122,31 +132,59 @@ impl Tlb {
 
     /// Drops every translation, or every non-global one.
     pub fn flush(&mut self, keep_global: bool) {
+        if keep_global {
+            self.next_generation(|_| true);
+        } else {
+            self.next_generation(|_| false);
+            self.global_epoch = self.global_epoch.wrapping_add(1);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// Starts a new generation, into which only the global entries that `keep` accepts are
+    /// carried.
+    fn next_generation(&mut self, keep: impl Fn(&Entry) -> bool) {
         let old = self.generation;
+        self.large = false;
+        self.spare.clear();
+        let overflow = std::mem::take(&mut self.globals_overflow);
         if old + 1 == GENERATION_MASK {
             // Generations would repeat: clear for real, once in 4094 flushes.
             self.entries.iter_mut().for_each(|t| t.fill(EMPTY));
             self.generation = 1;
-            self.large = false;
-            self.globals = false;
-        } else {
-            self.generation = old + 1;
-            if keep_global && self.globals {
-                for e in self.entries.iter_mut().flat_map(|t| t.iter_mut()) {
-                    if e.global && e.tag & GENERATION_MASK == old {
-                        e.tag = (e.tag & !GENERATION_MASK) | self.generation;
-                    }
+            self.globals.clear();
+            return;
+        }
+        let new = old + 1;
+        self.generation = new;
+        let (kept, large) = (&mut self.spare, &mut self.large);
+        // Entries past a full list are not carried: a TLB may always forget.
+        let mut carry = |slot: usize, e: &mut Entry| {
+            if e.global && e.tag & GENERATION_MASK == old && keep(e) {
+                if kept.len() == GLOBAL_SLOTS {
+                    return;
                 }
-            } else {
-                // Nothing of the old generation is valid any more.
-                self.globals = false;
-                self.large = false;
+                e.tag = (e.tag & !GENERATION_MASK) | new;
+                *large |= e.size_shift > 12;
+                kept.push(slot as u16);
+            }
+        };
+        if overflow {
+            for (slot, e) in self
+                .entries
+                .iter_mut()
+                .flat_map(|t| t.iter_mut())
+                .enumerate()
+            {
+                carry(slot, e);
+            }
+        } else {
+            for &slot in &self.globals {
+                let slot = usize::from(slot);
+                carry(slot, &mut self.entries[slot / TLB_SIZE][slot % TLB_SIZE]);
             }
         }
-        self.epoch = self.epoch.wrapping_add(1);
-        if !keep_global {
-            self.global_epoch = self.global_epoch.wrapping_add(1);
-        }
+        std::mem::swap(&mut self.globals, &mut self.spare);
     }
 
     /// Where its tables are, for translated code (they never move while the TLB lives).
@@ -169,18 +207,15 @@ impl Tlb {
     }
 
     /// Drops the translations covering linear address `lin` (INVLPG): those of its 4 KiB
-    /// page sit at its index, those of larger pages anywhere.
+    /// page sit at its index; once a larger page may be cached anywhere, the whole
+    /// generation goes instead, but for the global entries not covering `lin`.
     pub fn flush_page(&mut self, lin: u64) {
         let covers = |e: &Entry| {
             e.tag != INVALID
                 && ((e.tag & !GENERATION_MASK) >> e.size_shift) == (lin >> e.size_shift)
         };
         if self.large {
-            for e in self.entries.iter_mut().flat_map(|t| t.iter_mut()) {
-                if covers(e) {
-                    *e = EMPTY;
-                }
-            }
+            self.next_generation(|e| !covers(e));
         } else {
             for table in self.entries.iter_mut() {
                 if covers(&table[index(lin)]) {
@@ -486,7 +521,14 @@ impl Core {
             return Ok(Ok((page.host + (t.phys & 0xfff) as usize, page.index)));
         }
         self.tlb.large |= t.size_shift > 12;
-        self.tlb.globals |= t.global;
+        if t.global {
+            if self.tlb.globals.len() < GLOBAL_SLOTS {
+                let slot = (slot(access, user) * TLB_SIZE + index(lin)) as u16;
+                self.tlb.globals.push(slot);
+            } else {
+                self.tlb.globals_overflow = true;
+            }
+        }
         self.tlb.entries[slot(access, user)][index(lin)] = Entry {
             tag: self.tlb.tag(lin),
             host: page.host,
@@ -791,12 +833,19 @@ pub(crate) fn atomic_cmpxchg(host: usize, bytes: usize, expected: u64, new: u64)
 
 #[cfg(test)]
 mod tests {
-    use super::{index, slot, Access, Entry, Tlb, GENERATION_MASK};
+    use super::{index, slot, Access, Entry, Tlb, GENERATION_MASK, TLB_SIZE};
 
     /// A TLB holding `lin` (4 KiB page, `global` or not) for supervisor reads.
     fn holding(tlb: &mut Tlb, lin: u64, global: bool, size_shift: u8) {
         tlb.large |= size_shift > 12;
-        tlb.globals |= global;
+        if global {
+            if tlb.globals.len() < super::GLOBAL_SLOTS {
+                tlb.globals
+                    .push((slot(Access::Read, false) * TLB_SIZE + index(lin)) as u16);
+            } else {
+                tlb.globals_overflow = true;
+            }
+        }
         tlb.entries[slot(Access::Read, false)][index(lin)] = Entry {
             tag: tlb.tag(lin),
             host: 0x1000,
@@ -840,9 +889,35 @@ mod tests {
         assert!(!has(&tlb, 0x4000) && has(&tlb, 0x5000));
         // A 2 MiB page entry cached for an address far from the one INVLPG names.
         holding(&mut tlb, 0x20_1000, false, 21);
+        holding(&mut tlb, 0xffff_8000_0000_1000, true, 12);
+        holding(&mut tlb, 0xffff_8000_0000_2000, true, 12);
         tlb.flush_page(0x3f_f000);
         assert!(!has(&tlb, 0x20_1000));
-        assert!(has(&tlb, 0x5000));
+        assert!(
+            has(&tlb, 0xffff_8000_0000_1000),
+            "a global entry elsewhere stays"
+        );
+        tlb.flush_page(0xffff_8000_0000_2000);
+        assert!(!has(&tlb, 0xffff_8000_0000_2000));
+        assert!(has(&tlb, 0xffff_8000_0000_1000));
+    }
+
+    #[test]
+    fn more_global_entries_than_listed_are_found_by_a_full_pass() {
+        let mut tlb = Tlb::default();
+        let pages: Vec<u64> = (0..200)
+            .map(|n| 0xffff_8000_0000_0000 + (n << 12))
+            .collect();
+        // Each page twice: the list fills with repeats and overflows.
+        for &p in pages.iter().chain(&pages) {
+            holding(&mut tlb, p, true, 12);
+        }
+        assert!(tlb.globals_overflow);
+        tlb.flush(true);
+        tlb.flush(true);
+        assert!(pages.iter().all(|&p| has(&tlb, p)));
+        tlb.flush(false);
+        assert!(pages.iter().all(|&p| !has(&tlb, p)));
     }
 
     use super::super::segment::from_descriptor;
