@@ -36,6 +36,8 @@ pub enum Kind {
     Test { imm: bool },
     /// INC, or DEC when `dec`.
     IncDec { dec: bool },
+    /// NOT.
+    Not,
     /// IMUL reg, r/m or IMUL reg, r/m, imm (`three`).
     Imul { three: bool },
     /// Shift or rotate, count in CL (`cl`) or the immediate.
@@ -134,6 +136,7 @@ fn table() -> HashMap<usize, Kind> {
     t.push((alu::test::<false>, Kind::Test { imm: false }));
     t.push((alu::inc_dec::<true>, Kind::IncDec { dec: true }));
     t.push((alu::inc_dec::<false>, Kind::IncDec { dec: false }));
+    t.push((alu::not, Kind::Not));
     t.push((alu::imul_n::<true>, Kind::Imul { three: true }));
     t.push((alu::imul_n::<false>, Kind::Imul { three: false }));
     t.push((bits::shift::<{ bits::COUNT_CL }>, Kind::Shift { cl: true }));
@@ -251,6 +254,7 @@ mod tests {
             (&[0xe8, 0, 0, 0, 0], Kind::CallRel),
             (&[0xc3], Kind::Ret),
             (&[0x53], Kind::PushReg),
+            (&[0x48, 0xf7, 0xd0], Kind::Not),
             (&[0x5b], Kind::PopReg),
         ];
         for (bytes, expected) in cases {

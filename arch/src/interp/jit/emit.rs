@@ -312,6 +312,7 @@ fn flag_use(insn: &Insn) -> FlagUse {
     let reg_form = insn.flags & MEM == 0;
     match kind(insn.exec) {
         Some(Kind::Nop | Kind::MovRR | Kind::MovRI | Kind::Lea) => FlagUse::Untouched,
+        Some(Kind::Not) if reg_form => FlagUse::Untouched,
         Some(Kind::Extend { .. }) if reg_form => FlagUse::Untouched,
         Some(Kind::AluRR(op) | Kind::AluRI(op)) if !matches!(op, alu::ADC | alu::SBB) => {
             FlagUse::Overwrites

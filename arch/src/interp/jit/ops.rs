@@ -253,6 +253,19 @@ impl Emitter<'_> {
                     test(e);
                 })
             }
+            Kind::Not if reg_form => {
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
+                };
+                self.load(HOST_RAX, d, size);
+                // Bits above a 32-bit operand stay clear; NOT changes no flags.
+                dynasm!(self.a ; .arch x64 ; not rax);
+                if size == 4 {
+                    dynasm!(self.a ; .arch x64 ; mov eax, eax);
+                }
+                self.store(HOST_RAX, d, size);
+                true
+            }
             Kind::IncDec { dec } if wide(size) && reg_form && gpr(insn.r0) => {
                 self.inc_dec(insn, dec)
             }
