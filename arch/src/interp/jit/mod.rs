@@ -193,8 +193,6 @@ pub struct Jit {
     insns: Vec<Insn>,
     /// Runs of a block after which it is translated.
     pub(crate) hot_threshold: u32,
-    /// Blocks translated so far (for statistics).
-    pub translated: u64,
 }
 
 impl Jit {
@@ -208,7 +206,6 @@ impl Jit {
             lookup: None,
             insns: Vec::new(),
             hot_threshold: options.hot_threshold.max(1),
-            translated: 0,
         }
     }
 
@@ -269,7 +266,6 @@ impl Jit {
         for (slot, request) in emitted.requests {
             self.slots.unlink(slot, (entry + request) as u64);
         }
-        self.translated += 1;
         Some(Code {
             entry,
             body: entry + emitted.body,
