@@ -12,6 +12,7 @@ mod logger;
 pub mod metrics;
 pub mod pause;
 mod report;
+mod running;
 mod soft;
 pub mod stop;
 mod threads;
