@@ -3,13 +3,13 @@
 # (microvm, virtio-mmio, found through ACPI), in the same run, with the same kernel,
 # initramfs, disk image and guest tool (resources/guest-tools/ember-diskbench.c, O_DIRECT):
 # sequential reads and writes of 1 MiB blocks over 64 MiB, random reads and writes of 4 KiB
-# blocks over 8 MiB. Both VMMs back the disk with a file in the host's page cache. QEMU also
-# gets the host TSC frequency (tsc_early_khz), without which its guest often hangs here.
+# blocks over 8 MiB. Both VMMs back the disk with a file in the host's page cache. Boot
+# arguments, QEMU's tsc_early_khz and CPU model as in bench/lib.sh.
 # Prints each workload's median MiB/s and IOPS and Ember's throughput as a ratio of QEMU's
 # (above 1: Ember is faster).
 # Usage: bench/disk.sh [ROUNDS]   (default 3)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"   # STOCK_ARGS, QEMU_CPU, TSC_KHZ
 ROUNDS=${1:-3}
 cargo build --release -q -p vmm
 resources/build-guest.sh >/dev/null
@@ -20,8 +20,7 @@ DISK=$PWD/build/bench/disk.raw
 KERNEL=$PWD/build/guest/vmlinux INITRD=$PWD/build/guest/initramfs.cpio
 B='ember-diskbench /dev/vda'
 RUN="ember_run=\"$B read seq 1048576 67108864; $B write seq 1048576 67108864; $B read rand 4096 8388608; $B write rand 4096 8388608\""
-ARGS="console=ttyS0 reboot=k panic=-1 quiet pci=off"
-TSC_KHZ=$(awk -F: '/^cpu MHz/ {printf "%d", $2 * 1000; exit}' /proc/cpuinfo)
+ARGS=$STOCK_ARGS
 CONFIG=build/bench/disk.json
 cat > "$CONFIG" <<JSON
 {"boot-source": {"kernel_image_path": "$KERNEL", "initrd_path": "$INITRD",
@@ -38,7 +37,7 @@ ember_run() {
 }
 qemu_run() {
   fresh_disk
-  timeout 600 qemu-system-x86_64 -M microvm -accel tcg -cpu qemu64 -m 256 -nodefaults \
+  timeout 600 qemu-system-x86_64 -M microvm -accel tcg -cpu "$QEMU_CPU" -m 256 -nodefaults \
     -no-user-config -nographic -serial stdio -no-reboot -kernel "$KERNEL" -initrd "$INITRD" \
     -drive id=d0,file="$DISK",format=raw,if=none -device virtio-blk-device,drive=d0 \
     -append "$ARGS tsc_early_khz=$TSC_KHZ $RUN" </dev/null 2>/dev/null | grep -a '^diskbench' || true
@@ -51,10 +50,10 @@ for r in $(seq "$ROUNDS"); do
   qemu_run | sed 's/^/qemu /' >> "$results"
   echo "round $r done" >&2
 done
-median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "nan"}'; }
 printf '%-16s %14s %14s %12s %12s %8s\n' workload "ember MiB/s" "qemu MiB/s" "ember IOPS" "qemu IOPS" ratio
 for w in "read seq 1048576" "write seq 1048576" "read rand 4096" "write rand 4096"; do
-  sel() { awk -v vmm="$1" -v w="$w" -v col="$2" '$1 == vmm && ($3" "$4" "$5) == w {print $col}' "$results" | median; }
+  # shellcheck disable=SC2046 # the values are words
+  sel() { median $(awk -v vmm="$1" -v w="$w" -v col="$2" '$1 == vmm && ($3" "$4" "$5) == w {print $col}' "$results"); }
   em=$(sel ember 6) qm=$(sel qemu 6) ei=$(sel ember 7) qi=$(sel qemu 7)
   ratio=$(awk -v e="$em" -v q="$qm" 'BEGIN {if (q > 0) printf "%.2f", e / q; else print "nan"}')
   printf '%-16s %14s %14s %12s %12s %8s\n' "${w% *}" "$em" "$qm" "$ei" "$qi" "$ratio"

@@ -8,8 +8,8 @@
 # helper does, timing from accept or connect until the other side has everything.
 # Everything runs in a network namespace made for the run (deleted on exit).
 # Usage: bench/net.sh [ROUNDS] [MIB]   (default 3 rounds of 256 MiB each way)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"   # STOCK_ARGS, QEMU_CPU, TSC_KHZ
 ROUNDS=${1:-3}
 MIB=${2:-256}
 BYTES=$((MIB << 20))
@@ -59,13 +59,11 @@ else:
 print(f"{n / (time.time() - start) / 1e6:.1f}")
 PY
 
-ARGS='pci=off cryptomgr.notests mitigations=off tsc=reliable no_timer_check 8250.nr_uarts=1'
 RUN="ip link set eth0 up; ip addr add 10.0.0.2/24 dev eth0; ember-tcp send 10.0.0.1 5000 $BYTES; ember-tcp recv 5001 >/dev/null"
 MAC=06:00:0a:00:00:02
-TSC_KHZ=$(awk -F: '/^cpu MHz/ {printf "%d", $2 * 1000; exit}' /proc/cpuinfo)
 cat > "$OUT/vm.json" <<JSON
 {"boot-source": {"kernel_image_path": "$PWD/$KERNEL", "initrd_path": "$PWD/$INITRD",
-  "boot_args": "console=ttyS0 reboot=k panic=-1 quiet $ARGS ember_run=\"$RUN\""},
+  "boot_args": "$STOCK_ARGS ember_run=\"$RUN\""},
  "machine-config": {"vcpu_count": 1, "mem_size_mib": 256},
  "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "$MAC"}]}
 JSON
@@ -74,11 +72,11 @@ ember() {
   in_ns timeout 300 target/release/ember --no-api --config-file "$OUT/vm.json" --accel interp
 }
 qemu() {
-  in_ns timeout 300 qemu-system-x86_64 -M microvm -accel tcg -cpu qemu64 -m 256 -nodefaults \
+  in_ns timeout 300 qemu-system-x86_64 -M microvm -accel tcg -cpu "$QEMU_CPU" -m 256 -nodefaults \
     -no-user-config -nographic -serial stdio -no-reboot -kernel "$KERNEL" -initrd "$INITRD" \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=off \
     -device virtio-net-device,netdev=n0,mac=$MAC \
-    -append "console=ttyS0 reboot=t panic=-1 quiet $ARGS tsc_early_khz=$TSC_KHZ ember_run=\"$RUN\""
+    -append "$STOCK_ARGS tsc_early_khz=$TSC_KHZ ember_run=\"$RUN\""
 }
 
 # One boot of VMM ($1): prints "guest-to-host host-to-guest" in MB/s ("fail" where it failed).

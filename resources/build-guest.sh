@@ -1,12 +1,14 @@
 #!/bin/bash
 # Build Ember's default guest from Debian 12 packages only:
-#   vmlinuz            Debian cloud kernel, bzImage (LZ4 payload)
+#   vmlinuz            Debian cloud kernel, bzImage (LZ4 payload; XZ for the generic flavour)
 #   vmlinux            the ELF kernel taken out of that bzImage (has the PVH entry note)
 #   initramfs.cpio     busybox-static + virtio/vsock modules + /init (uncompressed newc)
 #   rootfs.ext4        the same system without modules, as an ext4 root file system image
 #   vm.json            example Firecracker --config-file using the files above
 #   config-KVER        the kernel's .config, for reference
 # Usage: build-guest.sh [BUILD_DIR]   (or EMBER_BUILD=DIR; default <repo>/build/guest)
+# EMBER_KERNEL_FLAVOUR picks another Debian kernel flavour than cloud-amd64, e.g. amd64 (the
+# generic kernel, which bench/boot.sh can compare too); use another BUILD_DIR for it.
 # Needs root (apt-get install of missing tools, mknod /dev/console). A run with all outputs
 # present and newer than this script does nothing; .debs are cached in BUILD_DIR/debs
 # (delete them to pick up a newer kernel package).
@@ -17,6 +19,7 @@ SELF=$(realpath "${BASH_SOURCE[0]}")
 OUT=$(realpath -m "${1:-${EMBER_BUILD:-$REPO/build/guest}}")
 DEBS="$OUT/debs" WORK="$OUT/work"
 OUTPUTS=(vmlinuz vmlinux initramfs.cpio rootfs.ext4 vm.json)
+KFLAVOUR=${EMBER_KERNEL_FLAVOUR:-cloud-amd64}
 # Modules the guest should have; built-in ones are dropped, dependencies are added.
 WANT_MODULES=(virtio virtio_ring virtio_mmio virtio_pci virtio_blk virtio_net
   vmw_vsock_virtio_transport virtio_rng virtio_balloon
@@ -33,6 +36,7 @@ exec 9>"$OUT/.lock" && flock 9          # parallel callers wait for one build
 TOOLS="$REPO/resources/guest-tools"
 up_to_date() {
   [[ -e $OUT/.stamp && ! $SELF -nt $OUT/.stamp ]] || return 1
+  [[ $(awk '{print $4}' "$OUT/.stamp") == "$KFLAVOUR" ]] || return 1
   for t in "$TOOLS"/*.c; do [[ ! $t -nt $OUT/.stamp ]] || return 1; done
   for f in "${OUTPUTS[@]}"; do [[ -s $OUT/$f ]] || return 1; done
 }
@@ -44,7 +48,7 @@ rm -f "$OUT/.stamp"
 APT_UPDATED=
 apt_update() { [[ -n $APT_UPDATED ]] || { apt-get update -q >/dev/null; APT_UPDATED=1; }; }
 missing=()
-for t in lz4:lz4 depmod:kmod modprobe:kmod cpio:cpio readelf:binutils gcc:gcc mkfs.ext4:e2fsprogs; do
+for t in lz4:lz4 xz:xz-utils depmod:kmod modprobe:kmod cpio:cpio readelf:binutils gcc:gcc mkfs.ext4:e2fsprogs; do
   command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
 done
 [[ -e /usr/lib/x86_64-linux-gnu/libc.a ]] || missing+=(libc6-dev)   # static guest tools
@@ -68,9 +72,9 @@ fetch() {
   fi
   [[ -n $f ]] && echo "$f"
 }
-META=$(fetch linux-image-cloud-amd64) || die "cannot download linux-image-cloud-amd64"
+META=$(fetch "linux-image-$KFLAVOUR") || die "cannot download linux-image-$KFLAVOUR"
 # The meta package depends on the real one, e.g. "linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)".
-DEP=$(dpkg-deb -f "$META" Depends | tr ',' '\n' | grep -m1 -o 'linux-image-[^ ]*cloud-amd64 *(= *[^)]*)') \
+DEP=$(dpkg-deb -f "$META" Depends | tr ',' '\n' | grep -m1 -o "linux-image-[^ ]*-$KFLAVOUR *(= *[^)]*)") \
   || die "no kernel in Depends of $META"
 KPKG=${DEP%% *} KPKGVER=$(echo "$DEP" | sed 's/.*= *//; s/)//')
 KDEB=$(fetch "$KPKG=$KPKGVER") || die "cannot download $KPKG=$KPKGVER (delete $DEBS to refresh)"
@@ -81,7 +85,7 @@ rm -rf "$WORK"; mkdir -p "$WORK"
 dpkg -x "$KDEB" "$WORK/kernel"
 dpkg -x "$BBDEB" "$WORK/busybox"
 KVER=$(ls "$WORK/kernel/lib/modules")
-[[ $KVER == *cloud-amd64 ]] || die "unexpected module dir: $KVER"
+[[ $KVER == *-"$KFLAVOUR" ]] || die "unexpected module dir: $KVER"
 cp "$WORK/kernel/boot/vmlinuz-$KVER" "$OUT/vmlinuz.tmp"
 cp "$WORK/kernel/boot/config-$KVER" "$OUT/config-$KVER"
 
@@ -93,13 +97,17 @@ BZ="$OUT/vmlinuz.tmp"
 [[ $(od -An -c -j $((0x202)) -N 4 "$BZ" | tr -d ' ') == HdrS ]] || die "vmlinuz: no bzImage header"
 SETUP=$(u 0x1f1 1 "$BZ"); ((SETUP)) || SETUP=4
 PSTART=$(( (SETUP + 1) * 512 + $(u 0x248 4 "$BZ") )) PLEN=$(u 0x24c 4 "$BZ")
-[[ $(od -An -tx1 -j "$PSTART" -N 4 "$BZ" | tr -d ' ') == 02214c18 ]] \
-  || die "vmlinuz payload is not LZ4 (legacy frame)"
+# The cloud kernel compresses it with LZ4 (legacy frame), the generic one with XZ.
+case $(od -An -tx1 -j "$PSTART" -N 6 "$BZ" | tr -d ' ') in
+  02214c18*) UNPACK=(lz4 -dc) ;;
+  fd377a585a00) UNPACK=(xz -dc) ;;
+  *) die "vmlinuz payload is neither LZ4 (legacy frame) nor XZ" ;;
+esac
 # The payload ends with a 4-byte little-endian uncompressed size (kernel's size_append);
-# lz4 would read it as a block header and complain, so hand lz4 the payload without it.
+# lz4 would read it as a block header and complain, so hand it the payload without it.
 ULEN=$(u $((PSTART + PLEN - 4)) 4 "$BZ")
 dd if="$BZ" bs=1M iflag=skip_bytes,count_bytes skip="$PSTART" count=$((PLEN - 4)) status=none \
-  | lz4 -dc > "$WORK/payload"
+  | "${UNPACK[@]}" > "$WORK/payload"
 [[ $(stat -c %s "$WORK/payload") == "$ULEN" ]] || die "payload size mismatch"
 # The payload is the stripped ELF followed by the relocation table for KASLR; cut the ELF
 # at the end of its section header table (the last thing in the file) after checking that
@@ -250,6 +258,6 @@ EOF
 
 for f in "${OUTPUTS[@]}"; do mv -f "$OUT/$f.tmp" "$OUT/$f"; done
 rm -rf "$WORK"
-echo "$KPKG $KPKGVER $KVER" > "$OUT/.stamp"
+echo "$KPKG $KPKGVER $KVER $KFLAVOUR" > "$OUT/.stamp"
 log "done: $OUT ($KVER)"
 (cd "$OUT" && ls -l "${OUTPUTS[@]}" >&2)

@@ -292,3 +292,67 @@ fn the_guest_runs_from_a_root_file_system_on_virtio_blk() {
         "a read-only root changed"
     );
 }
+
+/// A number the guest printed after `tag` (the first word after it).
+fn tagged_number(run: &Run, tag: &str, word: usize) -> f64 {
+    run.stdout
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(tag))
+        .and_then(|l| l.split_whitespace().nth(word))
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no number {word} after {tag:?}: {run:#?}"))
+}
+
+/// A drive with a bandwidth rate limiter delivers every byte, no faster than its token bucket
+/// refills: the guest reads the whole 6 MiB drive with O_DIRECT (so every byte comes from the
+/// device) through a 1 MiB bucket refilled in 500 ms. The bucket holds at most 1 MiB when the
+/// read starts, so the other 5 MiB take at least 2.5 s of the guest's clock; the test asks
+/// for 2 s. Only this lower bound is checked, never an upper one, and only while the guest
+/// keeps the TSC as its clock: on a host too busy to deliver its timer ticks on time, the
+/// guest kernel's watchdog can switch it to jiffies, which then lose time.
+#[test]
+fn a_bandwidth_rate_limiter_holds_reads_to_its_rate() {
+    const TEST: &str = "a_bandwidth_rate_limiter_holds_reads_to_its_rate";
+    const MIB: usize = 1 << 20;
+    let dir = scratch_dir("virtio-blk-limiter");
+    let image = dir.join("limited.raw");
+    let data: Vec<u8> = (0..6 * MIB as u64)
+        .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        .collect();
+    std::fs::write(&image, &data).unwrap();
+    let drive = format!(
+        r#"{{"drive_id": "limited", "path_on_host": "{}", "is_root_device": false,
+             "rate_limiter": {{"bandwidth": {{"size": {MIB}, "refill_time": 500}}}}}}"#,
+        image.display()
+    );
+    // Only dd is timed: the checksum is slow on the software CPU.
+    let command = "read -r t0 _ < /proc/uptime; \
+        dd if=/dev/vda of=/tmp/vda bs=1M iflag=direct 2>/dev/null; \
+        read -r t1 _ < /proc/uptime; echo LIMITED-TIME $t0 $t1; \
+        echo LIMITED-SHA $(sha256sum < /tmp/vda); \
+        echo LIMITED-CLOCK $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)";
+    let run = boot_with_drives(&dir, "interp", &drive, command);
+    assert_eq!(run.code(), 0, "{run:#?}");
+    assert!(
+        run.stdout
+            .contains(&format!("LIMITED-SHA {} -", sha256(&data))),
+        "the guest did not read the drive's 6 MiB: {run:#?}"
+    );
+    let seconds = tagged_number(&run, "LIMITED-TIME ", 1) - tagged_number(&run, "LIMITED-TIME ", 0);
+    let clock = run
+        .stdout
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("LIMITED-CLOCK "))
+        .unwrap_or_else(|| panic!("no LIMITED-CLOCK line: {run:#?}"));
+    if !clock.starts_with("tsc") {
+        note_skip(
+            TEST,
+            &format!("the time check: the guest's clock source became {clock} (host too busy)"),
+        );
+        return;
+    }
+    assert!(
+        seconds >= 2.0,
+        "6 MiB read in {seconds} s through a 2 MiB/s limiter: {run:#?}"
+    );
+}

@@ -120,6 +120,8 @@ pub struct BlockCache {
     jump: Box<[Link]>,
     /// The translator for hot blocks.
     jit: jit::Jit,
+    /// The exit of translated code that asked to be linked to the next block run.
+    link_request: Option<jit::LinkRequest>,
 }
 
 impl Default for BlockCache {
@@ -136,16 +138,8 @@ impl BlockCache {
             map: HashMap::new(),
             jump: vec![Link::NONE; JUMP_CACHE].into_boxed_slice(),
             jit: jit::Jit::new(jit),
+            link_request: None,
         }
-    }
-}
-
-/// The mask of RIP in the current code size.
-fn ip_mask(core: &Core) -> u64 {
-    match core.s.mode.code_bits {
-        64 => u64::MAX,
-        32 => 0xffff_ffff,
-        _ => 0xffff,
     }
 }
 
@@ -240,6 +234,7 @@ impl BlockCache {
                             self.map.clear();
                             self.jump.fill(Link::NONE);
                             self.jit.reset();
+                            self.link_request = None;
                         }
                         let idx = self.blocks.len() as u32;
                         self.blocks.push(block);
@@ -266,15 +261,17 @@ impl BlockCache {
 
     /// Runs block `idx` on `core`, at most `limit` instructions of it: returns when it ends
     /// or an instruction faults (the fault is delivered). A whole block (`limit` covers it)
-    /// that has run often is translated first and then runs as host code, which may loop on
-    /// itself up to `budget` times; the result is how many runs beyond the first that took.
+    /// of 64-bit code that has run often is translated first and then runs as host code,
+    /// which may go on into other translated blocks up to `budget` times; the result is how
+    /// many blocks beyond the first that took.
     pub(crate) fn run(&mut self, idx: u32, core: &mut Core, limit: usize, budget: u64) -> u64 {
+        let request = self.link_request.take();
         let Some(block) = self.blocks.get_mut(idx as usize) else {
             return 0;
         };
         core.end_block = false;
         let whole = limit >= block.insns.len();
-        if whole && block.jit.is_none() && self.jit.enabled() {
+        if whole && block.jit.is_none() && self.jit.enabled() && core.s.mode.code_bits == 64 {
             block.runs += 1;
             if block.runs == self.jit.hot_threshold {
                 self.translate(idx, core);
@@ -282,10 +279,15 @@ impl BlockCache {
         }
         let block = &self.blocks[idx as usize];
         if let Some(code) = block.jit.filter(|&c| whole && self.jit.is_current(c)) {
+            if let Some(request) = request {
+                let page = (block.npages == 1).then_some(block.lin_pages[0]);
+                self.jit.link(request, code, core, page);
+            }
             core.loop_budget = budget.max(1);
-            // SAFETY: the code is from the current arena generation and was translated from
-            // this block's instructions, which live as long as the block.
-            match unsafe { code.run(core) } {
+            // SAFETY: the code is from the current arena generation.
+            let exit = unsafe { code.run(core) };
+            self.link_request = self.jit.take_request(core);
+            match exit {
                 jit::JitExit::Declined => {}
                 jit::JitExit::Panicked => {
                     if let Some(payload) = jit::take_panic() {
@@ -314,21 +316,19 @@ impl BlockCache {
     /// Translates block `idx`; when the code arena is full, every translation is dropped
     /// and the arena starts again.
     fn translate(&mut self, idx: u32, core: &Core) {
-        let Some(first) = self.blocks[idx as usize].insns.first() else {
-            return;
-        };
-        let start = first.next.wrapping_sub(u64::from(first.len)) & ip_mask(core);
+        let page = self.blocks[idx as usize].lin_pages[0];
         let mut code = self
             .jit
-            .translate(core, &self.blocks[idx as usize].insns, start);
+            .translate(core, &self.blocks[idx as usize].insns, page);
         if code.is_none() && self.jit.enabled() {
             for b in &mut self.blocks {
                 b.jit = None;
             }
             self.jit.reset();
+            self.link_request = None;
             code = self
                 .jit
-                .translate(core, &self.blocks[idx as usize].insns, start);
+                .translate(core, &self.blocks[idx as usize].insns, page);
         }
         self.blocks[idx as usize].jit = code;
     }

@@ -79,7 +79,7 @@ pub struct Flags {
     /// Carry in (ADC/SBB) or CF to keep (INC/DEC).
     pub(in crate::interp) aux: u64,
     /// The arithmetic flags when `op` is `Explicit`, and always every other bit.
-    explicit: u64,
+    pub(in crate::interp) explicit: u64,
 }
 
 impl Default for Flags {

@@ -22,13 +22,16 @@ pub enum Access {
     Fetch = 2,
 }
 
-const TLB_BITS: u32 = 8;
+const TLB_BITS: u32 = 10;
 const TLB_SIZE: usize = 1 << TLB_BITS;
-const INVALID: u64 = 1;
+/// A tag no lookup matches: its generation bits are never a current generation.
+const INVALID: u64 = GENERATION_MASK;
+/// The low bits of a tag, below the page address, hold the TLB generation it was filled in.
+const GENERATION_MASK: u64 = 0xfff;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// Linear page address, or INVALID.
+    /// Linear page address ORed with the generation it was filled in, or INVALID.
     tag: u64,
     /// Host address of the page.
     host: usize,
@@ -76,6 +79,15 @@ pub struct Tlb {
     /// Incremented on flushes that drop global translations too: caches of what was reached
     /// through global translations only are stale when this moves.
     pub global_epoch: u32,
+    /// The current generation (1..GENERATION_MASK): entries of older ones do not match, so
+    /// a flush is a new generation instead of a pass over every entry.
+    pub(crate) generation: u64,
+    /// Whether an entry of a page larger than 4 KiB may be present (INVLPG must then look
+    /// beyond the entries of its own 4 KiB page).
+    large: bool,
+    /// Whether a global entry may be present (a flush keeping them must then carry them
+    /// into the new generation).
+    globals: bool,
 }
 
 impl Default for Tlb {
@@ -84,6 +96,9 @@ impl Default for Tlb {
             entries: Box::new([[EMPTY; TLB_SIZE]; 6]),
             epoch: 0,
             global_epoch: 0,
+            generation: 1,
+            large: false,
+            globals: false,
         }
     }
 }
@@ -99,13 +114,33 @@ fn index(lin: u64) -> usize {
 }
 
 impl Tlb {
+    /// The tag an entry for `lin` has in the current generation.
+    #[inline(always)]
+    fn tag(&self, lin: u64) -> u64 {
+        (lin & !0xfff) | self.generation
+    }
+
     /// Drops every translation, or every non-global one.
     pub fn flush(&mut self, keep_global: bool) {
-        for table in self.entries.iter_mut() {
-            for e in table.iter_mut() {
-                if !(keep_global && e.global) {
-                    *e = EMPTY;
+        let old = self.generation;
+        if old + 1 == GENERATION_MASK {
+            // Generations would repeat: clear for real, once in 4094 flushes.
+            self.entries.iter_mut().for_each(|t| t.fill(EMPTY));
+            self.generation = 1;
+            self.large = false;
+            self.globals = false;
+        } else {
+            self.generation = old + 1;
+            if keep_global && self.globals {
+                for e in self.entries.iter_mut().flat_map(|t| t.iter_mut()) {
+                    if e.global && e.tag & GENERATION_MASK == old {
+                        e.tag = (e.tag & !GENERATION_MASK) | self.generation;
+                    }
                 }
+            } else {
+                // Nothing of the old generation is valid any more.
+                self.globals = false;
+                self.large = false;
             }
         }
         self.epoch = self.epoch.wrapping_add(1);
@@ -130,15 +165,26 @@ impl Tlb {
     /// Whether the fetch translation of `lin` for privilege `user` is cached and global.
     pub fn fetch_is_global(&self, lin: u64, user: bool) -> bool {
         let e = &self.entries[slot(Access::Fetch, user)][index(lin)];
-        e.tag == lin & !0xfff && e.global
+        e.tag == self.tag(lin) && e.global
     }
 
-    /// Drops the translations covering linear address `lin` (INVLPG).
+    /// Drops the translations covering linear address `lin` (INVLPG): those of its 4 KiB
+    /// page sit at its index, those of larger pages anywhere.
     pub fn flush_page(&mut self, lin: u64) {
-        for table in self.entries.iter_mut() {
-            for e in table.iter_mut() {
-                if e.tag != INVALID && (e.tag >> e.size_shift) == (lin >> e.size_shift) {
+        let covers = |e: &Entry| {
+            e.tag != INVALID
+                && ((e.tag & !GENERATION_MASK) >> e.size_shift) == (lin >> e.size_shift)
+        };
+        if self.large {
+            for e in self.entries.iter_mut().flat_map(|t| t.iter_mut()) {
+                if covers(e) {
                     *e = EMPTY;
+                }
+            }
+        } else {
+            for table in self.entries.iter_mut() {
+                if covers(&table[index(lin)]) {
+                    table[index(lin)] = EMPTY;
                 }
             }
         }
@@ -439,8 +485,10 @@ impl Core {
             // does every supervisor access to a user page under SMAP (EFLAGS.AC decides).
             return Ok(Ok((page.host + (t.phys & 0xfff) as usize, page.index)));
         }
+        self.tlb.large |= t.size_shift > 12;
+        self.tlb.globals |= t.global;
         self.tlb.entries[slot(access, user)][index(lin)] = Entry {
-            tag: lin & !0xfff,
+            tag: self.tlb.tag(lin),
             host: page.host,
             page: page.index,
             global: t.global,
@@ -453,7 +501,7 @@ impl Core {
     #[inline(always)]
     fn tlb_hit(&self, lin: u64, access: Access, user: bool) -> Option<(usize, u32)> {
         let e = &self.tlb.entries[slot(access, user)][index(lin)];
-        (e.tag == lin & !0xfff).then(|| (e.host + (lin & 0xfff) as usize, e.page))
+        (e.tag == self.tlb.tag(lin)).then(|| (e.host + (lin & 0xfff) as usize, e.page))
     }
 
     /// Reads `N` (1, 2, 4 or 8) bytes at linear `lin` as an unsigned value.
@@ -743,6 +791,60 @@ pub(crate) fn atomic_cmpxchg(host: usize, bytes: usize, expected: u64, new: u64)
 
 #[cfg(test)]
 mod tests {
+    use super::{index, slot, Access, Entry, Tlb, GENERATION_MASK};
+
+    /// A TLB holding `lin` (4 KiB page, `global` or not) for supervisor reads.
+    fn holding(tlb: &mut Tlb, lin: u64, global: bool, size_shift: u8) {
+        tlb.large |= size_shift > 12;
+        tlb.globals |= global;
+        tlb.entries[slot(Access::Read, false)][index(lin)] = Entry {
+            tag: tlb.tag(lin),
+            host: 0x1000,
+            page: 1,
+            global,
+            size_shift,
+        };
+    }
+
+    fn has(tlb: &Tlb, lin: u64) -> bool {
+        tlb.entries[slot(Access::Read, false)][index(lin)].tag == tlb.tag(lin)
+    }
+
+    #[test]
+    fn flushes_are_new_generations_that_keep_only_global_entries() {
+        let mut tlb = Tlb::default();
+        holding(&mut tlb, 0x4000, false, 12);
+        holding(&mut tlb, 0xffff_8000_0000_1000, true, 12);
+        tlb.flush(true);
+        assert!(!has(&tlb, 0x4000));
+        assert!(
+            has(&tlb, 0xffff_8000_0000_1000),
+            "global entries survive a CR3 load"
+        );
+        tlb.flush(false);
+        assert!(!has(&tlb, 0xffff_8000_0000_1000));
+        // Thousands of flushes later an old entry must not come back to life.
+        holding(&mut tlb, 0x7000, false, 12);
+        for _ in 0..2 * GENERATION_MASK {
+            tlb.flush(false);
+            assert!(!has(&tlb, 0x7000));
+        }
+    }
+
+    #[test]
+    fn invlpg_drops_the_page_and_large_pages_covering_it() {
+        let mut tlb = Tlb::default();
+        holding(&mut tlb, 0x4000, false, 12);
+        holding(&mut tlb, 0x5000, false, 12);
+        tlb.flush_page(0x4abc);
+        assert!(!has(&tlb, 0x4000) && has(&tlb, 0x5000));
+        // A 2 MiB page entry cached for an address far from the one INVLPG names.
+        holding(&mut tlb, 0x20_1000, false, 21);
+        tlb.flush_page(0x3f_f000);
+        assert!(!has(&tlb, 0x20_1000));
+        assert!(has(&tlb, 0x5000));
+    }
+
     use super::super::segment::from_descriptor;
     use super::super::state::{
         CR0_PG, CR4_PAE, CR4_PKE, CR4_PKS, CR4_PSE, CR4_SMAP, CR4_SMEP, CS, EFER_LMA, EFER_LME,

@@ -111,8 +111,11 @@ pub struct Core {
     wait_for_sipi: bool,
     /// Address of the stop flag of the current [`Cpu::run`], for translated code.
     pub(crate) stop_flag: usize,
-    /// Block runs translated code may still do in a loop before returning.
+    /// Block runs translated code may still chain before returning.
     pub(crate) loop_budget: u64,
+    /// Set by translated code leaving through an exit that is not linked yet: the exit's
+    /// chain slot plus one (0: none).
+    pub(crate) chain_request: u32,
 }
 
 impl Core {
@@ -150,6 +153,7 @@ impl Core {
             wait_for_sipi: index != 0,
             stop_flag: 0,
             loop_budget: 0,
+            chain_request: 0,
         }
     }
 

@@ -260,15 +260,21 @@ impl Core {
     }
 }
 
-/// POPF.
+/// POPF. The block ends only when the dispatcher has something to do: interrupts that may
+/// have become deliverable (IF set) or single-stepping (TF); a POPF that restores a cleared
+/// IF, as `local_irq_restore` does, goes on.
 pub fn popf(cpu: &mut Core, i: &Insn) -> Result<()> {
     let size = u32::from(i.size);
     if cpu.s.mode.v86 && cpu.iopl() < 3 {
         return Err(Exception::gp0());
     }
+    let before = cpu.s.flags.get();
     let v = cpu.pop(size)?;
     cpu.write_flags_checked(v, size);
-    cpu.end_block = true;
+    let after = cpu.s.flags.get();
+    if after & !before & IF != 0 || after & TF != 0 {
+        cpu.end_block = true;
+    }
     Ok(())
 }
 
@@ -384,7 +390,9 @@ pub fn movbe(cpu: &mut Core, i: &Insn) -> Result<()> {
 }
 
 /// Instructions with no architectural effect here (NOP, PAUSE, fences, prefetches, cache
-/// flushes of coherent memory).
+/// flushes of coherent memory). Never inlined: small functions may otherwise get a copy in
+/// each codegen unit, and the translator recognises handlers by address.
+#[inline(never)]
 pub fn nop(_: &mut Core, _: &Insn) -> Result<()> {
     Ok(())
 }

@@ -1,43 +1,57 @@
-//! Host code for one block.
+//! Host code for one block: its frame, its exits (with chaining), handler calls, and the
+//! driver that emits each instruction by template (see `ops.rs`) or through its handler.
 //!
-//! Register use in translated code: `rbx` holds the core, `r12d` and `r13d` the TLB and code
-//! epochs seen at entry (for the loop checks); everything else is scratch. Guest state lives
-//! in the core, where the handlers expect it: an instruction emitted as host code reads and
-//! writes the same fields its handler would (registers, RIP, the lazy flags), so emitted and
-//! handled instructions mix freely. An emitted instruction whose fast path does not apply at
-//! run time (a TLB miss, a page-crossing access, a store to a page holding code, a
-//! non-canonical address) runs its handler instead, out of line, before anything changed.
+//! Register use in translated code: `rbx` holds the core; `r12d` and `r13d` the TLB and code
+//! epochs seen when the chain of blocks was entered, `r14` both as one stamp (`r12 << 32 |
+//! r13`); everything else is scratch. Guest state lives in the core, where the handlers
+//! expect it: a template reads and writes the same fields its handler would (registers, the
+//! lazy flags), so emitted and handled instructions mix freely. RIP is stored only where it
+//! is read: before a handler runs and when the block exits.
+//!
+//! Every exit of a block whose last instruction did not end it early leads through a stub
+//! that does what the dispatcher would do between blocks: it leaves when the stop flag is
+//! raised, something was posted to the vCPU, the TLB or code epoch moved, an interrupt
+//! shadow is active or the block budget is spent. Otherwise, if the exit's chain slot (or,
+//! for a target known only at run time, the lookup table's entry for RIP) was linked under
+//! the current epochs, it jumps straight into that block's body; if not, it asks the
+//! dispatcher to link it (see `chain.rs`).
 
 use std::mem::offset_of;
 
-use iced_x86::code_asm::*;
-use iced_x86::IcedError;
+use dynasmrt::x64::X64Relocation;
+use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
-use super::super::exec::{alu, bits, control, data};
-use super::super::flags::{FlagOp, Flags};
-use super::super::insn::{Handler, Insn, MEM, ZERO};
+use super::super::flags::{FlagOp, Flags, ARITH, FIXED};
+use super::super::insn::{Insn, MEM};
 use super::super::mmu::{Tlb, TlbLayout};
 use super::super::segment::is_canonical;
-use super::super::state::{Mode, State, FS};
+use super::super::state::{Mode, State};
 use super::super::Core;
+use super::chain::{Slots, LOOKUP_ENTRIES};
+use super::classify::{kind, Kind};
 use super::JitExit;
 
+/// The assembler translated code is written with.
+pub(super) type Asm = VecAssembler<X64Relocation>;
+
 /// Where things are in the core, from `rbx`.
-struct Offsets {
-    gpr: i32,
-    rip: i32,
-    shadow: i32,
-    cpl: i32,
-    tlb_epoch: i32,
-    stop: i32,
-    budget: i32,
-    seg_base: [i32; 6],
-    f_op: i32,
-    f_bits: i32,
-    f_dst: i32,
-    f_src: i32,
-    f_res: i32,
-    f_aux: i32,
+pub(super) struct Offsets {
+    pub gpr: i32,
+    pub rip: i32,
+    pub cpl: i32,
+    pub tlb_epoch: i32,
+    pub tlb_generation: i32,
+    pub stop: i32,
+    pub budget: i32,
+    pub chain_request: i32,
+    pub seg_base: [i32; 6],
+    pub f_op: i32,
+    pub f_bits: i32,
+    pub f_dst: i32,
+    pub f_src: i32,
+    pub f_res: i32,
+    pub f_aux: i32,
+    pub f_explicit: i32,
 }
 
 fn offsets() -> Offsets {
@@ -49,11 +63,12 @@ fn offsets() -> Offsets {
     Offsets {
         gpr: i(s + offset_of!(State, gpr)),
         rip: i(s + offset_of!(State, rip)),
-        shadow: i(s + offset_of!(State, interrupt_shadow)),
         cpl: i(s + offset_of!(State, mode) + offset_of!(Mode, cpl)),
         tlb_epoch: i(offset_of!(Core, tlb) + offset_of!(Tlb, epoch)),
+        tlb_generation: i(offset_of!(Core, tlb) + offset_of!(Tlb, generation)),
         stop: i(offset_of!(Core, stop_flag)),
         budget: i(offset_of!(Core, loop_budget)),
+        chain_request: i(offset_of!(Core, chain_request)),
         seg_base: std::array::from_fn(|n| {
             i(seg + n * seg_size + offset_of!(kvm_bindings::kvm_segment, base))
         }),
@@ -63,643 +78,557 @@ fn offsets() -> Offsets {
         f_src: i(f + offset_of!(Flags, src)),
         f_res: i(f + offset_of!(Flags, res)),
         f_aux: i(f + offset_of!(Flags, aux)),
+        f_explicit: i(f + offset_of!(Flags, explicit)),
     }
-}
-
-/// A handler as a plain address, for comparisons.
-fn addr(h: Handler) -> usize {
-    h as *const () as usize
-}
-
-macro_rules! each_op {
-    ($($h:ident)::+) => {
-        [
-            $($h)::+::<{ alu::ADD }> as Handler,
-            $($h)::+::<{ alu::OR }>,
-            $($h)::+::<{ alu::ADC }>,
-            $($h)::+::<{ alu::SBB }>,
-            $($h)::+::<{ alu::AND }>,
-            $($h)::+::<{ alu::SUB }>,
-            $($h)::+::<{ alu::XOR }>,
-            $($h)::+::<{ alu::CMP }>,
-        ]
-    };
-}
-
-macro_rules! each_cc {
-    ($($h:ident)::+) => {
-        [
-            $($h)::+::<0> as Handler, $($h)::+::<1>, $($h)::+::<2>, $($h)::+::<3>,
-            $($h)::+::<4>, $($h)::+::<5>, $($h)::+::<6>, $($h)::+::<7>,
-            $($h)::+::<8>, $($h)::+::<9>, $($h)::+::<10>, $($h)::+::<11>,
-            $($h)::+::<12>, $($h)::+::<13>, $($h)::+::<14>, $($h)::+::<15>,
-        ]
-    };
-}
-
-/// Handlers of instructions that cannot change the processor mode, the interrupt state or
-/// the control flow other than by a direct branch: a block made only of these may loop in
-/// host code.
-fn plain(h: Handler) -> bool {
-    let others: [Handler; 43] = [
-        alu::alu_m::<{ alu::ADD }, true>,
-        alu::alu_m::<{ alu::ADD }, false>,
-        alu::alu_m::<{ alu::OR }, true>,
-        alu::alu_m::<{ alu::OR }, false>,
-        alu::alu_m::<{ alu::AND }, true>,
-        alu::alu_m::<{ alu::AND }, false>,
-        alu::alu_m::<{ alu::SUB }, true>,
-        alu::alu_m::<{ alu::SUB }, false>,
-        alu::alu_m::<{ alu::XOR }, true>,
-        alu::alu_m::<{ alu::XOR }, false>,
-        alu::alu_m::<{ alu::CMP }, true>,
-        alu::alu_m::<{ alu::CMP }, false>,
-        alu::test::<true>,
-        alu::test::<false>,
-        alu::inc_dec::<true>,
-        alu::inc_dec::<false>,
-        alu::neg,
-        alu::not,
-        alu::imul_n::<true>,
-        alu::imul_n::<false>,
-        data::mov_rr::<1>,
-        data::mov_rr::<2>,
-        data::mov_rr::<4>,
-        data::mov_rr::<8>,
-        data::mov_rm::<1>,
-        data::mov_rm::<2>,
-        data::mov_rm::<4>,
-        data::mov_rm::<8>,
-        data::mov_mr::<1>,
-        data::mov_mr::<2>,
-        data::mov_mr::<4>,
-        data::mov_mr::<8>,
-        data::mov_ri,
-        data::mov_mi,
-        data::mov_extend::<1, false>,
-        data::mov_extend::<2, false>,
-        data::mov_extend::<4, false>,
-        data::mov_extend::<1, true>,
-        data::mov_extend::<2, true>,
-        data::mov_extend::<4, true>,
-        data::lea,
-        data::nop,
-        bits::setcc,
-    ];
-    let a = addr(h);
-    each_op!(alu::alu_rr)
-        .iter()
-        .chain(&each_op!(alu::alu_ri))
-        .chain(&each_op!(alu::alu_rm))
-        .chain(&others)
-        .chain(&[
-            bits::cmov as Handler,
-            bits::shift::<{ bits::COUNT_CL }>,
-            bits::shift::<{ bits::COUNT_IMM }>,
-        ])
-        .any(|&p| addr(p) == a)
-}
-
-/// The condition code of a Jcc handler.
-fn jcc_condition(h: Handler) -> Option<u8> {
-    each_cc!(control::jcc)
-        .iter()
-        .position(|&j| addr(j) == addr(h))
-        .map(|cc| cc as u8)
-}
-
-/// The ALU operation of a reg-reg or reg-imm ALU handler: (operation, immediate form).
-fn alu_form(h: Handler) -> Option<(u8, bool)> {
-    let a = addr(h);
-    let find = |list: [Handler; 8]| list.iter().position(|&p| addr(p) == a).map(|op| op as u8);
-    find(each_op!(alu::alu_rr))
-        .map(|op| (op, false))
-        .or_else(|| find(each_op!(alu::alu_ri)).map(|op| (op, true)))
 }
 
 /// What the translator knows, at a point in the block, of the lazy flags' operation: set by
-/// an instruction it emitted itself.
+/// a template it emitted itself.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct KnownFlags {
-    op: FlagOp,
-    bits: u32,
+pub(super) struct KnownFlags {
+    pub op: FlagOp,
+    pub bits: u32,
 }
 
-/// An out-of-line slow path: run instruction `insn` through its handler, then go on at
-/// `resume`.
-struct Slow {
-    entry: CodeLabel,
-    resume: CodeLabel,
-    insn: *const Insn,
+/// An out-of-line slow path: run `insn` through its handler, then go on at `resume`.
+pub(super) struct Slow {
+    pub entry: DynamicLabel,
+    pub resume: DynamicLabel,
+    pub insn: *const Insn,
+}
+
+/// An exit of the block, at `label`.
+struct ExitStub {
+    label: DynamicLabel,
+    to: ExitTo,
+}
+
+/// Where an exit leads.
+enum ExitTo {
+    /// To `target`, through chain slot `slot` at `slot_address`; `request` asks for it to be
+    /// linked.
+    Static {
+        target: u64,
+        slot: u32,
+        slot_address: u64,
+        request: DynamicLabel,
+    },
+    /// To the RIP already stored, found in the lookup table at `table` (none: back to the
+    /// dispatcher); `request` asks for the RIP to be entered there.
+    Dynamic {
+        table: Option<u64>,
+        request: DynamicLabel,
+    },
+}
+
+/// What translated code leaves in [`Core::chain_request`] to have the dispatcher enter the
+/// block about to run in the lookup table of privilege `cpl`: this minus `cpl` (static exits
+/// leave their slot plus one, far below).
+pub(super) const LOOKUP_REQUEST: u32 = u32::MAX;
+
+/// Addresses of what translated code calls.
+#[derive(Clone, Copy)]
+pub(super) struct Helpers {
+    /// `extern "sysv64" fn(core, insn) -> JitExit`: runs an instruction's handler.
+    pub step: u64,
+    /// `extern "sysv64" fn(core, cc) -> bool`: evaluates a condition code on the lazy flags.
+    pub condition: u64,
+    /// `extern "sysv64" fn(core) -> u64`: the arithmetic flags as RFLAGS bits.
+    pub arith: u64,
 }
 
 /// The translation of one block in progress.
-struct Block<'a> {
-    a: &'a mut CodeAssembler,
-    o: Offsets,
-    tlb: TlbLayout,
-    has_code: u64,
-    user: bool,
-    step: u64,
-    exit: CodeLabel,
-    ended: CodeLabel,
-    top: CodeLabel,
-    slow: Vec<Slow>,
-    flags: Option<KnownFlags>,
+pub(super) struct Emitter<'a> {
+    pub a: Asm,
+    pub o: Offsets,
+    pub tlb: TlbLayout,
+    pub has_code: u64,
+    pub user: bool,
+    pub helpers: Helpers,
+    pending: u64,
+    code_epoch: u64,
+    pub exit: DynamicLabel,
+    ended: DynamicLabel,
+    pub slow: Vec<Slow>,
+    exits: Vec<ExitStub>,
+    slots: &'a mut Slots,
+    lookup: Option<u64>,
+    /// The linear page of the block's first byte.
+    page: u64,
+    /// Slots this block uses, with the label of the code that asks for each to be linked.
+    pub requests: Vec<(u32, DynamicLabel)>,
+    pub flags: Option<KnownFlags>,
+    /// Whether nothing reads the arithmetic flags the current instruction sets before
+    /// another instruction sets them all again (see [`dead_flags`]): its template may skip
+    /// them.
+    pub flags_dead: bool,
 }
 
-/// Which host register holds guest register `r`'s slot: `[rbx + gpr + 8r]`.
-fn gpr_slot(o: &Offsets, r: u8) -> AsmMemoryOperand {
-    qword_ptr(rbx + (o.gpr + 8 * i32::from(r)))
+/// A block's code before it is placed: the bytes (assembled for `base`), where its body
+/// starts, and the slots whose initial entry is a label in it.
+pub(super) struct Emitted {
+    pub bytes: Vec<u8>,
+    pub body: usize,
+    pub requests: Vec<(u32, usize)>,
 }
 
-impl Block<'_> {
-    /// `rax` = guest register `r` at `size` (4 or 8) bytes.
-    fn load_reg(&mut self, dst: AsmRegister64, r: u8, size: u8) -> Result<(), IcedError> {
-        let slot = gpr_slot(&self.o, r);
-        if size == 8 {
-            self.a.mov(dst, slot)?;
-        } else {
-            self.a.mov(
-                gpr32_of(dst),
-                dword_ptr(rbx + (self.o.gpr + 8 * i32::from(r))),
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Guest register `r` = `src` (already zero-extended when `size` is 4).
-    fn store_reg(&mut self, r: u8, src: AsmRegister64) -> Result<(), IcedError> {
-        let slot = gpr_slot(&self.o, r);
-        self.a.mov(slot, src)
-    }
-
-    /// Records lazy flags: op, width, dst (`rax`), src (`rcx`), res (`rdx`).
-    fn set_flags(&mut self, op: FlagOp, bits: u32) -> Result<(), IcedError> {
-        let o = &self.o;
-        self.a.mov(byte_ptr(rbx + o.f_op), op as u32)?;
-        self.a.mov(dword_ptr(rbx + o.f_bits), bits)?;
-        self.a.mov(qword_ptr(rbx + o.f_dst), rax)?;
-        self.a.mov(qword_ptr(rbx + o.f_src), rcx)?;
-        self.a.mov(qword_ptr(rbx + o.f_res), rdx)?;
-        self.flags = Some(KnownFlags { op, bits });
-        Ok(())
-    }
-
-    /// Calls the handler of `insn` through `step`, leaving the block on anything but Done.
-    fn call_handler(&mut self, insn: &Insn) -> Result<(), IcedError> {
-        self.a.mov(rdi, rbx)?;
-        self.a.mov(rsi, insn as *const Insn as u64)?;
-        self.a.mov(rax, self.step)?;
-        self.a.call(rax)?;
-        self.flags = None;
-        Ok(())
-    }
-
-    /// Emits `insn` as host code if it has a template; false if it must go to its handler.
-    fn template(&mut self, insn: &Insn) -> Result<bool, IcedError> {
-        let h = insn.exec;
-        let wide = matches!(insn.size, 4 | 8);
-        if !wide || insn.r0 >= ZERO && insn.flags & MEM == 0 {
-            return Ok(false);
-        }
-        if addr(h) == addr(data::mov_rr::<8>) || addr(h) == addr(data::mov_rr::<4>) {
-            self.load_reg(rax, insn.r1, insn.size)?;
-            self.store_reg(insn.r0, rax)?;
-            return Ok(true);
-        }
-        if addr(h) == addr(data::mov_ri) {
-            let v = if insn.size == 4 {
-                insn.imm & 0xffff_ffff
-            } else {
-                insn.imm
-            };
-            self.a.mov(rax, v)?;
-            self.store_reg(insn.r0, rax)?;
-            return Ok(true);
-        }
-        if addr(h) == addr(data::lea) && matches!(insn.asize, 4 | 8) {
-            self.effective_address(insn)?;
-            if insn.size == 4 {
-                self.a.mov(eax, eax)?;
-            }
-            self.store_reg(insn.r0, rax)?;
-            return Ok(true);
-        }
-        if let Some((op, imm)) = alu_form(h) {
-            return self.alu(insn, op, imm);
-        }
-        if addr(h) == addr(alu::inc_dec::<true>) || addr(h) == addr(alu::inc_dec::<false>) {
-            if insn.flags & MEM != 0 {
-                return Ok(false);
-            }
-            return self.inc_dec(insn, addr(h) == addr(alu::inc_dec::<true>));
-        }
-        let load = [data::mov_rm::<4> as Handler, data::mov_rm::<8>];
-        let store = [data::mov_mr::<4> as Handler, data::mov_mr::<8>];
-        if load.iter().any(|&l| addr(l) == addr(h)) {
-            return self.memory(insn, false);
-        }
-        if store.iter().any(|&s| addr(s) == addr(h)) {
-            return self.memory(insn, true);
-        }
-        Ok(false)
-    }
-
-    /// `rax` = the effective address of `insn`'s memory operand, masked to its address size.
-    fn effective_address(&mut self, insn: &Insn) -> Result<(), IcedError> {
-        self.a.mov(rax, insn.disp)?;
-        if insn.base != ZERO {
-            self.a.add(rax, gpr_slot(&self.o, insn.base))?;
-        }
-        if insn.index != ZERO {
-            self.a.mov(rcx, gpr_slot(&self.o, insn.index))?;
-            if insn.scale != 0 {
-                self.a.shl(rcx, u32::from(insn.scale))?;
-            }
-            self.a.add(rax, rcx)?;
-        }
-        if insn.asize == 4 {
-            self.a.mov(eax, eax)?;
-        }
-        Ok(())
-    }
-
-    /// reg OP reg / reg OP imm for ADD, OR, AND, SUB, XOR, CMP at 4 or 8 bytes.
-    fn alu(&mut self, insn: &Insn, op: u8, imm: bool) -> Result<bool, IcedError> {
-        let (flag_op, host): (FlagOp, u8) = match op {
-            alu::ADD => (FlagOp::Add, alu::ADD),
-            alu::OR => (FlagOp::Logic, alu::OR),
-            alu::AND => (FlagOp::Logic, alu::AND),
-            alu::XOR => (FlagOp::Logic, alu::XOR),
-            alu::SUB | alu::CMP => (FlagOp::Sub, alu::SUB),
-            _ => return Ok(false),
-        };
-        let size = insn.size;
-        self.load_reg(rax, insn.r0, size)?;
-        if imm {
-            let v = if size == 4 {
-                insn.imm & 0xffff_ffff
-            } else {
-                insn.imm
-            };
-            self.a.mov(rcx, v)?;
-        } else {
-            self.load_reg(rcx, insn.r1, size)?;
-        }
-        self.a.mov(rdx, rax)?;
-        if size == 8 {
-            match host {
-                alu::ADD => self.a.add(rdx, rcx)?,
-                alu::OR => self.a.or(rdx, rcx)?,
-                alu::AND => self.a.and(rdx, rcx)?,
-                alu::XOR => self.a.xor(rdx, rcx)?,
-                _ => self.a.sub(rdx, rcx)?,
-            }
-        } else {
-            match host {
-                alu::ADD => self.a.add(edx, ecx)?,
-                alu::OR => self.a.or(edx, ecx)?,
-                alu::AND => self.a.and(edx, ecx)?,
-                alu::XOR => self.a.xor(edx, ecx)?,
-                _ => self.a.sub(edx, ecx)?,
-            }
-        }
-        if op != alu::CMP {
-            self.store_reg(insn.r0, rdx)?;
-        }
-        self.set_flags(flag_op, u32::from(size) * 8)?;
-        Ok(true)
-    }
-
-    /// INC/DEC of a register at 4 or 8 bytes: CF is kept, so it is worked out first from
-    /// what the translator knows of the flags, or by asking the flags themselves.
-    fn inc_dec(&mut self, insn: &Insn, dec: bool) -> Result<bool, IcedError> {
-        // r8 = the current CF.
-        match self.flags {
-            Some(KnownFlags {
-                op: FlagOp::Logic, ..
-            }) => self.a.xor(r8d, r8d)?,
-            Some(KnownFlags {
-                op: FlagOp::Inc | FlagOp::Dec,
-                ..
-            }) => self.a.mov(r8, qword_ptr(rbx + self.o.f_aux))?,
-            Some(KnownFlags {
-                op: FlagOp::Sub,
-                bits,
-            }) => {
-                self.a.mov(rax, qword_ptr(rbx + self.o.f_dst))?;
-                if bits == 64 {
-                    self.a.cmp(rax, qword_ptr(rbx + self.o.f_src))?;
-                } else {
-                    self.a.cmp(eax, dword_ptr(rbx + self.o.f_src))?;
-                }
-                self.a.setb(al)?;
-                self.a.movzx(r8d, al)?;
-            }
-            _ => return Ok(false),
-        }
-        let size = insn.size;
-        self.load_reg(rax, insn.r0, size)?;
-        self.a.mov(ecx, 1u32)?;
-        self.a.mov(rdx, rax)?;
-        match (dec, size) {
-            (true, 8) => self.a.sub(rdx, 1)?,
-            (false, 8) => self.a.add(rdx, 1)?,
-            (true, _) => self.a.sub(edx, 1)?,
-            (false, _) => self.a.add(edx, 1)?,
-        }
-        self.store_reg(insn.r0, rdx)?;
-        let op = if dec { FlagOp::Dec } else { FlagOp::Inc };
-        self.set_flags(op, u32::from(size) * 8)?;
-        self.a.mov(qword_ptr(rbx + self.o.f_aux), r8)?;
-        Ok(true)
-    }
-
-    /// MOV reg, [mem] (`store` false) or MOV [mem], reg at 4 or 8 bytes in 64-bit code,
-    /// through the TLB; anything unusual goes to the handler.
-    fn memory(&mut self, insn: &Insn, store: bool) -> Result<bool, IcedError> {
-        if !matches!(insn.asize, 4 | 8) {
-            return Ok(false);
-        }
-        let slow = self.a.create_label();
-        let mut resume = self.a.create_label();
-        self.effective_address(insn)?;
-        if usize::from(insn.seg) >= FS {
-            self.a
-                .add(rax, qword_ptr(rbx + self.o.seg_base[usize::from(insn.seg)]))?;
-        }
-        // Canonical, and within one page.
-        self.a.mov(rdx, rax)?;
-        self.a.shl(rdx, 16)?;
-        self.a.sar(rdx, 16)?;
-        self.a.cmp(rdx, rax)?;
-        self.a.jne(slow)?;
-        self.a.mov(edx, eax)?;
-        self.a.and(edx, 0xfff)?;
-        self.a.cmp(edx, 0x1000 - u32::from(insn.size))?;
-        self.a.ja(slow)?;
-        // The TLB entry: table (access, user), index (lin >> 12) & mask.
-        let access = if store { 1 } else { 0 };
-        let table = self.tlb.tables + (access * 2 + usize::from(self.user)) * self.tlb.table_bytes;
-        self.a.mov(rcx, rax)?;
-        self.a.shr(rcx, 12)?;
-        self.a.and(ecx, (1u32 << self.tlb.index_bits) - 1)?;
-        self.a.imul_3(rcx, rcx, self.tlb.entry_bytes as i32)?;
-        self.a.mov(rsi, table as u64)?;
-        self.a.add(rsi, rcx)?;
-        self.a.mov(rcx, rax)?;
-        self.a.and(rcx, -4096i32)?;
-        self.a.cmp(rcx, qword_ptr(rsi + self.tlb.tag as i32))?;
-        self.a.jne(slow)?;
-        if store {
-            self.a.mov(ecx, dword_ptr(rsi + self.tlb.page as i32))?;
-            self.a.mov(rdi, self.has_code)?;
-            self.a.cmp(byte_ptr(rdi + rcx), 0)?;
-            self.a.jne(slow)?;
-        }
-        self.a.and(eax, 0xfff)?;
-        self.a.add(rax, qword_ptr(rsi + self.tlb.host as i32))?;
-        if store {
-            self.load_reg(rcx, insn.r1, insn.size)?;
-            if insn.size == 8 {
-                self.a.mov(qword_ptr(rax), rcx)?;
-            } else {
-                self.a.mov(dword_ptr(rax), ecx)?;
-            }
-        } else {
-            if insn.size == 8 {
-                self.a.mov(rcx, qword_ptr(rax))?;
-            } else {
-                self.a.mov(ecx, dword_ptr(rax))?;
-            }
-            self.store_reg(insn.r0, rcx)?;
-        }
-        self.a.set_label(&mut resume)?;
-        self.slow.push(Slow {
-            entry: slow,
-            resume,
-            insn,
-        });
-        Ok(true)
-    }
-
-    /// The last instruction, a Jcc whose flags come from an instruction emitted here: the
-    /// host recomputes them from the recorded operands and branches itself. A taken branch to
-    /// the block's start loops when `looping`.
-    fn jcc(
-        &mut self,
-        insn: &Insn,
-        cc: u8,
-        start_rip: u64,
-        looping: bool,
-    ) -> Result<bool, IcedError> {
-        let Some(known) = self.flags else {
-            return Ok(false);
-        };
-        if !is_canonical(insn.imm) {
-            return Ok(false);
-        }
-        let uses_cf = matches!(cc >> 1, 1 | 3);
-        let o = &self.o;
-        match known.op {
-            FlagOp::Logic => {
-                self.a.mov(rax, qword_ptr(rbx + o.f_res))?;
-                if known.bits == 64 {
-                    self.a.test(rax, rax)?;
-                } else {
-                    self.a.test(eax, eax)?;
-                }
-            }
-            FlagOp::Sub | FlagOp::Add | FlagOp::Inc | FlagOp::Dec => {
-                if uses_cf && matches!(known.op, FlagOp::Inc | FlagOp::Dec) {
-                    return Ok(false);
-                }
-                self.a.mov(rax, qword_ptr(rbx + o.f_dst))?;
-                self.a.mov(rcx, qword_ptr(rbx + o.f_src))?;
-                match (known.op, known.bits == 64) {
-                    (FlagOp::Add | FlagOp::Inc, true) => self.a.add(rax, rcx)?,
-                    (FlagOp::Add | FlagOp::Inc, false) => self.a.add(eax, ecx)?,
-                    (_, true) => self.a.cmp(rax, rcx)?,
-                    (_, false) => self.a.cmp(eax, ecx)?,
-                }
-            }
-            _ => return Ok(false),
-        }
-        let mut taken = self.a.create_label();
-        let mut not_taken = self.a.create_label();
-        match cc {
-            0 => self.a.jo(taken)?,
-            1 => self.a.jno(taken)?,
-            2 => self.a.jb(taken)?,
-            3 => self.a.jae(taken)?,
-            4 => self.a.je(taken)?,
-            5 => self.a.jne(taken)?,
-            6 => self.a.jbe(taken)?,
-            7 => self.a.ja(taken)?,
-            8 => self.a.js(taken)?,
-            9 => self.a.jns(taken)?,
-            10 => self.a.jp(taken)?,
-            11 => self.a.jnp(taken)?,
-            12 => self.a.jl(taken)?,
-            13 => self.a.jge(taken)?,
-            14 => self.a.jle(taken)?,
-            _ => self.a.jg(taken)?,
-        }
-        self.a.jmp(not_taken)?;
-        self.a.set_label(&mut taken)?;
-        self.a.mov(rax, insn.imm)?;
-        self.a.mov(qword_ptr(rbx + self.o.rip), rax)?;
-        if looping && insn.imm == start_rip {
-            self.loop_back()?;
-        }
-        self.a.jmp(self.ended)?;
-        self.a.set_label(&mut not_taken)?;
-        Ok(true)
-    }
-
-    /// Goes back to the block's start unless the dispatcher has something to do (see the
-    /// module documentation); falls through to leave otherwise.
-    fn loop_back_checks(&mut self, pending: u64, code_epoch: u64) -> Result<(), IcedError> {
-        let (o, a) = (&self.o, &mut *self.a);
-        a.cmp(byte_ptr(rbx + o.shadow), 0)?;
-        a.jne(self.ended)?;
-        a.mov(rax, qword_ptr(rbx + o.stop))?;
-        a.cmp(byte_ptr(rax), 0)?;
-        a.jne(self.ended)?;
-        a.mov(rax, pending)?;
-        a.cmp(byte_ptr(rax), 0)?;
-        a.jne(self.ended)?;
-        a.cmp(dword_ptr(rbx + o.tlb_epoch), r12d)?;
-        a.jne(self.ended)?;
-        a.mov(rax, code_epoch)?;
-        a.cmp(dword_ptr(rax), r13d)?;
-        a.jne(self.ended)?;
-        a.sub(qword_ptr(rbx + o.budget), 1)?;
-        a.jbe(self.ended)?;
-        a.jmp(self.top)
-    }
-
-    fn loop_back(&mut self) -> Result<(), IcedError> {
-        let (pending, epoch) = LOOP_ADDRESSES.with(|c| c.get());
-        self.loop_back_checks(pending, epoch)
-    }
+/// Where a block's code goes and what it uses: assembled to run at `base`, with chain slots
+/// from `slots` and the lookup table `lookup` of its privilege level (if it has one).
+pub(super) struct Placement<'a> {
+    pub base: usize,
+    pub helpers: Helpers,
+    pub slots: &'a mut Slots,
+    pub lookup: Option<u64>,
 }
 
-thread_local! {
-    /// The addresses the loop checks poll (the vCPU's inbox flag and the code epoch), set
-    /// for the translation in progress.
-    static LOOP_ADDRESSES: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-/// The 32-bit register of a 64-bit one (for the registers used here).
-fn gpr32_of(r: AsmRegister64) -> AsmRegister32 {
-    if r == rax {
-        eax
-    } else if r == rcx {
-        ecx
-    } else {
-        edx
-    }
-}
-
-/// Emits the translation of `insns` (starting at `start_rip`) into `a`. `step` is the
-/// address of the function that runs one instruction through its handler.
-pub fn block(
-    a: &mut CodeAssembler,
+/// Emits the translation of `insns`, 64-bit code run at the vCPU's current privilege level,
+/// whose first byte is on linear page `page`. None when a chain slot is not available.
+pub(super) fn block(
     core: &Core,
     insns: &[Insn],
-    start_rip: u64,
-    step: usize,
-) -> Result<(), IcedError> {
+    page: u64,
+    placement: Placement,
+) -> Option<Emitted> {
+    let Placement {
+        base,
+        helpers,
+        slots,
+        lookup,
+    } = placement;
+    let mut a = Asm::new(base);
+    let o = offsets();
     let code_epoch = core.code.epoch_flag() as *const _ as u64;
     let pending = core.lapic.inbox().pending_flag() as *const _ as u64;
-    LOOP_ADDRESSES.with(|c| c.set((pending, code_epoch)));
-    let o = offsets();
-    let mut exit = a.create_label();
-    let mut ended = a.create_label();
-    let mut top = a.create_label();
-    let mut declined = a.create_label();
-    for r in [rbx, rbp, r12, r13, r14, r15] {
-        a.push(r)?;
-    }
-    a.sub(rsp, 8)?;
-    a.mov(rbx, rdi)?;
-    // Code emitted for one privilege level runs only at that level.
+    let exit = a.new_dynamic_label();
+    let ended = a.new_dynamic_label();
+    let declined = a.new_dynamic_label();
+    let body = a.new_dynamic_label();
     let cpl = core.s.mode.cpl;
-    a.cmp(byte_ptr(rbx + o.cpl), u32::from(cpl))?;
-    a.jne(declined)?;
-    a.mov(r12d, dword_ptr(rbx + o.tlb_epoch))?;
-    a.mov(rax, code_epoch)?;
-    a.mov(r13d, dword_ptr(rax))?;
-    a.set_label(&mut top)?;
-    let long = core.s.mode.code_bits == 64;
-    let looping = long && {
-        let (last, body) = insns
-            .split_last()
-            .map_or((None, &[][..]), |(l, b)| (Some(l), b));
-        body.iter().all(|i| plain(i.exec)) && last.is_some_and(|l| jcc_condition(l.exec).is_some())
-    };
-    let mut b = Block {
+    dynasm!(a
+        ; .arch x64
+        ; push rbx
+        ; push rbp
+        ; push r12
+        ; push r13
+        ; push r14
+        ; push r15
+        ; sub rsp, 8
+        ; mov rbx, rdi
+        // Code emitted for one privilege level runs only at that level.
+        ; cmp BYTE [rbx + o.cpl], cpl as i8
+        ; jne =>declined
+        ; mov r12d, DWORD [rbx + o.tlb_epoch]
+        ; mov rax, QWORD code_epoch as i64
+        ; mov r13d, DWORD [rax]
+        ; mov r14, r12
+        ; shl r14, 32
+        ; or r14, r13
+        ; =>body
+    );
+    let mut e = Emitter {
         a,
         tlb: core.tlb.layout(),
         has_code: core.code.has_code_bytes() as u64,
         user: cpl == 3,
-        step: step as u64,
+        helpers,
+        pending,
+        code_epoch,
         exit,
         ended,
-        top,
         slow: Vec::new(),
+        exits: Vec::new(),
+        slots,
+        lookup,
+        page,
+        requests: Vec::new(),
         flags: None,
+        flags_dead: false,
         o,
     };
+    let dead = dead_flags(insns);
     for (k, insn) in insns.iter().enumerate() {
         let last = k + 1 == insns.len();
-        b.a.mov(rax, insn.next)?;
-        b.a.mov(qword_ptr(rbx + b.o.rip), rax)?;
-        if long {
-            if let Some(cc) = jcc_condition(insn.exec) {
-                if b.jcc(insn, cc, start_rip, looping && last)? {
-                    continue;
-                }
-            } else if b.template(insn)? {
-                continue;
+        // Where RIP points after this instruction: None when its handler stored it.
+        e.flags_dead = dead[k];
+        let rip = match kind(insn.exec) {
+            Some(Kind::Jcc(cc)) if is_canonical(insn.imm) => {
+                let taken = e.exit_to(Some(insn.imm), cpl)?;
+                e.jcc(cc, taken);
+                Some(insn.next)
             }
+            Some(Kind::JmpRel) if is_canonical(insn.imm) => Some(insn.imm),
+            Some(Kind::CallRel) if insn.size == 8 && is_canonical(insn.imm) => {
+                e.call_rel(insn);
+                Some(insn.imm)
+            }
+            Some(Kind::Ret) if insn.size == 8 => {
+                e.ret(insn);
+                None
+            }
+            Some(k) if e.template(insn, k) => Some(insn.next),
+            _ => {
+                e.call_handler(insn);
+                dynasm!(e.a ; .arch x64 ; test eax, eax ; jnz =>exit);
+                None
+            }
+        };
+        if last {
+            let out = e.exit_to(rip, cpl)?;
+            dynasm!(e.a ; .arch x64 ; jmp =>out);
         }
-        b.call_handler(insn)?;
-        if last && looping {
-            b.a.cmp(eax, JitExit::Ended as u32)?;
-            b.a.jne(b.exit)?;
-            b.a.mov(rax, start_rip)?;
-            b.a.cmp(qword_ptr(rbx + b.o.rip), rax)?;
-            b.a.jne(b.ended)?;
-            b.loop_back()?;
-        } else {
-            b.a.test(eax, eax)?;
-            b.a.jnz(b.exit)?;
+    }
+    if insns.is_empty() {
+        dynasm!(e.a ; .arch x64 ; xor eax, eax ; jmp =>exit);
+    }
+    e.finish(declined, cpl);
+    let Emitter { a, requests, .. } = e;
+    let body = a.labels().resolve_dynamic(body).ok()?.0;
+    let requests = requests
+        .into_iter()
+        .map(|(slot, l)| Some((slot, a.labels().resolve_dynamic(l).ok()?.0)))
+        .collect::<Option<Vec<_>>>()?;
+    let bytes = a.finalize().ok()?;
+    Some(Emitted {
+        bytes,
+        body,
+        requests,
+    })
+}
+
+/// How an instruction treats the arithmetic flags, for [`dead_flags`].
+#[derive(PartialEq, Eq)]
+enum FlagUse {
+    /// Neither reads nor writes them, and cannot fault.
+    Untouched,
+    /// Sets all six from its operands alone, and cannot fault.
+    Overwrites,
+    /// Anything else: reads them, keeps some, may fault (an exception pushes RFLAGS), may
+    /// leave the block, or is left to a handler.
+    Observes,
+}
+
+fn flag_use(insn: &Insn) -> FlagUse {
+    use super::super::exec::{alu, bits};
+    let reg_form = insn.flags & MEM == 0;
+    match kind(insn.exec) {
+        Some(Kind::Nop | Kind::MovRR | Kind::MovRI | Kind::Lea) => FlagUse::Untouched,
+        Some(Kind::Extend { .. }) if reg_form => FlagUse::Untouched,
+        Some(Kind::AluRR(op) | Kind::AluRI(op)) if !matches!(op, alu::ADC | alu::SBB) => {
+            FlagUse::Overwrites
+        }
+        Some(Kind::Test { .. } | Kind::Imul { .. }) if reg_form => FlagUse::Overwrites,
+        Some(Kind::Shift { cl: false })
+            if reg_form
+                && matches!(insn.cc, bits::SHL | 6 | bits::SHR | bits::SAR)
+                && insn.imm & if insn.size == 8 { 63 } else { 31 } != 0 =>
+        {
+            FlagUse::Overwrites
+        }
+        _ => FlagUse::Observes,
+    }
+}
+
+/// For each instruction of a block, whether the flags it sets are dead: overwritten by a
+/// later instruction before anything can observe them. The flags leaving the block are live.
+fn dead_flags(insns: &[Insn]) -> Vec<bool> {
+    let mut dead = vec![false; insns.len()];
+    let mut live = true;
+    for (k, insn) in insns.iter().enumerate().rev() {
+        dead[k] = !live;
+        match flag_use(insn) {
+            FlagUse::Untouched => {}
+            FlagUse::Overwrites => live = false,
+            FlagUse::Observes => live = true,
         }
     }
-    b.a.xor(eax, eax)?;
-    b.a.jmp(b.exit)?;
-    let slow = std::mem::take(&mut b.slow);
-    for mut s in slow {
-        b.a.set_label(&mut s.entry)?;
-        // SAFETY: the pointer is one of `insns`, borrowed for this whole function.
-        b.call_handler(unsafe { &*s.insn })?;
-        b.a.test(eax, eax)?;
-        b.a.jnz(b.exit)?;
-        b.a.jmp(s.resume)?;
+    dead
+}
+
+impl Emitter<'_> {
+    /// A new exit leading to `target` (with a chain slot of its own), or to the RIP already
+    /// stored (None); returns the label to jump to.
+    fn exit_to(&mut self, target: Option<u64>, cpl: u8) -> Option<DynamicLabel> {
+        let label = self.a.new_dynamic_label();
+        let request = self.a.new_dynamic_label();
+        let to = match target {
+            Some(target) => {
+                let (slot, slot_address) = self.slots.allocate(cpl, target, self.page)?;
+                self.requests.push((slot, request));
+                ExitTo::Static {
+                    target,
+                    slot,
+                    slot_address,
+                    request,
+                }
+            }
+            None => ExitTo::Dynamic {
+                table: self.lookup,
+                request,
+            },
+        };
+        self.exits.push(ExitStub { label, to });
+        Some(label)
     }
-    b.a.set_label(&mut declined)?;
-    b.a.mov(eax, JitExit::Declined as u32)?;
-    b.a.jmp(exit)?;
-    b.a.set_label(&mut ended)?;
-    b.a.mov(eax, JitExit::Ended as u32)?;
-    b.a.set_label(&mut exit)?;
-    b.a.add(rsp, 8)?;
-    for r in [r15, r14, r13, r12, rbp, rbx] {
-        b.a.pop(r)?;
+
+    /// Calls the handler of `insn` through `step` (RIP set to the next instruction first, as
+    /// the interpreter does); `eax` is then the [`JitExit`].
+    pub(super) fn call_handler(&mut self, insn: &Insn) {
+        let next = insn.next as i64;
+        let insn = insn as *const Insn as i64;
+        let step = self.helpers.step as i64;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rax, QWORD next
+            ; mov QWORD [rbx + self.o.rip], rax
+            ; mov rdi, rbx
+            ; mov rsi, QWORD insn
+            ; mov rax, QWORD step
+            ; call rax
+        );
+        self.flags = None;
     }
-    b.a.ret()?;
-    Ok(())
+
+    /// Jcc with condition `cc`: jumps to `taken` when it holds. Flags from a template here
+    /// are recomputed on the host from the recorded operands; others are asked for.
+    fn jcc(&mut self, cc: u8, taken: DynamicLabel) {
+        if !self.host_flags_for(cc) {
+            self.condition_call(cc);
+            dynasm!(self.a ; .arch x64 ; test al, al ; jnz =>taken);
+            return;
+        }
+        match cc {
+            0 => dynasm!(self.a ; .arch x64 ; jo =>taken),
+            1 => dynasm!(self.a ; .arch x64 ; jno =>taken),
+            2 => dynasm!(self.a ; .arch x64 ; jb =>taken),
+            3 => dynasm!(self.a ; .arch x64 ; jae =>taken),
+            4 => dynasm!(self.a ; .arch x64 ; je =>taken),
+            5 => dynasm!(self.a ; .arch x64 ; jne =>taken),
+            6 => dynasm!(self.a ; .arch x64 ; jbe =>taken),
+            7 => dynasm!(self.a ; .arch x64 ; ja =>taken),
+            8 => dynasm!(self.a ; .arch x64 ; js =>taken),
+            9 => dynasm!(self.a ; .arch x64 ; jns =>taken),
+            10 => dynasm!(self.a ; .arch x64 ; jp =>taken),
+            11 => dynasm!(self.a ; .arch x64 ; jnp =>taken),
+            12 => dynasm!(self.a ; .arch x64 ; jl =>taken),
+            13 => dynasm!(self.a ; .arch x64 ; jge =>taken),
+            14 => dynasm!(self.a ; .arch x64 ; jle =>taken),
+            _ => dynasm!(self.a ; .arch x64 ; jg =>taken),
+        }
+    }
+
+    /// `al` = whether condition `cc` holds (1 or 0).
+    pub(super) fn condition_to_al(&mut self, cc: u8) {
+        if !self.host_flags_for(cc) {
+            self.condition_call(cc);
+            return;
+        }
+        match cc {
+            0 => dynasm!(self.a ; .arch x64 ; seto al),
+            1 => dynasm!(self.a ; .arch x64 ; setno al),
+            2 => dynasm!(self.a ; .arch x64 ; setb al),
+            3 => dynasm!(self.a ; .arch x64 ; setae al),
+            4 => dynasm!(self.a ; .arch x64 ; sete al),
+            5 => dynasm!(self.a ; .arch x64 ; setne al),
+            6 => dynasm!(self.a ; .arch x64 ; setbe al),
+            7 => dynasm!(self.a ; .arch x64 ; seta al),
+            8 => dynasm!(self.a ; .arch x64 ; sets al),
+            9 => dynasm!(self.a ; .arch x64 ; setns al),
+            10 => dynasm!(self.a ; .arch x64 ; setp al),
+            11 => dynasm!(self.a ; .arch x64 ; setnp al),
+            12 => dynasm!(self.a ; .arch x64 ; setl al),
+            13 => dynasm!(self.a ; .arch x64 ; setge al),
+            14 => dynasm!(self.a ; .arch x64 ; setle al),
+            _ => dynasm!(self.a ; .arch x64 ; setg al),
+        }
+    }
+
+    /// `al` = condition `cc` on the lazy flags, through the helper.
+    fn condition_call(&mut self, cc: u8) {
+        let condition = self.helpers.condition as i64;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rdi, rbx
+            ; mov esi, cc as i32
+            ; mov rax, QWORD condition
+            ; call rax
+        );
+    }
+
+    /// Sets the host flags as the guest's for condition `cc`, from the operands a template
+    /// recorded; false when the flags' origin is unknown here or the host cannot redo it.
+    fn host_flags_for(&mut self, cc: u8) -> bool {
+        let Some(known) = self.flags else {
+            return false;
+        };
+        let uses_cf = matches!(cc >> 1, 1 | 3);
+        let o = &self.o;
+        macro_rules! sized {
+            ($op:ident) => {
+                match known.bits {
+                    8 => dynasm!(self.a ; .arch x64 ; $op al, cl),
+                    16 => dynasm!(self.a ; .arch x64 ; $op ax, cx),
+                    32 => dynasm!(self.a ; .arch x64 ; $op eax, ecx),
+                    _ => dynasm!(self.a ; .arch x64 ; $op rax, rcx),
+                }
+            };
+        }
+        match known.op {
+            FlagOp::Logic => {
+                // The result, tested against itself.
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rax, QWORD [rbx + o.f_res]
+                    ; mov rcx, rax
+                );
+                sized!(test);
+            }
+            FlagOp::Sub | FlagOp::Add | FlagOp::Inc | FlagOp::Dec => {
+                if uses_cf && matches!(known.op, FlagOp::Inc | FlagOp::Dec) {
+                    return false;
+                }
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rax, QWORD [rbx + o.f_dst]
+                    ; mov rcx, QWORD [rbx + o.f_src]
+                );
+                if matches!(known.op, FlagOp::Add | FlagOp::Inc) {
+                    sized!(add);
+                } else {
+                    sized!(cmp);
+                }
+            }
+            FlagOp::Explicit => {
+                let arith = (ARITH | FIXED) as i32;
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rax, QWORD [rbx + o.f_explicit]
+                    ; and eax, arith
+                    ; push rax
+                    ; popfq
+                );
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Emits the out-of-line code: slow paths, exit stubs and the shared return paths.
+    fn finish(&mut self, declined: DynamicLabel, cpl: u8) {
+        let (exit, ended) = (self.exit, self.ended);
+        for s in std::mem::take(&mut self.slow) {
+            dynasm!(self.a ; .arch x64 ; =>s.entry);
+            // SAFETY: the pointer is one of the block's instructions, alive for the whole
+            // translation.
+            self.call_handler(unsafe { &*s.insn });
+            dynasm!(self.a
+                ; .arch x64
+                ; test eax, eax
+                ; jnz =>exit
+                ; jmp =>s.resume
+            );
+        }
+        for stub in std::mem::take(&mut self.exits) {
+            self.exit_stub(&stub, cpl);
+        }
+        dynasm!(self.a
+            ; .arch x64
+            ; =>declined
+            ; mov eax, JitExit::Declined as i32
+            ; jmp =>exit
+            ; =>ended
+            ; mov eax, JitExit::Ended as i32
+            ; =>exit
+            ; add rsp, 8
+            ; pop r15
+            ; pop r14
+            ; pop r13
+            ; pop r12
+            ; pop rbp
+            ; pop rbx
+            ; ret
+        );
+    }
+
+    /// One exit: the dispatcher's checks, then the chained jump or the link request. The
+    /// interrupt shadow needs no check: every instruction that starts one ends its block.
+    fn exit_stub(&mut self, stub: &ExitStub, cpl: u8) {
+        let o = &self.o;
+        let ended = self.ended;
+        dynasm!(self.a ; .arch x64 ; =>stub.label);
+        if let ExitTo::Static { target, .. } = stub.to {
+            dynasm!(self.a
+                ; .arch x64
+                ; mov rax, QWORD target as i64
+                ; mov QWORD [rbx + o.rip], rax
+            );
+        }
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rax, QWORD [rbx + o.stop]
+            ; cmp BYTE [rax], 0
+            ; jne =>ended
+            ; mov rax, QWORD self.pending as i64
+            ; cmp BYTE [rax], 0
+            ; jne =>ended
+            ; cmp DWORD [rbx + o.tlb_epoch], r12d
+            ; jne =>ended
+            ; mov rax, QWORD self.code_epoch as i64
+            ; cmp DWORD [rax], r13d
+            ; jne =>ended
+        );
+        let (request, code) = match stub.to {
+            ExitTo::Static {
+                slot,
+                slot_address,
+                request,
+                ..
+            } => {
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rax, QWORD slot_address as i64
+                    ; mov rcx, r14
+                    ; and rcx, QWORD [rax + 24]
+                    ; cmp rcx, QWORD [rax]
+                    ; jne =>request
+                );
+                (request, slot + 1)
+            }
+            ExitTo::Dynamic {
+                table: Some(table),
+                request,
+            } => {
+                // The entry of lookup_index(rip), 32 bytes each.
+                let mask = (LOOKUP_ENTRIES - 1) as i32;
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rcx, QWORD [rbx + o.rip]
+                    ; mov rdx, rcx
+                    ; shr rdx, 12
+                    ; xor rdx, rcx
+                    ; and edx, mask
+                    ; shl edx, 5
+                    ; mov rax, QWORD table as i64
+                    ; add rax, rdx
+                    ; cmp r14, QWORD [rax]
+                    ; jne =>request
+                    ; cmp rcx, QWORD [rax + 16]
+                    ; jne =>request
+                );
+                (request, LOOKUP_REQUEST - u32::from(cpl))
+            }
+            ExitTo::Dynamic { table: None, .. } => {
+                dynasm!(self.a ; .arch x64 ; jmp =>ended);
+                return;
+            }
+        };
+        dynasm!(self.a
+            ; .arch x64
+            ; sub QWORD [rbx + o.budget], 1
+            ; jbe =>ended
+            ; jmp QWORD [rax + 8]
+            ; =>request
+            ; mov DWORD [rbx + o.chain_request], code as i32
+            ; jmp =>ended
+        );
+    }
 }

@@ -1,31 +1,34 @@
 //! The software CPU's second tier: blocks that run often are translated to host x86-64 code.
 //!
 //! A translated block does exactly what [`super::block::BlockCache::run`] does with the
-//! decoded instructions: for each one it sets RIP to the next instruction and executes it, and
-//! it stops after an instruction that ends the block or faults (the fault is delivered with
-//! RIP at the faulting instruction, as in the interpreter). Instructions the translator knows
-//! are emitted as host code (see `emit.rs`); the others call their interpreter handler.
+//! decoded instructions: it executes them in order and stops after an instruction that ends
+//! the block or faults (the fault is delivered with RIP at the faulting instruction, as in
+//! the interpreter). Instructions the translator has a template for are emitted as host code
+//! (`ops.rs`); the others call their interpreter handler. Only 64-bit code is translated.
 //!
-//! A block whose last instruction branches back to its own start, and which holds only
-//! instructions that cannot change the processor mode, interrupt state or control flow in any
-//! other way, loops in host code. Each iteration checks what the dispatcher would check
-//! between blocks: the stop flag, posted interrupts, the TLB and code epochs (a store to the
-//! block's code by any vCPU, a TLB flush), and the remaining block budget.
+//! A block that runs to its end goes on into the next translated block directly when its
+//! exit was linked to it (`chain.rs`), after the checks the dispatcher makes between blocks
+//! (`emit.rs`): the stop flag, posted interrupts, the TLB and code epochs, the interrupt
+//! shadow and the block budget. The translated code, the chain slots and the copies of the
+//! instructions the code refers to live and die together: code never refers to anything
+//! dropped before it.
 
 mod arena;
+mod chain;
+mod classify;
 mod emit;
+mod ops;
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
-use iced_x86::code_asm::CodeAssembler;
 
 use super::insn::Insn;
 use super::Core;
 
 use arena::Arena;
 pub use arena::DEFAULT_ARENA_BYTES;
+use chain::{Lookup, Slots};
 
 /// How a vCPU translates: whether it does, after how many runs of a block, and how much
 /// memory its code may take.
@@ -75,25 +78,28 @@ pub enum JitExit {
     Declined = 4,
 }
 
-/// Translated code: `extern "sysv64" fn(core) -> JitExit as u32`.
+/// Translated code: `extern "sysv64" fn(core) -> JitExit as u32` at `entry`; chained
+/// blocks enter at `body`, past the frame set-up.
 #[derive(Debug, Clone, Copy)]
 pub struct Code {
     entry: usize,
+    body: usize,
     generation: u32,
+    cpl: u8,
 }
 
 impl Code {
     /// Runs the translated block on `core`.
     ///
     /// # Safety
-    /// The code must come from the vCPU's current arena generation, translated from the
-    /// instructions of a block that is still alive (its `Insn`s are referenced by address).
+    /// The code must come from the vCPU's current arena generation (its instructions, chain
+    /// slots and the code it chains to are then alive).
     pub(crate) unsafe fn run(self, core: &mut Core) -> JitExit {
         // SAFETY: `entry` is the start of a function the translator emitted with the
         // System V calling convention, taking the core and returning a `JitExit` value.
         let f: unsafe extern "sysv64" fn(*mut Core) -> u32 =
             unsafe { std::mem::transmute::<usize, _>(self.entry) };
-        // SAFETY: as the caller promised, the code and what it points to are alive.
+        // SAFETY: as the caller promised, the code and everything it refers to are alive.
         match unsafe { f(core) } {
             0 => JitExit::Done,
             1 => JitExit::Ended,
@@ -144,10 +150,47 @@ extern "sysv64" fn step(core: *mut Core, insn: *const Insn) -> u32 {
     }
 }
 
+/// Evaluates condition code `cc` on the lazy flags, for translated Jcc whose flags come from
+/// a handler.
+extern "sysv64" fn condition(core: *const Core, cc: u32) -> bool {
+    // SAFETY: translated code passes the vCPU's core, exclusively borrowed by the running
+    // block.
+    let core = unsafe { &*core };
+    core.s.flags.condition(cc as u8)
+}
+
+/// The arithmetic flags as RFLAGS bits, for translated code merging some flags of its own.
+extern "sysv64" fn arith(core: *const Core) -> u64 {
+    // SAFETY: as in `condition`.
+    let core = unsafe { &*core };
+    core.s.flags.arith()
+}
+
+/// A link the dispatcher was asked for, by code of arena generation `generation`: the next
+/// block that runs should be entered in chain slot `slot`, or (`slot` None) in the lookup
+/// table of privilege `cpl`.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkRequest {
+    slot: Option<u32>,
+    cpl: u8,
+    generation: u32,
+}
+
+/// Bytes of code per chain slot and per instruction copy the tables are sized for.
+const CODE_BYTES_PER_SLOT: usize = 256;
+const CODE_BYTES_PER_INSN: usize = 64;
+
 /// A vCPU's translator and the memory its code lives in.
 pub struct Jit {
     arena: Option<Arena>,
     arena_bytes: usize,
+    /// The chain slots of the arena's code.
+    slots: Slots,
+    /// Where exits with run-time targets find the next block (allocated with the arena).
+    lookup: Option<Lookup>,
+    /// Copies of the translated instructions, which handler calls in the code point to; a
+    /// fixed-capacity table that never moves, emptied with the arena.
+    insns: Vec<Insn>,
     /// Runs of a block after which it is translated.
     pub(crate) hot_threshold: u32,
     /// Blocks translated so far (for statistics).
@@ -161,6 +204,9 @@ impl Jit {
         Jit {
             arena: None,
             arena_bytes: if on { options.code_bytes } else { 0 },
+            slots: Slots::new(0),
+            lookup: None,
+            insns: Vec::new(),
             hot_threshold: options.hot_threshold.max(1),
             translated: 0,
         }
@@ -178,13 +224,19 @@ impl Jit {
             .is_some_and(|a| a.generation() == code.generation)
     }
 
-    /// Translates the block `insns`, which starts at `start_rip`. None when the arena is
-    /// full (the caller drops every translation and resets, see [`Jit::reset`]) or cannot be
-    /// made.
-    pub fn translate(&mut self, core: &Core, insns: &[Insn], start_rip: u64) -> Option<Code> {
+    /// Translates the block `insns` of 64-bit code for the vCPU's current privilege level,
+    /// whose first byte is on linear page `page`. None when the arena or its tables are full
+    /// (the caller drops every translation and resets, see [`Jit::reset`]) or the code
+    /// cannot be made.
+    pub fn translate(&mut self, core: &Core, insns: &[Insn], page: u64) -> Option<Code> {
         if self.arena.is_none() {
             match Arena::new(self.arena_bytes) {
-                Ok(a) => self.arena = Some(a),
+                Ok(a) => {
+                    self.arena = Some(a);
+                    self.slots = Slots::new(self.arena_bytes / CODE_BYTES_PER_SLOT);
+                    self.lookup = Some(Lookup::new());
+                    self.insns = Vec::with_capacity(self.arena_bytes / CODE_BYTES_PER_INSN);
+                }
                 Err(e) => {
                     log::warn!("software CPU: no memory for translated code ({e}); interpreting");
                     self.arena_bytes = 0;
@@ -192,16 +244,79 @@ impl Jit {
                 }
             }
         }
+        if self.insns.capacity() - self.insns.len() < insns.len() {
+            return None;
+        }
+        let first = self.insns.len();
+        self.insns.extend_from_slice(insns);
         let arena = self.arena.as_mut()?;
-        let mut a = CodeAssembler::new(64).ok()?;
-        emit::block(&mut a, core, insns, start_rip, step as *const () as usize).ok()?;
-        let bytes = a.assemble(arena.next_address() as u64).ok()?;
-        let entry = arena.place(&bytes)?;
+        let helpers = emit::Helpers {
+            step: step as *const () as u64,
+            condition: condition as *const () as u64,
+            arith: arith as *const () as u64,
+        };
+        let base = arena.next_address();
+        let table = self.lookup.as_ref()?.table(core.s.mode.cpl);
+        let placement = emit::Placement {
+            base,
+            helpers,
+            slots: &mut self.slots,
+            lookup: table,
+        };
+        let emitted = emit::block(core, &self.insns[first..], page, placement)?;
+        let entry = arena.place(&emitted.bytes)?;
+        debug_assert_eq!(entry, base);
+        for (slot, request) in emitted.requests {
+            self.slots.unlink(slot, (entry + request) as u64);
+        }
         self.translated += 1;
         Some(Code {
             entry,
+            body: entry + emitted.body,
             generation: arena.generation(),
+            cpl: core.s.mode.cpl,
         })
+    }
+
+    /// The link request the code that just ran left in `core`, if any.
+    pub fn take_request(&self, core: &mut Core) -> Option<LinkRequest> {
+        let raw = std::mem::take(&mut core.chain_request);
+        let generation = self.arena.as_ref()?.generation();
+        let lookup_cpl = emit::LOOKUP_REQUEST.wrapping_sub(raw);
+        if lookup_cpl <= 3 {
+            return Some(LinkRequest {
+                slot: None,
+                cpl: lookup_cpl as u8,
+                generation,
+            });
+        }
+        Some(LinkRequest {
+            slot: Some(raw.checked_sub(1)?),
+            cpl: 0,
+            generation,
+        })
+    }
+
+    /// Links the exit of `request` to `code`, the block about to run at the core's RIP (on
+    /// linear page `page` alone, if it lies on one page), valid until the TLB or code epoch
+    /// moves (see `chain.rs` for when the TLB epoch does not matter).
+    pub fn link(&mut self, request: LinkRequest, code: Code, core: &Core, page: Option<u64>) {
+        if !self.is_current(code) || request.generation != code.generation {
+            return;
+        }
+        let stamp = (u64::from(core.tlb.epoch) << 32) | u64::from(core.code.epoch());
+        let (entry, rip) = (code.body as u64, core.s.rip);
+        match request.slot {
+            Some(slot) => {
+                self.slots.link(slot, entry, code.cpl, rip, stamp, page);
+            }
+            None if request.cpl == code.cpl => {
+                if let Some(lookup) = self.lookup.as_mut() {
+                    lookup.fill(code.cpl, rip, entry, stamp);
+                }
+            }
+            None => {}
+        }
     }
 
     /// Drops all translated code (after the caller forgot every [`Code`] it held).
@@ -209,5 +324,10 @@ impl Jit {
         if let Some(a) = self.arena.as_mut() {
             a.reset();
         }
+        self.slots.clear();
+        if let Some(lookup) = self.lookup.as_mut() {
+            lookup.clear();
+        }
+        self.insns.clear();
     }
 }

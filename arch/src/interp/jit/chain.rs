@@ -1,0 +1,236 @@
+//! Chain slots and the lookup table: where a translated block's exit finds the block that
+//! runs next.
+//!
+//! Each exit with a target known at translation (a Jcc, a direct branch, the end of a block)
+//! has a slot holding a stamp, an entry and that target. The exit jumps to `entry` only when
+//! `stamp` equals the TLB and code epochs the chain was entered under (masked: see below). A
+//! slot starts out leading to its exit's own link request, and the dispatcher links it (after
+//! finding and translating the next block) with the epochs of that moment: a flush or a store
+//! to code since then makes every link stale at once. A link to a block that lies on the
+//! exiting block's first linear page only needs the code epoch: the exiting block runs, so
+//! that page still maps what it mapped when both were decoded, and TLB flushes (a CR3 load on
+//! every system call under page-table isolation) leave such links alone. Exits whose target is only known at run time
+//! (RET, indirect branches, instructions left to handlers) look the RIP up in a table per
+//! privilege level (supervisor, user), filled the same way. A link never outlives the code it
+//! points to, as slots, table and code are dropped together.
+
+/// One exit's link, as translated code reads it (field offsets 0, 8, 16 and 24).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct ChainSlot {
+    /// `tlb_epoch << 32 | code_epoch` when linked.
+    stamp: u64,
+    /// Where to jump: a block's body, or the exit's own link request.
+    entry: u64,
+    /// The RIP the exit leads to.
+    target: u64,
+    /// What of the chain's stamp must equal `stamp`: all of it, or the code epoch alone.
+    mask: u64,
+    /// The linear page of the first byte of the exiting block.
+    page: u64,
+    /// The privilege level of the code the exit belongs to.
+    cpl: u8,
+}
+
+/// The slots of one code arena: a fixed-capacity table that never moves, emptied with it.
+pub(super) struct Slots {
+    slots: Vec<ChainSlot>,
+}
+
+impl Slots {
+    /// Room for `capacity` slots.
+    pub fn new(capacity: usize) -> Self {
+        Slots {
+            slots: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// A new slot for an exit to `target` of code run at privilege `cpl`, in a block whose
+    /// first byte is on linear page `page`: its index and address. None when the table is
+    /// full.
+    pub fn allocate(&mut self, cpl: u8, target: u64, page: u64) -> Option<(u32, u64)> {
+        if self.slots.len() == self.slots.capacity() {
+            return None;
+        }
+        let index = u32::try_from(self.slots.len()).ok()?;
+        self.slots.push(ChainSlot {
+            stamp: 0,
+            entry: 0,
+            target,
+            mask: u64::MAX,
+            page,
+            cpl,
+        });
+        let address = &self.slots[index as usize] as *const ChainSlot as u64;
+        Some((index, address))
+    }
+
+    /// Sets slot `index` to lead to its link request at `request`. Called before the code
+    /// using it first runs: even a stamp that happens to match then leads to the request.
+    pub fn unlink(&mut self, index: u32, request: u64) {
+        if let Some(s) = self.slots.get_mut(index as usize) {
+            s.entry = request;
+            s.stamp = u64::MAX;
+        }
+    }
+
+    /// Links slot `index` to code entered at `entry`, made for privilege `cpl`, run at RIP
+    /// `rip`, under `stamp`; `page` is the linear page of that block when it lies on one
+    /// page. Refused (false) across privilege levels or when `rip` is not the exit's target
+    /// (something ran in between).
+    pub fn link(
+        &mut self,
+        index: u32,
+        entry: u64,
+        cpl: u8,
+        rip: u64,
+        stamp: u64,
+        page: Option<u64>,
+    ) -> bool {
+        match self.slots.get_mut(index as usize) {
+            Some(s) if s.cpl == cpl && s.target == rip => {
+                s.mask = if page == Some(s.page) {
+                    CODE_EPOCH
+                } else {
+                    u64::MAX
+                };
+                s.entry = entry;
+                s.stamp = stamp & s.mask;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops every slot (with the code that used them).
+    pub fn clear(&mut self) {
+        self.slots.clear();
+    }
+}
+
+/// The code epoch's part of a stamp.
+const CODE_EPOCH: u64 = 0xffff_ffff;
+
+/// Entries per lookup table (a power of two).
+pub(super) const LOOKUP_ENTRIES: usize = 4096;
+
+/// One entry of a lookup table, as translated code reads it (offsets 0, 8 and 16; 32 bytes).
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+pub(super) struct LookupEntry {
+    /// `tlb_epoch << 32 | code_epoch` when filled.
+    stamp: u64,
+    /// The body of the block at `target`.
+    entry: u64,
+    /// The RIP it is for: a non-canonical value, which RIP never is in 64-bit code, when
+    /// empty.
+    target: u64,
+}
+
+impl LookupEntry {
+    const EMPTY: LookupEntry = LookupEntry {
+        stamp: u64::MAX,
+        entry: 0,
+        target: 1 << 63,
+    };
+}
+
+/// The index of `rip` in a lookup table (translated code computes the same).
+pub(super) fn lookup_index(rip: u64) -> usize {
+    ((rip ^ (rip >> 12)) as usize) & (LOOKUP_ENTRIES - 1)
+}
+
+/// The lookup tables for supervisor (CPL 0) and user (CPL 3) code; code at CPL 1 and 2 has
+/// none.
+pub(super) struct Lookup {
+    tables: Box<[[LookupEntry; LOOKUP_ENTRIES]; 2]>,
+}
+
+impl Lookup {
+    /// Empty tables.
+    pub fn new() -> Self {
+        Lookup {
+            tables: Box::new([[LookupEntry::EMPTY; LOOKUP_ENTRIES]; 2]),
+        }
+    }
+
+    /// The address of the table for code run at `cpl`, if it has one (it never moves).
+    pub fn table(&self, cpl: u8) -> Option<u64> {
+        let t = match cpl {
+            0 => &self.tables[0],
+            3 => &self.tables[1],
+            _ => return None,
+        };
+        Some(t.as_ptr() as u64)
+    }
+
+    /// Makes RIP `rip` in the table of `cpl` lead to `entry` under `stamp`.
+    pub fn fill(&mut self, cpl: u8, rip: u64, entry: u64, stamp: u64) {
+        let t = match cpl {
+            0 => &mut self.tables[0],
+            3 => &mut self.tables[1],
+            _ => return,
+        };
+        t[lookup_index(rip)] = LookupEntry {
+            stamp,
+            entry,
+            target: rip,
+        };
+    }
+
+    /// Empties both tables (with the code they led to).
+    pub fn clear(&mut self) {
+        for t in self.tables.iter_mut() {
+            t.fill(LookupEntry::EMPTY);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_never_move_and_refuse_when_full() {
+        let mut s = Slots::new(2);
+        let (a, pa) = s.allocate(0, 0x4000, 0x4000).unwrap();
+        let (b, pb) = s.allocate(3, 0x4000, 0x4000).unwrap();
+        assert_eq!((a, b), (0, 1));
+        assert_eq!(pb - pa, std::mem::size_of::<ChainSlot>() as u64);
+        assert!(s.allocate(0, 0x4000, 0x4000).is_none());
+        assert!(
+            !s.link(b, 0x1000, 0, 0x4000, 7, None),
+            "cpl 3 exit, cpl 0 target"
+        );
+        assert!(
+            !s.link(a, 0x1000, 0, 0x5000, 7, None),
+            "not the exit's target"
+        );
+        assert!(s.link(a, 0x1000, 0, 0x4000, (5 << 32) | 7, None));
+        assert_eq!(
+            (s.slots[0].stamp, s.slots[0].mask),
+            ((5 << 32) | 7, u64::MAX)
+        );
+        assert!(s.link(a, 0x1000, 0, 0x4000, (5 << 32) | 7, Some(0x4000)));
+        assert_eq!(
+            (s.slots[0].stamp, s.slots[0].mask),
+            (7, CODE_EPOCH),
+            "same page"
+        );
+        s.clear();
+        assert_eq!(s.allocate(0, 0, 0).unwrap().1, pa);
+    }
+
+    #[test]
+    fn lookup_entries_are_32_bytes_and_start_empty() {
+        assert_eq!(std::mem::size_of::<LookupEntry>(), 32);
+        let mut l = Lookup::new();
+        assert!(l.table(1).is_none());
+        assert_eq!(l.table(3).unwrap(), l.tables[1].as_ptr() as u64);
+        l.fill(3, 0x40_1000, 0x1234, 9);
+        let e = l.tables[1][lookup_index(0x40_1000)];
+        assert_eq!((e.stamp, e.entry, e.target), (9, 0x1234, 0x40_1000));
+        l.clear();
+        assert_eq!(l.tables[1][lookup_index(0x40_1000)].target, 1 << 63);
+    }
+}

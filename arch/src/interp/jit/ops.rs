@@ -1,0 +1,769 @@
+//! Templates: host code doing what an instruction's handler does, for the common forms
+//! (64-bit code, general registers, memory operands without LOCK). A template works on the
+//! guest registers' slots in the core and records the lazy flags as its handler would.
+//! Memory operands go through an inline TLB lookup; when that does not apply (a miss, a page
+//! crossing, a store to a page holding code, a non-canonical address) the handler runs
+//! instead, out of line, before anything changed.
+
+use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
+
+use super::super::exec::alu;
+use super::super::exec::bits;
+use super::super::flags::{FlagOp, ARITH, CF, OF};
+use super::super::insn::{size_mask, Insn, HIGH_BYTE, LOCK, MEM, ZERO};
+use super::super::state::{FS, RCX, RSP};
+use super::classify::Kind;
+use super::emit::{Emitter, KnownFlags, Slow};
+
+/// Whether `r` names a whole general register (not a high byte, not the zero register).
+fn gpr(r: u8) -> bool {
+    r < ZERO
+}
+
+/// Whether `size` is 4 or 8 (what the templates of some instructions handle).
+fn wide(size: u8) -> bool {
+    matches!(size, 4 | 8)
+}
+
+/// Host registers by number, for the templates that pick them.
+const HOST_RAX: u8 = 0;
+const HOST_RCX: u8 = 1;
+const HOST_RDX: u8 = 2;
+
+impl Emitter<'_> {
+    /// Offset of guest register `r`'s slot from `rbx`.
+    fn slot(&self, r: u8) -> i32 {
+        self.o.gpr + 8 * i32::from(r)
+    }
+
+    /// `rax` = guest register `r` at `size` (4: zero-extended) bytes.
+    fn load_rax(&mut self, r: u8, size: u8) {
+        let s = self.slot(r);
+        if size == 8 {
+            dynasm!(self.a ; .arch x64 ; mov rax, QWORD [rbx + s]);
+        } else {
+            dynasm!(self.a ; .arch x64 ; mov eax, DWORD [rbx + s]);
+        }
+    }
+
+    /// `rcx` = guest register `r` at `size` (4: zero-extended) bytes.
+    fn load_rcx(&mut self, r: u8, size: u8) {
+        let s = self.slot(r);
+        if size == 8 {
+            dynasm!(self.a ; .arch x64 ; mov rcx, QWORD [rbx + s]);
+        } else {
+            dynasm!(self.a ; .arch x64 ; mov ecx, DWORD [rbx + s]);
+        }
+    }
+
+    /// Guest register `r` = `rax` (already zero-extended for 4-byte results).
+    fn store_rax(&mut self, r: u8) {
+        let s = self.slot(r);
+        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + s], rax);
+    }
+
+    /// Guest register `r` = `rdx`.
+    fn store_rdx(&mut self, r: u8) {
+        let s = self.slot(r);
+        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + s], rdx);
+    }
+
+    /// `rcx` = `imm` cut to `size` bytes.
+    fn imm_rcx(&mut self, imm: u64, size: u8) {
+        let v = imm & size_mask(u32::from(size));
+        dynasm!(self.a ; .arch x64 ; mov rcx, QWORD v as i64);
+    }
+
+    /// Where register operand `r` of `size` bytes lives, from `rbx` (AH..BH one byte into
+    /// their register); None for what the templates do not handle.
+    fn reg(&self, r: u8, size: u8) -> Option<i32> {
+        if r & HIGH_BYTE != 0 {
+            return (size == 1 && r & 0xf < 4).then(|| self.slot(r & 0xf) + 1);
+        }
+        (r < ZERO && matches!(size, 1 | 2 | 4 | 8)).then(|| self.slot(r))
+    }
+
+    /// Host register `h` = the `size` bytes at `[rbx + at]`, zero-extended.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn load(&mut self, h: u8, at: i32, size: u8) {
+        match size {
+            1 => dynasm!(self.a ; .arch x64 ; movzx Rd(h), BYTE [rbx + at]),
+            2 => dynasm!(self.a ; .arch x64 ; movzx Rd(h), WORD [rbx + at]),
+            4 => dynasm!(self.a ; .arch x64 ; mov Rd(h), DWORD [rbx + at]),
+            _ => dynasm!(self.a ; .arch x64 ; mov Rq(h), QWORD [rbx + at]),
+        }
+    }
+
+    /// `[rbx + at]` = the low `size` bytes of host register `h`; for 4 bytes the whole
+    /// register, which holds a zero-extended value (a guest write of 32 bits clears the top).
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn store(&mut self, h: u8, at: i32, size: u8) {
+        match size {
+            1 => dynasm!(self.a ; .arch x64 ; mov BYTE [rbx + at], Rb(h)),
+            2 => dynasm!(self.a ; .arch x64 ; mov WORD [rbx + at], Rw(h)),
+            _ => dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + at], Rq(h)),
+        }
+    }
+
+    /// Host register `h` = the `size` bytes at `[rsi]`, zero-extended.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn load_mem(&mut self, h: u8, size: u8) {
+        match size {
+            1 => dynasm!(self.a ; .arch x64 ; movzx Rd(h), BYTE [rsi]),
+            2 => dynasm!(self.a ; .arch x64 ; movzx Rd(h), WORD [rsi]),
+            4 => dynasm!(self.a ; .arch x64 ; mov Rd(h), DWORD [rsi]),
+            _ => dynasm!(self.a ; .arch x64 ; mov Rq(h), QWORD [rsi]),
+        }
+    }
+
+    /// `[rsi]` = the low `size` bytes of host register `h`.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn store_mem(&mut self, h: u8, size: u8) {
+        match size {
+            1 => dynasm!(self.a ; .arch x64 ; mov BYTE [rsi], Rb(h)),
+            2 => dynasm!(self.a ; .arch x64 ; mov WORD [rsi], Rw(h)),
+            4 => dynasm!(self.a ; .arch x64 ; mov DWORD [rsi], Rd(h)),
+            _ => dynasm!(self.a ; .arch x64 ; mov QWORD [rsi], Rq(h)),
+        }
+    }
+
+    /// Records lazy flags: op, width, dst (`rax`), src (`rcx`), res (`rdx`); nothing when
+    /// they are dead.
+    fn set_flags(&mut self, op: FlagOp, size: u8) {
+        if self.flags_dead {
+            self.flags = None;
+            return;
+        }
+        let o = &self.o;
+        let bits = u32::from(size) * 8;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov BYTE [rbx + o.f_op], op as i8
+            ; mov DWORD [rbx + o.f_bits], bits as i32
+            ; mov QWORD [rbx + o.f_dst], rax
+            ; mov QWORD [rbx + o.f_src], rcx
+            ; mov QWORD [rbx + o.f_res], rdx
+        );
+        self.flags = Some(KnownFlags { op, bits });
+    }
+
+    /// Emits `insn`, of template `kind`, as host code; false if it must go to its handler.
+    pub(super) fn template(&mut self, insn: &Insn, kind: Kind) -> bool {
+        let size = insn.size;
+        let reg_form = insn.flags & MEM == 0;
+        match kind {
+            Kind::Nop => true,
+            Kind::MovRR => {
+                let (Some(d), Some(r)) = (self.reg(insn.r0, size), self.reg(insn.r1, size)) else {
+                    return false;
+                };
+                self.load(HOST_RAX, r, size);
+                self.store(HOST_RAX, d, size);
+                true
+            }
+            Kind::MovRI => {
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
+                };
+                let v = insn.imm & size_mask(u32::from(size));
+                dynasm!(self.a ; .arch x64 ; mov rax, QWORD v as i64);
+                self.store(HOST_RAX, d, size);
+                true
+            }
+            Kind::Lea if wide(size) && gpr(insn.r0) && wide(insn.asize) => {
+                self.effective_address(insn);
+                if size == 4 {
+                    dynasm!(self.a ; .arch x64 ; mov eax, eax);
+                }
+                self.store_rax(insn.r0);
+                true
+            }
+            Kind::AluRR(op) => {
+                let (Some(d), Some(r)) = (self.reg(insn.r0, size), self.reg(insn.r1, size)) else {
+                    return false;
+                };
+                if host_alu(op).is_none() {
+                    return false;
+                }
+                self.load(HOST_RCX, r, size);
+                self.alu(op, size, d)
+            }
+            Kind::AluRI(op) => {
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
+                };
+                if host_alu(op).is_none() {
+                    return false;
+                }
+                self.imm_rcx(insn.imm, size);
+                self.alu(op, size, d)
+            }
+            Kind::AluRM(op) => {
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
+                };
+                if host_alu(op).is_none() {
+                    return false;
+                }
+                self.memory(insn, false, |e| {
+                    e.load_mem(HOST_RCX, size);
+                    e.alu(op, size, d);
+                })
+            }
+            Kind::AluM { op, imm } if insn.flags & LOCK == 0 && host_alu(op).is_some() => {
+                let src = if imm { None } else { self.reg(insn.r1, size) };
+                if !imm && src.is_none() {
+                    return false;
+                }
+                self.memory(insn, op != alu::CMP, |e| {
+                    e.load_mem(HOST_RAX, size);
+                    match src {
+                        Some(r) => e.load(HOST_RCX, r, size),
+                        None => e.imm_rcx(insn.imm, size),
+                    }
+                    e.alu_op(op, size);
+                    if op != alu::CMP {
+                        e.store_mem(HOST_RDX, size);
+                    }
+                })
+            }
+            Kind::Test { imm } => {
+                let src = if imm { None } else { self.reg(insn.r1, size) };
+                if !imm && src.is_none() || !matches!(size, 1 | 2 | 4 | 8) {
+                    return false;
+                }
+                let test = move |e: &mut Self| {
+                    match src {
+                        Some(r) => e.load(HOST_RCX, r, size),
+                        None => e.imm_rcx(insn.imm, size),
+                    }
+                    dynasm!(e.a ; .arch x64 ; mov rdx, rax ; and rdx, rcx);
+                    e.set_flags(FlagOp::Logic, size);
+                };
+                if reg_form {
+                    let Some(d) = self.reg(insn.r0, size) else {
+                        return false;
+                    };
+                    self.load(HOST_RAX, d, size);
+                    test(self);
+                    return true;
+                }
+                self.memory(insn, false, |e| {
+                    e.load_mem(HOST_RAX, size);
+                    test(e);
+                })
+            }
+            Kind::IncDec { dec } if wide(size) && reg_form && gpr(insn.r0) => {
+                self.inc_dec(insn, dec)
+            }
+            Kind::MovRM => {
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
+                };
+                self.memory(insn, false, |e| {
+                    e.load_mem(HOST_RAX, size);
+                    e.store(HOST_RAX, d, size);
+                })
+            }
+            Kind::MovMR => {
+                let Some(r) = self.reg(insn.r1, size) else {
+                    return false;
+                };
+                self.memory(insn, true, |e| {
+                    e.load(HOST_RCX, r, size);
+                    e.store_mem(HOST_RCX, size);
+                })
+            }
+            Kind::MovMI if matches!(size, 1 | 2 | 4 | 8) => self.memory(insn, true, |e| {
+                e.imm_rcx(insn.imm, size);
+                e.store_mem(HOST_RCX, size);
+            }),
+            Kind::Extend { from, signed } if wide(size) && gpr(insn.r0) => {
+                self.extend(insn, from, signed)
+            }
+            Kind::Shift { cl } if wide(size) && reg_form && gpr(insn.r0) => self.shift(insn, cl),
+            Kind::Imul { three } if wide(size) && gpr(insn.r0) => self.imul(insn, three),
+            Kind::Setcc if size == 1 && reg_form && gpr(insn.r0 & !HIGH_BYTE) => {
+                self.condition_to_al(insn.cc);
+                let s = self.slot(insn.r0 & !HIGH_BYTE) + i32::from(insn.r0 & HIGH_BYTE != 0);
+                dynasm!(self.a ; .arch x64 ; mov BYTE [rbx + s], al);
+                true
+            }
+            Kind::Cmov if wide(size) && reg_form && gpr(insn.r0) && gpr(insn.r1) => {
+                self.condition_to_al(insn.cc);
+                dynasm!(self.a ; .arch x64 ; movzx r8d, al);
+                self.load_rax(insn.r0, size);
+                self.load_rcx(insn.r1, size);
+                dynasm!(self.a ; .arch x64 ; test r8d, r8d ; cmovnz rax, rcx);
+                self.store_rax(insn.r0);
+                true
+            }
+            Kind::PushReg if size == 8 && gpr(insn.r0) => self.push_reg(insn),
+            Kind::PopReg if size == 8 && gpr(insn.r0) => self.pop_reg(insn),
+            _ => false,
+        }
+    }
+
+    /// `rax` = the effective address of `insn`'s memory operand, masked to its address size.
+    fn effective_address(&mut self, insn: &Insn) {
+        dynasm!(self.a ; .arch x64 ; mov rax, QWORD insn.disp as i64);
+        if insn.base != ZERO {
+            let s = self.slot(insn.base);
+            dynasm!(self.a ; .arch x64 ; add rax, QWORD [rbx + s]);
+        }
+        if insn.index != ZERO {
+            let s = self.slot(insn.index);
+            dynasm!(self.a ; .arch x64 ; mov rcx, QWORD [rbx + s]);
+            if insn.scale != 0 {
+                dynasm!(self.a ; .arch x64 ; shl rcx, insn.scale as i8);
+            }
+            dynasm!(self.a ; .arch x64 ; add rax, rcx);
+        }
+        if insn.asize == 4 {
+            dynasm!(self.a ; .arch x64 ; mov eax, eax);
+        }
+    }
+
+    /// `rax` and `rsi` (from a linear address in `rax`) = the host address of the
+    /// `size`-byte operand there, or a jump to `slow`. Clobbers `rcx`, `rdx`, `rdi`.
+    fn host_address(&mut self, store: bool, size: u8, slow: DynamicLabel) {
+        // Canonical, and within one page.
+        let last_offset = 0x1000 - i32::from(size);
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rdx, rax
+            ; shl rdx, 16
+            ; sar rdx, 16
+            ; cmp rdx, rax
+            ; jne =>slow
+            ; mov edx, eax
+            ; and edx, 0xfff
+            ; cmp edx, last_offset
+            ; ja =>slow
+        );
+        // The TLB entry: table (access, user), index (lin >> 12) & mask.
+        let access = usize::from(store);
+        let table = self.tlb.tables + (access * 2 + usize::from(self.user)) * self.tlb.table_bytes;
+        let mask = (1i32 << self.tlb.index_bits) - 1;
+        let entry = self.tlb.entry_bytes as i32;
+        let generation = self.o.tlb_generation;
+        let (tag, host, page) = (
+            self.tlb.tag as i32,
+            self.tlb.host as i32,
+            self.tlb.page as i32,
+        );
+        dynasm!(self.a
+            ; .arch x64
+            ; mov rcx, rax
+            ; shr rcx, 12
+            ; and ecx, mask
+            ; imul rcx, rcx, entry
+            ; mov rsi, QWORD table as i64
+            ; add rsi, rcx
+            ; mov rcx, rax
+            ; and rcx, -4096
+            ; or rcx, QWORD [rbx + generation]
+            ; cmp rcx, QWORD [rsi + tag]
+            ; jne =>slow
+        );
+        if store {
+            dynasm!(self.a
+                ; .arch x64
+                ; mov ecx, DWORD [rsi + page]
+                ; mov rdi, QWORD self.has_code as i64
+                ; cmp BYTE [rdi + rcx], 0
+                ; jne =>slow
+            );
+        }
+        dynasm!(self.a
+            ; .arch x64
+            ; and eax, 0xfff
+            ; add rax, QWORD [rsi + host]
+            ; mov rsi, rax
+        );
+    }
+
+    /// A memory template: the operand's host address in `rax` and `rsi`, then `body`; the
+    /// handler runs instead when the fast path does not apply.
+    fn memory(&mut self, insn: &Insn, store: bool, body: impl FnOnce(&mut Self)) -> bool {
+        self.memory_checked(insn, store, |e, _| body(e))
+    }
+
+    /// [`Emitter::memory`] with a body that may still give up for the handler (by jumping to
+    /// the label it is given) before it changes anything.
+    fn memory_checked(
+        &mut self,
+        insn: &Insn,
+        store: bool,
+        body: impl FnOnce(&mut Self, DynamicLabel),
+    ) -> bool {
+        if !wide(insn.asize) {
+            return false;
+        }
+        let address = |e: &mut Self| {
+            e.effective_address(insn);
+            if usize::from(insn.seg) >= FS {
+                let base = e.o.seg_base[usize::from(insn.seg)];
+                dynasm!(e.a ; .arch x64 ; add rax, QWORD [rbx + base]);
+            }
+        };
+        self.access(insn, store, insn.size, address, body)
+    }
+
+    /// An access of `size` bytes at the linear address `address` leaves in `rax`: its host
+    /// address in `rax`, then `body`, or else `insn`'s handler, out of line.
+    fn access(
+        &mut self,
+        insn: &Insn,
+        store: bool,
+        size: u8,
+        address: impl FnOnce(&mut Self),
+        body: impl FnOnce(&mut Self, DynamicLabel),
+    ) -> bool {
+        let slow = self.a.new_dynamic_label();
+        let resume = self.a.new_dynamic_label();
+        address(self);
+        self.host_address(store, size, slow);
+        body(self, slow);
+        dynasm!(self.a ; .arch x64 ; =>resume);
+        self.slow.push(Slow {
+            entry: slow,
+            resume,
+            insn,
+        });
+        true
+    }
+
+    /// Register operand `[rbx + d]` OP `rcx`, `size` bytes, for the operations the host
+    /// does directly (see [`host_alu`]).
+    fn alu(&mut self, op: u8, size: u8, d: i32) -> bool {
+        self.load(HOST_RAX, d, size);
+        self.alu_op(op, size);
+        if op != alu::CMP {
+            self.store(HOST_RDX, d, size);
+        }
+        true
+    }
+
+    /// `rdx` = `rax` OP `rcx` at `size` bytes (zero-extended), with the lazy flags recorded.
+    fn alu_op(&mut self, op: u8, size: u8) {
+        macro_rules! sized {
+            ($op:ident) => {
+                match size {
+                    1 => dynasm!(self.a ; .arch x64 ; $op dl, cl),
+                    2 => dynasm!(self.a ; .arch x64 ; $op dx, cx),
+                    4 => dynasm!(self.a ; .arch x64 ; $op edx, ecx),
+                    _ => dynasm!(self.a ; .arch x64 ; $op rdx, rcx),
+                }
+            };
+        }
+        dynasm!(self.a ; .arch x64 ; mov rdx, rax);
+        match op {
+            alu::ADD => sized!(add),
+            alu::OR => sized!(or),
+            alu::AND => sized!(and),
+            alu::XOR => sized!(xor),
+            _ => sized!(sub),
+        }
+        let flag_op = host_alu(op).unwrap_or(FlagOp::Sub);
+        self.set_flags(flag_op, size);
+    }
+
+    /// INC/DEC of a register: CF is kept, so it is worked out first from what the
+    /// translator knows of the flags; unknown flags leave the instruction to its handler.
+    fn inc_dec(&mut self, insn: &Insn, dec: bool) -> bool {
+        let o = &self.o;
+        // r8 = the current CF.
+        match self.flags {
+            _ if self.flags_dead => {}
+            Some(KnownFlags {
+                op: FlagOp::Logic, ..
+            }) => dynasm!(self.a ; .arch x64 ; xor r8d, r8d),
+            Some(KnownFlags {
+                op: FlagOp::Inc | FlagOp::Dec,
+                ..
+            }) => dynasm!(self.a ; .arch x64 ; mov r8, QWORD [rbx + o.f_aux]),
+            Some(KnownFlags {
+                op: FlagOp::Explicit,
+                ..
+            }) => dynasm!(self.a
+                ; .arch x64
+                ; mov r8, QWORD [rbx + o.f_explicit]
+                ; and r8d, CF as i32
+            ),
+            Some(KnownFlags {
+                op: FlagOp::Sub,
+                bits,
+            }) => {
+                dynasm!(self.a ; .arch x64 ; mov rax, QWORD [rbx + o.f_dst]);
+                if bits == 64 {
+                    dynasm!(self.a ; .arch x64 ; cmp rax, QWORD [rbx + o.f_src]);
+                } else {
+                    dynasm!(self.a ; .arch x64 ; cmp eax, DWORD [rbx + o.f_src]);
+                }
+                dynasm!(self.a ; .arch x64 ; setb al ; movzx r8d, al);
+            }
+            _ => return false,
+        }
+        let size = insn.size;
+        self.load_rax(insn.r0, size);
+        dynasm!(self.a ; .arch x64 ; mov ecx, 1 ; mov rdx, rax);
+        match (dec, size == 8) {
+            (true, true) => dynasm!(self.a ; .arch x64 ; sub rdx, 1),
+            (false, true) => dynasm!(self.a ; .arch x64 ; add rdx, 1),
+            (true, false) => dynasm!(self.a ; .arch x64 ; sub edx, 1),
+            (false, false) => dynasm!(self.a ; .arch x64 ; add edx, 1),
+        }
+        self.store_rdx(insn.r0);
+        self.set_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
+        if !self.flags_dead {
+            let aux = self.o.f_aux;
+            dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + aux], r8);
+        }
+        true
+    }
+
+    /// MOVZX/MOVSX/MOVSXD into a 4- or 8-byte register, from a register or memory.
+    fn extend(&mut self, insn: &Insn, from: u8, signed: bool) -> bool {
+        let size = insn.size;
+        if insn.flags & MEM == 0 {
+            if !gpr(insn.r1) {
+                return false;
+            }
+            let s = self.slot(insn.r1);
+            self.extend_from(from, signed, size, s, true);
+            self.store_rax(insn.r0);
+            return true;
+        }
+        self.memory(insn, false, |e| {
+            e.extend_from(from, signed, size, 0, false);
+            e.store_rax(insn.r0);
+        })
+    }
+
+    /// `rax` = the `from`-byte value at `[rbx + disp]` (`core`) or `[rax + disp]`, extended
+    /// to `size` bytes.
+    fn extend_from(&mut self, from: u8, signed: bool, size: u8, disp: i32, core: bool) {
+        macro_rules! at {
+            ($($ins:tt)*) => {
+                if core {
+                    dynasm!(self.a ; .arch x64 ; $($ins)* [rbx + disp]);
+                } else {
+                    dynasm!(self.a ; .arch x64 ; $($ins)* [rax + disp]);
+                }
+            };
+        }
+        match (from, signed, size == 8) {
+            (1, false, _) => at!(movzx eax, BYTE),
+            (2, false, _) => at!(movzx eax, WORD),
+            (1, true, true) => at!(movsx rax, BYTE),
+            (2, true, true) => at!(movsx rax, WORD),
+            (1, true, false) => at!(movsx eax, BYTE),
+            (2, true, false) => at!(movsx eax, WORD),
+            (_, true, true) => at!(movsxd rax, DWORD),
+            _ => at!(mov eax, DWORD),
+        }
+    }
+
+    /// PUSH of a 64-bit register.
+    fn push_reg(&mut self, insn: &Insn) -> bool {
+        self.push(insn, |e| e.load_rcx(insn.r0, 8))
+    }
+
+    /// A 64-bit push of the value `value` leaves in `rcx` (read before RSP moves).
+    fn push(&mut self, insn: &Insn, value: impl FnOnce(&mut Self)) -> bool {
+        let stack = self.slot(RSP as u8);
+        let address = |e: &mut Self| {
+            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack] ; sub rax, 8);
+        };
+        self.access(insn, true, 8, address, |e, _| {
+            value(e);
+            dynasm!(e.a
+                ; .arch x64
+                ; mov QWORD [rax], rcx
+                ; sub QWORD [rbx + stack], 8
+            );
+        })
+    }
+
+    /// POP into a 64-bit register (POP RSP leaves the popped value in RSP).
+    fn pop_reg(&mut self, insn: &Insn) -> bool {
+        let stack = self.slot(RSP as u8);
+        let address = |e: &mut Self| {
+            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack]);
+        };
+        self.access(insn, false, 8, address, |e, _| {
+            dynasm!(e.a
+                ; .arch x64
+                ; mov rax, QWORD [rax]
+                ; add QWORD [rbx + stack], 8
+            );
+            e.store_rax(insn.r0);
+        })
+    }
+
+    /// CALL rel (64-bit): pushes the return address; the caller goes on at the target.
+    pub(super) fn call_rel(&mut self, insn: &Insn) -> bool {
+        self.push(insn, |e| {
+            dynasm!(e.a ; .arch x64 ; mov rcx, QWORD insn.next as i64);
+        })
+    }
+
+    /// RET [imm16] (64-bit): pops RIP (a non-canonical one is left to the handler, which
+    /// raises #GP) and stores it.
+    pub(super) fn ret(&mut self, insn: &Insn) -> bool {
+        let stack = self.slot(RSP as u8);
+        let rip_at = self.o.rip;
+        let release = 8 + (insn.imm & 0xffff) as i32;
+        let address = |e: &mut Self| {
+            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack]);
+        };
+        self.access(insn, false, 8, address, |e, slow| {
+            dynasm!(e.a
+                ; .arch x64
+                ; mov rax, QWORD [rax]
+                ; mov rdx, rax
+                ; shl rdx, 16
+                ; sar rdx, 16
+                ; cmp rdx, rax
+                ; jne =>slow
+                ; mov QWORD [rbx + rip_at], rax
+                ; add QWORD [rbx + stack], release
+            );
+        })
+    }
+
+    /// SHL/SHR/SAR/ROL/ROR of a register by CL or an immediate, on the host: the result's
+    /// flags are the host's. A zero count changes no flags (but still writes the register).
+    fn shift(&mut self, insn: &Insn, cl: bool) -> bool {
+        let size = insn.size;
+        let mask = if size == 8 { 63 } else { 31 };
+        let which = match insn.cc {
+            bits::SHL | 6 | bits::SHR | bits::SAR => ARITH,
+            bits::ROL | bits::ROR => CF | OF,
+            _ => return false,
+        };
+        let count = (insn.imm & mask) as i8;
+        if !cl && count == 0 {
+            return false;
+        }
+        self.load_rax(insn.r0, size);
+        if cl {
+            let count_at = self.slot(RCX as u8);
+            dynasm!(self.a ; .arch x64 ; mov ecx, DWORD [rbx + count_at]);
+        }
+        macro_rules! shift {
+            ($op:ident) => {
+                match (cl, size == 8) {
+                    (true, true) => dynasm!(self.a ; .arch x64 ; $op rax, cl),
+                    (true, false) => dynasm!(self.a ; .arch x64 ; $op eax, cl),
+                    (false, true) => dynasm!(self.a ; .arch x64 ; $op rax, count),
+                    (false, false) => dynasm!(self.a ; .arch x64 ; $op eax, count),
+                }
+            };
+        }
+        match insn.cc {
+            bits::SHL | 6 => shift!(shl),
+            bits::SHR => shift!(shr),
+            bits::SAR => shift!(sar),
+            bits::ROL => shift!(rol),
+            _ => shift!(ror),
+        }
+        dynasm!(self.a ; .arch x64 ; pushfq ; pop rdx);
+        self.store_rax(insn.r0);
+        let skip = self.a.new_dynamic_label();
+        if cl {
+            dynasm!(self.a ; .arch x64 ; test cl, mask as i8 ; jz =>skip);
+        }
+        self.host_flags(which);
+        dynasm!(self.a ; .arch x64 ; =>skip);
+        // Past the join the flags are those of either path.
+        self.flags = None;
+        true
+    }
+
+    /// IMUL reg, r/m or IMUL reg, r/m, imm on the host (its flags are the guest's).
+    fn imul(&mut self, insn: &Insn, three: bool) -> bool {
+        let size = insn.size;
+        let product = move |e: &mut Self| {
+            if three {
+                e.imm_rcx(insn.imm, size);
+            } else {
+                e.load_rcx(insn.r0, size);
+            }
+            if size == 8 {
+                dynasm!(e.a ; .arch x64 ; imul rax, rcx ; pushfq ; pop rdx);
+            } else {
+                dynasm!(e.a ; .arch x64 ; imul eax, ecx ; pushfq ; pop rdx ; mov eax, eax);
+            }
+            e.store_rax(insn.r0);
+            e.host_flags(ARITH);
+        };
+        if insn.flags & MEM == 0 {
+            if !gpr(insn.r1) {
+                return false;
+            }
+            self.load_rax(insn.r1, size);
+            product(self);
+            return true;
+        }
+        self.memory(insn, false, |e| {
+            if size == 8 {
+                dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rax]);
+            } else {
+                dynasm!(e.a ; .arch x64 ; mov eax, DWORD [rax]);
+            }
+            product(e);
+        })
+    }
+
+    /// Makes the host's arithmetic flags in `rdx` (an RFLAGS image) the guest's, for the
+    /// flags in `which`; the others keep their values. Nothing when they are dead.
+    fn host_flags(&mut self, which: u64) {
+        if self.flags_dead {
+            self.flags = None;
+            return;
+        }
+        let o = &self.o;
+        let keep_others = !(ARITH as i32);
+        if which != ARITH {
+            // The flags the host did not set come from the lazy flags, worked out first.
+            let arith = self.helpers.arith as i64;
+            let (take, keep) = (which as i32, (ARITH & !which) as i32);
+            dynasm!(self.a
+                ; .arch x64
+                ; mov r15, rdx
+                ; mov rdi, rbx
+                ; mov rax, QWORD arith
+                ; call rax
+                ; and eax, keep
+                ; and r15d, take
+                ; or rax, r15
+                ; mov rdx, rax
+            );
+        }
+        dynasm!(self.a
+            ; .arch x64
+            ; and edx, ARITH as i32
+            ; mov rcx, QWORD [rbx + o.f_explicit]
+            ; and rcx, keep_others
+            ; or rcx, rdx
+            ; mov QWORD [rbx + o.f_explicit], rcx
+            ; mov BYTE [rbx + o.f_op], FlagOp::Explicit as i8
+        );
+        self.flags = Some(KnownFlags {
+            op: FlagOp::Explicit,
+            bits: 64,
+        });
+    }
+}
+
+/// The lazy-flags operation of the ALU operations the host does directly.
+fn host_alu(op: u8) -> Option<FlagOp> {
+    match op {
+        alu::ADD => Some(FlagOp::Add),
+        alu::OR | alu::AND | alu::XOR => Some(FlagOp::Logic),
+        alu::SUB | alu::CMP => Some(FlagOp::Sub),
+        _ => None,
+    }
+}
