@@ -167,6 +167,15 @@ fn curl(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
+/// The number that follows the first `key` in `text`.
+fn number_after(text: &str, key: &str) -> u64 {
+    text.split(key)
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no number after {key} in {text}"))
+}
+
 /// The guest uptimes the console printed as `UP <seconds>` lines.
 fn uptimes(console: &str) -> Vec<f64> {
     console
@@ -335,17 +344,18 @@ fn a_guest_configured_over_the_socket_pauses_reboots_and_boots_again_from_its_co
         "\"PUT /drives/{id}\":{\"400\":1,\"ok\":1}",
         "\"block_scratch\":{",
         "\"vsock\":{",
+        "\"io_out\":",
     ] {
         assert!(last.contains(needle), "{needle} in {last}");
     }
-    let block_reads: u64 = last
-        .split("\"block_scratch\":{")
-        .nth(1)
-        .and_then(|r| r.split("\"ops_to_guest\":").nth(1))
-        .and_then(|r| r.split([',', '}']).next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let block = last.split("\"block_scratch\":{").nth(1).unwrap();
+    let block_reads = number_after(block, "\"ops_to_guest\":");
     assert!(block_reads > 0, "the guest read the drive: {last}");
+    let console_writes = number_after(last, "\"io_out\":");
+    assert!(
+        console_writes > 100,
+        "the console's port writes are counted: {last}"
+    );
 
     vmm.ok("PUT", "/actions", r#"{"action_type": "SendCtrlAltDel"}"#);
     // Requests during shutdown get an answer or lose their connection; none hangs.
@@ -524,6 +534,23 @@ fn bad_requests_and_bad_clients_leave_the_vmm_answering() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listening"));
+    vmm.alive();
+
+    // A config file that cannot boot ends the VMM with 2, and its socket goes too.
+    let bad = write_config(
+        &dir,
+        r#"{"boot-source": {"kernel_image_path": "/nonexistent/vmlinux"}}"#,
+    );
+    let other = dir.join("other.sock");
+    let out = Command::new(ember_bin())
+        .arg("--api-sock")
+        .arg(&other)
+        .arg("--config-file")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!other.exists(), "the socket outlived a failed boot");
     vmm.alive();
 
     // SIGTERM before start: the VMM exits and removes its socket.
