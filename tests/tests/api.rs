@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ember_tests::{
-    config_json, default_guest, ember_bin, kvm_is_pvm, kvm_or_skip, note_skip, run_ember_signalled,
-    scratch_dir, test_guest, write_config,
+    config_json, default_guest, ember_bin, kvm_is_pvm, kvm_or_skip, note_skip, scratch_dir,
+    test_guest, write_config,
 };
 
 /// A hang guard for a boot of the default guest on the software CPU.
@@ -371,17 +371,22 @@ fn a_guest_configured_over_the_socket_pauses_reboots_and_boots_again_from_its_co
     during_shutdown.join().unwrap();
     assert!(!sock.exists(), "the socket outlived the VMM");
 
-    // The saved configuration boots the same guest (same kernel, command line and drive).
+    // The saved configuration boots the same guest (same kernel, command line, drive with its
+    // new file, balloon, vsock, logger and metrics), whose own configuration is the same.
     let saved = dir.join("saved.json");
     std::fs::write(&saved, &config).unwrap();
-    let run = run_ember_signalled(
-        &["--no-api", "--config-file", saved.to_str().unwrap()],
-        "UP ",
-        libc::SIGTERM,
-        LIMIT,
-    );
-    assert!(run.stdout.contains("EMBER-GUEST-INIT"), "{run:#?}");
-    assert_eq!(run.code(), 128 + libc::SIGTERM, "{run:#?}");
+    let again = dir.join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let mut vmm = Vmm::start(&again, &["--config-file", saved.to_str().unwrap()]);
+    vmm.wait_for("DISK BBBBBBBB", 1);
+    assert!(vmm.console().contains("EMBER-GUEST-INIT"));
+    let (status, config_again) = vmm.call("GET", "/vm/config", "");
+    assert_eq!(status, 200, "{config_again}");
+    assert_eq!(config_again, config, "the same configuration");
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(vmm.child.id() as i32, libc::SIGTERM) };
+    let (status, console) = vmm.wait(LIMIT);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{console}");
 }
 
 #[test]
