@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ember_tests::{
-    config_json, default_guest, ember_bin, kvm_is_pvm, kvm_or_skip, note_skip, run_ember_signalled,
-    scratch_dir, test_guest, write_config,
+    config_json, default_guest, ember_bin, kvm_is_pvm, kvm_or_skip, note_skip, scratch_dir,
+    test_guest, write_config,
 };
 
 /// A hang guard for a boot of the default guest on the software CPU.
@@ -165,6 +165,15 @@ fn curl(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The number that follows the first `key` in `text`.
+fn number_after(text: &str, key: &str) -> u64 {
+    text.split(key)
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no number after {key} in {text}"))
 }
 
 /// The guest uptimes the console printed as `UP <seconds>` lines.
@@ -335,17 +344,18 @@ fn a_guest_configured_over_the_socket_pauses_reboots_and_boots_again_from_its_co
         "\"PUT /drives/{id}\":{\"400\":1,\"ok\":1}",
         "\"block_scratch\":{",
         "\"vsock\":{",
+        "\"io_out\":",
     ] {
         assert!(last.contains(needle), "{needle} in {last}");
     }
-    let block_reads: u64 = last
-        .split("\"block_scratch\":{")
-        .nth(1)
-        .and_then(|r| r.split("\"ops_to_guest\":").nth(1))
-        .and_then(|r| r.split([',', '}']).next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let block = last.split("\"block_scratch\":{").nth(1).unwrap();
+    let block_reads = number_after(block, "\"ops_to_guest\":");
     assert!(block_reads > 0, "the guest read the drive: {last}");
+    let console_writes = number_after(last, "\"io_out\":");
+    assert!(
+        console_writes > 100,
+        "the console's port writes are counted: {last}"
+    );
 
     vmm.ok("PUT", "/actions", r#"{"action_type": "SendCtrlAltDel"}"#);
     // Requests during shutdown get an answer or lose their connection; none hangs.
@@ -361,17 +371,22 @@ fn a_guest_configured_over_the_socket_pauses_reboots_and_boots_again_from_its_co
     during_shutdown.join().unwrap();
     assert!(!sock.exists(), "the socket outlived the VMM");
 
-    // The saved configuration boots the same guest (same kernel, command line and drive).
+    // The saved configuration boots the same guest (same kernel, command line, drive with its
+    // new file, balloon, vsock, logger and metrics), whose own configuration is the same.
     let saved = dir.join("saved.json");
     std::fs::write(&saved, &config).unwrap();
-    let run = run_ember_signalled(
-        &["--no-api", "--config-file", saved.to_str().unwrap()],
-        "UP ",
-        libc::SIGTERM,
-        LIMIT,
-    );
-    assert!(run.stdout.contains("EMBER-GUEST-INIT"), "{run:#?}");
-    assert_eq!(run.code(), 128 + libc::SIGTERM, "{run:#?}");
+    let again = dir.join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let mut vmm = Vmm::start(&again, &["--config-file", saved.to_str().unwrap()]);
+    vmm.wait_for("DISK BBBBBBBB", 1);
+    assert!(vmm.console().contains("EMBER-GUEST-INIT"));
+    let (status, config_again) = vmm.call("GET", "/vm/config", "");
+    assert_eq!(status, 200, "{config_again}");
+    assert_eq!(config_again, config, "the same configuration");
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(vmm.child.id() as i32, libc::SIGTERM) };
+    let (status, console) = vmm.wait(LIMIT);
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{console}");
 }
 
 #[test]
@@ -524,6 +539,23 @@ fn bad_requests_and_bad_clients_leave_the_vmm_answering() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listening"));
+    vmm.alive();
+
+    // A config file that cannot boot ends the VMM with 2, and its socket goes too.
+    let bad = write_config(
+        &dir,
+        r#"{"boot-source": {"kernel_image_path": "/nonexistent/vmlinux"}}"#,
+    );
+    let other = dir.join("other.sock");
+    let out = Command::new(ember_bin())
+        .arg("--api-sock")
+        .arg(&other)
+        .arg("--config-file")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!other.exists(), "the socket outlived a failed boot");
     vmm.alive();
 
     // SIGTERM before start: the VMM exits and removes its socket.

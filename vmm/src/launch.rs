@@ -1,6 +1,7 @@
 //! From the command line to a finished VMM: reads the config file, sets up the log, the
-//! metrics and the API socket, runs the VM under [`control::Control`], and turns the outcome
-//! into the process's exit status. The API socket is removed on every way out.
+//! metrics and the API socket, runs the VM under the API controller (`control.rs`), and
+//! turns the outcome into the process's exit status. The API socket is removed on every way
+//! out.
 
 use std::path::Path;
 use std::sync::Arc;

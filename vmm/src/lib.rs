@@ -1,17 +1,18 @@
 //! Ember's VMM: builds a microVM from its configuration and runs it on KVM or the software
 //! CPU, configured by a Firecracker-schema config file or through the REST API
-//! ([`control`]). The `ember` binary is [`launch::main`] over the parsed command line.
+//! (`control.rs`). The `ember` binary is [`launch::main`] over the parsed command line.
 
 pub mod cli;
 mod console;
-pub mod control;
+mod control;
 mod event_loop;
 mod kvm;
 pub mod launch;
 mod logger;
-pub mod metrics;
-pub mod pause;
+mod metrics;
+mod pause;
 mod report;
+mod running;
 mod soft;
 pub mod stop;
 mod threads;

@@ -210,4 +210,24 @@ mod tests {
         assert!(lines[1]["vcpu_exits"]["io_out"].as_u64().unwrap() >= 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn a_line_is_due_once_a_period_has_passed() {
+        let dir = std::env::temp_dir().join(format!("ember-metrics-due-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.json");
+        let mut m = Metrics::new(Arc::default());
+        m.set_sink(&path).unwrap();
+        assert!(m.until_flush() > FLUSH_PERIOD - Duration::from_secs(1));
+        m.flush_if_due();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "not yet due");
+        m.next_flush = Instant::now();
+        m.flush_if_due();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+        assert!(
+            m.until_flush() > FLUSH_PERIOD - Duration::from_secs(1),
+            "the next period"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -77,11 +77,6 @@ impl StopSignal {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// The flag behind [`StopSignal::is_stopping`], for loops that poll it themselves.
-    pub fn flag(&self) -> &AtomicBool {
-        &self.stopping
-    }
-
     /// A descriptor that becomes readable, and stays so, once the VM is stopping.
     pub fn stopped_fd(&self) -> RawFd {
         self.stopped.as_raw_fd()

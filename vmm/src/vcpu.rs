@@ -130,20 +130,25 @@ pub struct Buses {
     pub mmio: Bus,
 }
 
+/// The software CPU's port and MMIO accesses, counted as the exits they would be under KVM.
 impl arch::interp::IoBus for Buses {
     fn pio_read(&self, port: u16, data: &mut [u8]) {
+        metrics::count(&metrics::EXITS.io_in);
         self.pio.read(u64::from(port), data);
     }
 
     fn pio_write(&self, port: u16, data: &[u8]) {
+        metrics::count(&metrics::EXITS.io_out);
         self.pio.write(u64::from(port), data);
     }
 
     fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        metrics::count(&metrics::EXITS.mmio_read);
         self.mmio.read(addr, data);
     }
 
     fn mmio_write(&self, addr: u64, data: &[u8]) {
+        metrics::count(&metrics::EXITS.mmio_write);
         self.mmio.write(addr, data);
     }
 }
