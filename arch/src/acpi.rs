@@ -12,9 +12,10 @@ use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::{aml, Aml};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout::{ACPI_TABLES_ADDR, ACPI_TABLES_END, IOAPIC_ADDR, LAPIC_ADDR};
+use crate::GuestMemory;
 
 const OEM_ID: [u8; 6] = *b"EMBER ";
 const OEM_TABLE_ID: [u8; 8] = *b"EMBERVM ";
@@ -256,7 +257,7 @@ fn madt(platform: &Platform) -> Vec<u8> {
 }
 
 /// Writes the tables into the BIOS area and returns the address of the RSDP.
-pub fn write_tables(mem: &GuestMemoryMmap, platform: &Platform) -> Result<u64, String> {
+pub fn write_tables(mem: &GuestMemory, platform: &Platform) -> Result<u64, String> {
     let rsdp_addr = ACPI_TABLES_ADDR;
     let mut next = rsdp_addr + Rsdp::len() as u64;
     let mut place = |len: usize| {
@@ -340,7 +341,7 @@ mod tests {
         }
     }
 
-    fn read(mem: &GuestMemoryMmap, addr: u64, len: usize) -> Vec<u8> {
+    fn read(mem: &GuestMemory, addr: u64, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
         mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
         v
@@ -355,7 +356,7 @@ mod tests {
     }
 
     /// Reads a whole table at `addr` and checks its checksum.
-    fn table(mem: &GuestMemoryMmap, addr: u64) -> Vec<u8> {
+    fn table(mem: &GuestMemory, addr: u64) -> Vec<u8> {
         let len = u32_at(&read(mem, addr, 8), 4) as usize;
         let t = read(mem, addr, len);
         assert_eq!(t.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0, "checksum");
@@ -364,7 +365,7 @@ mod tests {
 
     #[test]
     fn tables_chain_from_rsdp_and_describe_every_vcpu() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap();
         let rsdp = write_tables(&mem, &platform(4)).unwrap();
         let r = read(&mem, rsdp, 36);
         assert_eq!(&r[..8], b"RSD PTR ");

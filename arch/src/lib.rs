@@ -12,4 +12,4 @@ pub mod layout;
 pub mod msr;
 
 /// Guest memory as every part of Ember sees it.
-pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+pub use memory::GuestMemory;

@@ -15,5 +15,6 @@ pub mod virtio;
 
 pub use exit::GuestExit;
 
-/// Guest memory as devices reach it (the same type the VMM maps).
-pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+/// Guest memory as devices reach it (the same type the VMM maps); writes through it can be
+/// watched (see the `memory` crate).
+pub use memory::GuestMemory;

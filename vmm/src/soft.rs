@@ -11,7 +11,7 @@ use arch::cpuid::Topology;
 use arch::interp::apicbus::ApicBus;
 use arch::interp::jit::JitOptions;
 use arch::interp::lapic::{ExtIntController, Inbox, TimerQueue};
-use arch::interp::ram::{CodePages, GuestRam};
+use arch::interp::ram::{CodePages, DmaWatch, GuestRam};
 use arch::interp::time::Clock;
 use arch::interp::{Cpu, Exit, IoBus};
 use arch::GuestMemory;
@@ -173,8 +173,10 @@ impl SoftMachine {
         jit: JitOptions,
         stop: Arc<StopSignal>,
     ) -> std::io::Result<(Self, VmThread)> {
-        let ram = GuestRam::new(mem);
-        let code = CodePages::new(ram.pages());
+        let ram = Arc::new(GuestRam::new(mem.clone()));
+        let code = Arc::new(CodePages::new(ram.pages()));
+        // Device writes (DMA) over decoded code make it stale, as the vCPUs' stores do.
+        memory::watch_writes(&mem, Arc::new(DmaWatch::new(ram.clone(), code.clone())));
         let inboxes: Vec<Arc<Inbox>> = (0..vcpus as u32)
             .map(|id| Arc::new(Inbox::new(id)))
             .collect();
@@ -215,8 +217,8 @@ impl SoftMachine {
             stop.also_raise(flag.clone());
         }
         let machine = SoftMachine {
-            ram: Arc::new(ram),
-            code: Arc::new(code),
+            ram,
+            code,
             time: Arc::default(),
             attention,
             inboxes,

@@ -4,7 +4,8 @@
 //! 0x70 with the timer unmasked, and PIT channel 0 ticking at 18.2 Hz. Real-mode test guests
 //! (kvm-unit-tests' `realmode`) wait in `sti; hlt` for that tick.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use crate::GuestMemory;
+use vm_memory::{Bytes, GuestAddress};
 
 /// Interrupt vector of master PIC input 0.
 pub const PIC_MASTER_BASE: u8 = 0x08;
@@ -45,7 +46,7 @@ fn stub_for(vector: u8) -> u16 {
 }
 
 /// Writes the interrupt vector table at address 0 and its stubs at F000:0000.
-pub fn write_ivt(mem: &GuestMemoryMmap) -> Result<(), vm_memory::GuestMemoryError> {
+pub fn write_ivt(mem: &GuestMemory) -> Result<(), vm_memory::GuestMemoryError> {
     let base = u64::from(STUB_SEGMENT) << 4;
     for (offset, code) in STUBS {
         mem.write_slice(code, GuestAddress(base + u64::from(offset)))?;
@@ -66,7 +67,7 @@ mod tests {
 
     #[test]
     fn ivt_points_irqs_at_eoi_stubs() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
         write_ivt(&mem).unwrap();
         let entry = |v: u64| -> (u16, u16) {
             let raw: u32 = mem.read_obj(GuestAddress(4 * v)).unwrap();

@@ -9,13 +9,14 @@ use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{load_cmdline, BzImage, Elf, KernelLoader, KernelLoaderResult};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 
 use super::{
     check_fits_low_ram, elf, initrd_err, kernel_err, place_high, pvh, BootError, BootSetup,
     CpuMode, EntryState, KernelSpec, Protocol,
 };
 use crate::layout::{self, CMDLINE_ADDR, HIMEM_START, ZERO_PAGE_ADDR};
+use crate::GuestMemory;
 
 /// x86's `COMMAND_LINE_SIZE`: the longest command line (with NUL) a kernel without a setup
 /// header accepts.
@@ -46,7 +47,7 @@ fn to_gib4(v: u64, what: &str) -> Result<u32, String> {
 /// Loads an ELF vmlinux: through its PVH entry when it has one and `spec.prefer_pvh`, else
 /// through its 64-bit entry point with a zero page.
 pub(super) fn load_elf(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     spec: &KernelSpec,
     image: &[u8],
     initrd: Option<&(&Path, Vec<u8>)>,
@@ -102,7 +103,7 @@ pub(super) fn load_elf(
 
 /// Loads a bzImage and starts it through the 64-bit boot protocol.
 pub(super) fn load_bzimage(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     spec: &KernelSpec,
     image: &[u8],
     initrd: Option<&(&Path, Vec<u8>)>,
@@ -192,7 +193,7 @@ fn long_mode_entry(rip: u64) -> EntryState {
 /// Validates the command line against `capacity` (bytes with the NUL) and writes it at
 /// [`CMDLINE_ADDR`]. Returns its length without the NUL.
 pub(super) fn write_cmdline(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     cmdline: &str,
     capacity: usize,
 ) -> Result<usize, BootError> {
@@ -216,7 +217,7 @@ pub(super) fn write_cmdline(
 }
 
 fn place_initrd(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     initrd: Option<&(&Path, Vec<u8>)>,
     kernel_end: u64,
     ceiling: u64,
@@ -230,7 +231,7 @@ fn place_initrd(
 }
 
 fn write_zero_page(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     mut hdr: setup_header,
     cmdline_len: usize,
     initrd: Option<(u64, u64)>,
@@ -260,7 +261,7 @@ fn write_zero_page(
         };
     }
     params.e820_entries = map.len() as u8;
-    LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(
+    LinuxBootConfigurator::write_bootparams::<GuestMemory>(
         &BootParams::new(&params, GuestAddress(ZERO_PAGE_ADDR)),
         mem,
     )
@@ -269,7 +270,7 @@ fn write_zero_page(
 
 /// Reads back the zero page, for tests that check what the kernel will see.
 #[cfg(test)]
-pub(crate) fn read_zero_page(mem: &GuestMemoryMmap) -> boot_params {
+pub(crate) fn read_zero_page(mem: &GuestMemory) -> boot_params {
     use vm_memory::Bytes;
     mem.read_obj(GuestAddress(ZERO_PAGE_ADDR)).unwrap()
 }
@@ -280,8 +281,8 @@ mod tests {
     use crate::boot::{load, mem_size};
     use vm_memory::Bytes;
 
-    fn guest(mib: u64) -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&crate::layout::ram_ranges(mib << 20)).unwrap()
+    fn guest(mib: u64) -> GuestMemory {
+        GuestMemory::from_ranges(&crate::layout::ram_ranges(mib << 20)).unwrap()
     }
 
     fn temp_file(name: &str, data: &[u8]) -> std::path::PathBuf {

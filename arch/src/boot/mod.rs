@@ -17,9 +17,10 @@ mod pvh;
 use std::path::{Path, PathBuf};
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout::{self, BOOT_GDT_ADDR};
+use crate::GuestMemory;
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -192,7 +193,7 @@ fn initrd_err(path: &Path, reason: impl Into<String>) -> BootError {
 }
 
 /// Reads a kernel or initrd, which must be a regular file no larger than guest RAM.
-fn read_image(mem: &GuestMemoryMmap, path: &Path) -> Result<Vec<u8>, String> {
+fn read_image(mem: &GuestMemory, path: &Path) -> Result<Vec<u8>, String> {
     let ram = mem_size(mem);
     input_file::read_regular_file(path, ram).map_err(|e| match e {
         input_file::InputFileError::TooBig { len, .. } => format!(
@@ -204,7 +205,7 @@ fn read_image(mem: &GuestMemoryMmap, path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// Total guest RAM in bytes.
-fn mem_size(mem: &GuestMemoryMmap) -> u64 {
+fn mem_size(mem: &GuestMemory) -> u64 {
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
     mem.iter().map(GuestMemoryRegion::len).sum()
 }
@@ -213,7 +214,7 @@ const MIB: u64 = 1 << 20;
 
 /// Loads the image named in `spec` into `mem` and prepares its boot protocol. The kernel
 /// and initrd must be regular files no larger than guest RAM.
-pub fn load(mem: &GuestMemoryMmap, spec: &KernelSpec) -> Result<BootSetup, BootError> {
+pub fn load(mem: &GuestMemory, spec: &KernelSpec) -> Result<BootSetup, BootError> {
     let image = read_image(mem, spec.kernel).map_err(|r| kernel_err(spec.kernel, r))?;
     let initrd = match spec.initrd {
         Some(path) => Some((
@@ -243,12 +244,7 @@ pub fn load(mem: &GuestMemoryMmap, spec: &KernelSpec) -> Result<BootSetup, BootE
 }
 
 /// Checks that `[start, end)` is RAM below the MMIO gap, naming what does not fit.
-fn check_fits_low_ram(
-    mem: &GuestMemoryMmap,
-    what: &str,
-    start: u64,
-    end: u64,
-) -> Result<(), String> {
+fn check_fits_low_ram(mem: &GuestMemory, what: &str, start: u64, end: u64) -> Result<(), String> {
     let size = mem_size(mem);
     let limit = layout::low_ram_end(size);
     if start < layout::HIMEM_START || end > limit {
@@ -266,7 +262,7 @@ fn check_fits_low_ram(
 /// Places `data` page-aligned as high as possible below `ceiling` (and the MMIO gap) but above
 /// `floor`, and copies it there. Returns its guest range.
 fn place_high(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     data: &[u8],
     floor: u64,
     ceiling: u64,
@@ -342,7 +338,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("garbage");
         std::fs::write(&path, vec![0x5a; 4096]).unwrap();
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x200_0000)]).unwrap();
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x200_0000)]).unwrap();
         let spec = KernelSpec {
             kernel: &path,
             initrd: None,

@@ -4,13 +4,14 @@
 
 use std::path::Path;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::{
     bios, elf, initrd_err, kernel_err, BootError, BootSetup, CpuMode, EntryState, KernelSpec,
     Protocol,
 };
 use crate::layout::{self, CMDLINE_ADDR, CMDLINE_MAX_SIZE, MULTIBOOT_INFO_ADDR};
+use crate::GuestMemory;
 
 const HEADER_MAGIC: u32 = 0x1bad_b002;
 /// The header must lie within this many bytes from the start of the image.
@@ -121,7 +122,7 @@ fn elf_layout(image: &[u8]) -> Result<(Vec<Chunk>, u64), String> {
 
 /// Loads a Multiboot image with its module and information structure.
 pub(super) fn load(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     spec: &KernelSpec,
     image: &[u8],
     header: Header,
@@ -242,7 +243,7 @@ const RESERVED: [(u64, u64, &str); 3] = [
 ];
 
 /// Checks that `[start, end)` is RAM below the MMIO gap and clear of [`RESERVED`] areas.
-fn check_placement(mem: &GuestMemoryMmap, start: u64, end: u64) -> Result<(), String> {
+fn check_placement(mem: &GuestMemory, start: u64, end: u64) -> Result<(), String> {
     let limit = layout::low_ram_end(super::mem_size(mem));
     if end > limit || start > end {
         return Err(format!(
@@ -258,7 +259,7 @@ fn check_placement(mem: &GuestMemoryMmap, start: u64, end: u64) -> Result<(), St
     }
 }
 
-fn write_cstr(mem: &GuestMemoryMmap, addr: u64, s: &str) -> Result<(), BootError> {
+fn write_cstr(mem: &GuestMemory, addr: u64, s: &str) -> Result<(), BootError> {
     let mut bytes = s.as_bytes().to_vec();
     bytes.push(0);
     mem.write_slice(&bytes, GuestAddress(addr))
@@ -275,7 +276,7 @@ impl StringArea {
         StringArea { next: STRINGS_ADDR }
     }
 
-    fn add(&mut self, mem: &GuestMemoryMmap, s: &str) -> Result<u32, BootError> {
+    fn add(&mut self, mem: &GuestMemory, s: &str) -> Result<u32, BootError> {
         let at = self.next;
         let end = at + s.len() as u64 + 1;
         if end > STRINGS_END {
@@ -327,11 +328,11 @@ mod tests {
         path
     }
 
-    fn read_u32(mem: &GuestMemoryMmap, addr: u64) -> u32 {
+    fn read_u32(mem: &GuestMemory, addr: u64) -> u32 {
         mem.read_obj(GuestAddress(addr)).unwrap()
     }
 
-    fn read_cstr(mem: &GuestMemoryMmap, addr: u64) -> String {
+    fn read_cstr(mem: &GuestMemory, addr: u64) -> String {
         let mut buf = vec![0u8; 256];
         mem.read_slice(&mut buf, GuestAddress(addr)).unwrap();
         let len = buf.iter().position(|b| *b == 0).unwrap();
@@ -357,7 +358,7 @@ mod tests {
     fn elf_image_gets_info_cmdline_mmap_and_module() {
         let kernel = temp_file("mb.elf", &multiboot_elf());
         let module = temp_file("env", b"NR_CPUS=1\n");
-        let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(64 << 20)).unwrap();
+        let mem = GuestMemory::from_ranges(&layout::ram_ranges(64 << 20)).unwrap();
         let spec = KernelSpec {
             kernel: &kernel,
             initrd: Some(&module),
@@ -406,7 +407,7 @@ mod tests {
         let mut code = header(0).to_vec();
         code.extend_from_slice(&[0xf4; 4]);
         let kernel = temp_file("rm", &elf::tests::build(false, 0x8000, &code, 0x6000));
-        let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
+        let mem = GuestMemory::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
         let spec = bare(&kernel);
         let setup = load_image(&mem, &spec).unwrap();
         assert_eq!(setup.kernel_range, (0x8000, 0xe000));
@@ -428,7 +429,7 @@ mod tests {
         }
         img.extend_from_slice(&[0xf4; 4]);
         let kernel = temp_file("aout", &img);
-        let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
+        let mem = GuestMemory::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
         let spec = bare(&kernel);
         let setup = load_image(&mem, &spec).unwrap();
         assert_eq!(setup.entry.rip, 0x10_0020);
@@ -441,7 +442,7 @@ mod tests {
         let mut code = header(0).to_vec();
         code.extend_from_slice(&[0xf4; 4]);
         let low = temp_file("low", &elf::tests::build(false, 0x1_8000, &code, 0x100));
-        let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
+        let mem = GuestMemory::from_ranges(&layout::ram_ranges(16 << 20)).unwrap();
         let spec = bare(&low);
         let err = load_image(&mem, &spec).unwrap_err().to_string();
         assert!(

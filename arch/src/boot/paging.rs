@@ -1,8 +1,9 @@
 //! Identity page tables for entering a kernel directly in 64-bit mode.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout::PAGE_TABLES_ADDR;
+use crate::GuestMemory;
 
 const PRESENT_WRITABLE: u64 = 0x3;
 const PAGE_SIZE_2M: u64 = 0x80;
@@ -18,7 +19,7 @@ const PD_ADDR: u64 = PAGE_TABLES_ADDR + 2 * PAGE;
 
 /// Writes a PML4, a PDPT and four page directories of 2 MiB pages mapping the first 4 GiB
 /// one-to-one.
-pub fn write_identity_map(mem: &GuestMemoryMmap) -> Result<(), vm_memory::GuestMemoryError> {
+pub fn write_identity_map(mem: &GuestMemory) -> Result<(), vm_memory::GuestMemoryError> {
     mem.write_obj(PDPT_ADDR | PRESENT_WRITABLE, GuestAddress(PML4_ADDR))?;
     for gib in 0..MAPPED_GIB {
         let pd = PD_ADDR + gib * PAGE;
@@ -43,7 +44,7 @@ mod tests {
     use super::*;
 
     /// Walks the tables the way the MMU does for a 2 MiB mapping.
-    fn translate(mem: &GuestMemoryMmap, va: u64) -> u64 {
+    fn translate(mem: &GuestMemory, va: u64) -> u64 {
         let pml4e: u64 = mem
             .read_obj(GuestAddress(PML4_ADDR + ((va >> 39) & 511) * 8))
             .unwrap();
@@ -59,7 +60,7 @@ mod tests {
 
     #[test]
     fn maps_the_low_4gib_one_to_one() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
         write_identity_map(&mem).unwrap();
         for va in [0, 0x1234_5678, 0x1_0000_0000 - 1, 0xfee0_0000] {
             assert_eq!(translate(&mem, va), va);

@@ -5,10 +5,11 @@ use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::elf::start_info::{
     hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
 };
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::GuestAddress;
 
 use super::{BootError, CpuMode, EntryState};
 use crate::layout::{self, CMDLINE_ADDR, PVH_INFO_ADDR};
+use crate::GuestMemory;
 
 const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 /// Module list right after the 56-byte start_info.
@@ -18,7 +19,7 @@ const MEMMAP_ADDR: u64 = MODLIST_ADDR + 0x40;
 
 /// Writes the start_info structures and returns the entry state for `entry`.
 pub(super) fn setup(
-    mem: &GuestMemoryMmap,
+    mem: &GuestMemory,
     entry: u64,
     rsdp_addr: Option<u64>,
     initrd: Option<(u64, u64)>,
@@ -55,7 +56,7 @@ pub(super) fn setup(
         );
     }
     params.set_sections(&memmap, GuestAddress(MEMMAP_ADDR));
-    PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&params, mem)
+    PvhBootConfigurator::write_bootparams::<GuestMemory>(&params, mem)
         .map_err(|e| BootError::Memory(e.to_string()))?;
     Ok(EntryState {
         mode: CpuMode::Protected32,
@@ -74,7 +75,7 @@ mod tests {
 
     #[test]
     fn start_info_describes_memory_cmdline_and_initrd() {
-        let mem = GuestMemoryMmap::from_ranges(&layout::ram_ranges(256 << 20)).unwrap();
+        let mem = GuestMemory::from_ranges(&layout::ram_ranges(256 << 20)).unwrap();
         let entry = setup(
             &mem,
             0x100_0abc,

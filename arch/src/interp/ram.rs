@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+use crate::GuestMemory;
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
 const PAGE_SHIFT: u32 = 12;
 
@@ -24,7 +25,7 @@ pub struct GuestRam {
     regions: Vec<Region>,
     pages: u32,
     /// Keeps every region's mapping alive; the `host` pointers above point into it.
-    _mem: Arc<GuestMemoryMmap>,
+    _mem: Arc<GuestMemory>,
 }
 
 // SAFETY: the regions are mmaps owned by `_mem`, which lives as long as this value; guest RAM
@@ -44,7 +45,7 @@ pub struct HostPage {
 
 impl GuestRam {
     /// Describes `mem`, keeping it mapped for as long as this lives.
-    pub fn new(mem: Arc<GuestMemoryMmap>) -> Self {
+    pub fn new(mem: Arc<GuestMemory>) -> Self {
         let mut regions = Vec::new();
         let mut pages = 0u32;
         for r in mem.iter() {
@@ -187,6 +188,37 @@ impl CodePages {
     }
 }
 
+/// Hears of writes to guest memory by devices (DMA) and treats them as the vCPUs' own stores:
+/// pages holding decoded code among them get a new generation, so their blocks are decoded
+/// again.
+pub struct DmaWatch {
+    ram: Arc<GuestRam>,
+    code: Arc<CodePages>,
+}
+
+impl DmaWatch {
+    /// A watch over the pages of `ram` tracked by `code`.
+    pub fn new(ram: Arc<GuestRam>, code: Arc<CodePages>) -> Self {
+        DmaWatch { ram, code }
+    }
+}
+
+impl memory::WriteObserver for DmaWatch {
+    fn written(&self, gpa: u64, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let last = gpa.saturating_add(len as u64 - 1) >> PAGE_SHIFT;
+        for page in (gpa >> PAGE_SHIFT)..=last {
+            if let Some(p) = self.ram.page(page << PAGE_SHIFT) {
+                if self.code.has_code(p.index) {
+                    self.code.written(p.index);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +226,7 @@ mod tests {
 
     #[test]
     fn pages_are_indexed_across_regions_and_mmio_is_none() {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[
+        let mem = GuestMemory::from_ranges(&[
             (GuestAddress(0), 0x2000),
             (GuestAddress(0x1_0000_0000), 0x1000),
         ])
@@ -211,8 +243,7 @@ mod tests {
 
     #[test]
     fn the_ram_view_keeps_guest_memory_mapped_on_its_own() {
-        let mem =
-            Arc::new(GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap());
+        let mem = Arc::new(GuestMemory::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap());
         let ram = GuestRam::new(mem.clone());
         ram.or_u64(0x1ff8, 0x5a);
         drop(mem); // the VM's own reference goes first, as at teardown
@@ -229,5 +260,22 @@ mod tests {
         code.written(2);
         assert_ne!(code.generation(2), g);
         assert!(!code.has_code(2));
+    }
+
+    #[test]
+    fn device_writes_to_a_page_with_code_make_it_stale() {
+        use vm_memory::Bytes;
+        let mem = Arc::new(GuestMemory::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap());
+        let ram = Arc::new(GuestRam::new(mem.clone()));
+        let code = Arc::new(CodePages::new(ram.pages()));
+        memory::watch_writes(&mem, Arc::new(DmaWatch::new(ram.clone(), code.clone())));
+        let generation = code.mark(1);
+        let epoch = code.epoch();
+        mem.write_slice(&[0x90; 16], GuestAddress(0x3000)).unwrap();
+        assert_eq!(code.generation(1), generation, "no code on page 3");
+        mem.write_slice(&[0x90; 16], GuestAddress(0x1ff8)).unwrap();
+        assert_ne!(code.generation(1), generation);
+        assert!(!code.has_code(1));
+        assert_ne!(code.epoch(), epoch);
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::lapic::Inbox;
 use super::ram::{CodePages, GuestRam};
@@ -14,6 +14,7 @@ use super::state::{real_mode_segment, CR0_PE, CS, RSP};
 use super::time::Clock;
 use super::{Cpu, Exit, IoBus};
 use crate::cpuid::Topology;
+use crate::GuestMemory;
 
 /// Where [`TestMachine::new`] puts the code and starts the vCPU.
 pub const CODE: u64 = 0x1000;
@@ -49,7 +50,7 @@ const FLAT_DATA32: u64 = 0x00cf_9300_0000_ffff;
 /// A vCPU, its RAM and its port log.
 pub struct TestMachine {
     pub cpu: Cpu,
-    pub mem: Arc<GuestMemoryMmap<()>>,
+    pub mem: Arc<GuestMemory>,
     pub ports: Arc<PortLog>,
     pub inbox: Arc<Inbox>,
 }
@@ -57,7 +58,7 @@ pub struct TestMachine {
 impl TestMachine {
     /// A machine with `code` at [`CODE`], CS:IP at it and SP at [`STACK`], in real mode.
     pub fn new(code: &[u8]) -> Self {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         mem.write_slice(code, GuestAddress(CODE)).unwrap();
         let mem = Arc::new(mem);
         let ram = GuestRam::new(mem.clone());

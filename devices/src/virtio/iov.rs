@@ -102,12 +102,84 @@ impl IoVecs {
                 }
             };
             match n {
-                n if n > 0 => done += n as u64,
+                n if n > 0 => {
+                    if access == Permissions::Write {
+                        // The kernel wrote through raw pointers: say so, as vm-memory's own
+                        // writes do (a software CPU may hold code decoded from these pages).
+                        for piece in ranges(segments, at + done, n as u64) {
+                            memory::report_written(mem, piece.addr, piece.len as usize);
+                        }
+                    }
+                    done += n as u64;
+                }
                 0 => return false, // end of file before the request was served
                 _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
                 _ => return false,
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    use vm_memory::{Bytes, GuestAddress};
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<(u64, usize)>>);
+
+    impl memory::WriteObserver for Log {
+        fn written(&self, gpa: u64, len: usize) {
+            self.0.lock().unwrap().push((gpa, len));
+        }
+    }
+
+    #[test]
+    fn a_file_read_into_guest_buffers_is_reported_as_written() {
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let log = Arc::new(Log::default());
+        memory::watch_writes(&mem, log.clone());
+        let mut file = tempfile();
+        file.write_all(&[0xab; 0x1800]).unwrap();
+        let segments = [
+            Segment {
+                addr: GuestAddress(0x2000),
+                len: 0x1000,
+            },
+            Segment {
+                addr: GuestAddress(0x8000),
+                len: 0x800,
+            },
+        ];
+        let mut iovs = IoVecs::default();
+        assert!(iovs.transfer(Direction::FileToGuest, &mem, &segments, 0, 0x1800, &file, 0));
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x87ff)).unwrap(), 0xab);
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            vec![(0x2000, 0x1000), (0x8000, 0x800)]
+        );
+        log.0.lock().unwrap().clear();
+        assert!(iovs.transfer(Direction::GuestToFile, &mem, &segments, 0, 0x1800, &file, 0));
+        assert!(
+            log.0.lock().unwrap().is_empty(),
+            "reading guest memory writes nothing"
+        );
+    }
+
+    /// An unlinked temporary file.
+    fn tempfile() -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("ember-iov-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        file
     }
 }
