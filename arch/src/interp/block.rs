@@ -213,7 +213,15 @@ impl BlockCache {
             return Err(core.execute_mmio(lin));
         };
         let key = (lin, cs_base, code_bits);
-        let idx = match self.map.get(&key).copied() {
+        // A stale jump-cache entry for this key still names the key's block (blocks are
+        // replaced in place), which is checked below like one from the map: no map probe.
+        let same_key = e.lin == lin && e.cs_base == cs_base && e.code_bits == code_bits;
+        let known = if same_key {
+            Some(e.block)
+        } else {
+            self.map.get(&key).copied()
+        };
+        let idx = match known {
             Some(idx)
                 if core.block_current(&self.blocks[idx as usize])
                     && self.blocks[idx as usize].host == host

@@ -185,6 +185,7 @@ impl Emitter<'_> {
                 if host_alu(op).is_none() {
                     return false;
                 }
+                self.carry_in(op);
                 self.load(HOST_RCX, r, size);
                 self.alu(op, size, d)
             }
@@ -195,6 +196,7 @@ impl Emitter<'_> {
                 if host_alu(op).is_none() {
                     return false;
                 }
+                self.carry_in(op);
                 self.imm_rcx(insn.imm, size);
                 self.alu(op, size, d)
             }
@@ -205,6 +207,7 @@ impl Emitter<'_> {
                 if host_alu(op).is_none() {
                     return false;
                 }
+                self.carry_in(op);
                 self.memory(insn, false, |e| {
                     e.load_mem(HOST_RCX, size);
                     e.alu(op, size, d);
@@ -215,6 +218,7 @@ impl Emitter<'_> {
                 if !imm && src.is_none() {
                     return false;
                 }
+                self.carry_in(op);
                 self.memory(insn, op != alu::CMP, |e| {
                     e.load_mem(HOST_RAX, size);
                     match src {
@@ -466,19 +470,37 @@ impl Emitter<'_> {
             alu::OR => sized!(or),
             alu::AND => sized!(and),
             alu::XOR => sized!(xor),
+            alu::ADC => {
+                dynasm!(self.a ; .arch x64 ; bt r8d, 0);
+                sized!(adc);
+            }
+            alu::SBB => {
+                dynasm!(self.a ; .arch x64 ; bt r8d, 0);
+                sized!(sbb);
+            }
             _ => sized!(sub),
         }
         let flag_op = host_alu(op).unwrap_or(FlagOp::Sub);
         self.set_flags(flag_op, size);
+        if matches!(op, alu::ADC | alu::SBB) && !self.flags_dead {
+            // The carry that went in, as the lazy flags of ADC/SBB keep it.
+            let aux = self.o.f_aux;
+            dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + aux], r8);
+        }
     }
 
-    /// INC/DEC of a register: CF is kept, so it is worked out first from what the
-    /// translator knows of the flags; unknown flags leave the instruction to its handler.
-    fn inc_dec(&mut self, insn: &Insn, dec: bool) -> bool {
+    /// For ADC and SBB, `r8` = the carry they take in (before anything else is loaded).
+    fn carry_in(&mut self, op: u8) {
+        if matches!(op, alu::ADC | alu::SBB) {
+            self.carry_to_r8();
+        }
+    }
+
+    /// `r8` = the guest's CF (0 or 1): from what the translator knows of the flags, or from
+    /// the flags helper. Clobbers the caller-saved registers but `r8`.
+    fn carry_to_r8(&mut self) {
         let o = &self.o;
-        // r8 = the current CF.
         match self.flags {
-            _ if self.flags_dead => {}
             Some(KnownFlags {
                 op: FlagOp::Logic, ..
             }) => dynasm!(self.a ; .arch x64 ; xor r8d, r8d),
@@ -498,6 +520,8 @@ impl Emitter<'_> {
                 op: FlagOp::Sub,
                 bits,
             }) => {
+                // Operands of 8 to 32 bits are kept zero-extended: a 32-bit compare borrows
+                // as theirs does.
                 dynasm!(self.a ; .arch x64 ; mov rax, QWORD [rbx + o.f_dst]);
                 if bits == 64 {
                     dynasm!(self.a ; .arch x64 ; cmp rax, QWORD [rbx + o.f_src]);
@@ -506,7 +530,25 @@ impl Emitter<'_> {
                 }
                 dynasm!(self.a ; .arch x64 ; setb al ; movzx r8d, al);
             }
-            _ => return false,
+            _ => {
+                let arith = self.helpers.arith as i64;
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rdi, rbx
+                    ; mov rax, QWORD arith
+                    ; call rax
+                    ; mov r8, rax
+                    ; and r8d, CF as i32
+                );
+            }
+        }
+    }
+
+    /// INC/DEC of a register: CF is kept, so it is worked out first (unless the flags are
+    /// dead).
+    fn inc_dec(&mut self, insn: &Insn, dec: bool) -> bool {
+        if !self.flags_dead {
+            self.carry_to_r8();
         }
         let size = insn.size;
         self.load_rax(insn.r0, size);
@@ -761,10 +803,13 @@ impl Emitter<'_> {
     }
 }
 
-/// The lazy-flags operation of the ALU operations the host does directly.
+/// The lazy-flags operation of the ALU operations the host does directly (ADC and SBB with
+/// the carry in `r8`, see [`Emitter::carry_to_r8`]).
 fn host_alu(op: u8) -> Option<FlagOp> {
     match op {
         alu::ADD => Some(FlagOp::Add),
+        alu::ADC => Some(FlagOp::Adc),
+        alu::SBB => Some(FlagOp::Sbb),
         alu::OR | alu::AND | alu::XOR => Some(FlagOp::Logic),
         alu::SUB | alu::CMP => Some(FlagOp::Sub),
         _ => None,
