@@ -3,15 +3,17 @@
 //!
 //! Register use in translated code: `rbx` holds the core; `r12d` and `r13d` the TLB and code
 //! epochs seen when the chain of blocks was entered, `r14` both as one stamp (`r12 << 32 |
-//! r13`); everything else is scratch. Guest state lives in the core, where the handlers
+//! r13`), `rbp` the address of the code epoch, `r15` the block budget (written back to the
+//! core on the way out); the stack slot at `rsp` and everything else is scratch. Guest state lives in the core, where the handlers
 //! expect it: a template reads and writes the same fields its handler would (registers, the
 //! lazy flags), so emitted and handled instructions mix freely. RIP is stored only where it
 //! is read: before a handler runs and when the block exits.
 //!
 //! Every exit of a block whose last instruction did not end it early leads through a stub
 //! that does what the dispatcher would do between blocks: it leaves when the stop flag is
-//! raised, something was posted to the vCPU, the TLB or code epoch moved, an interrupt
-//! shadow is active or the block budget is spent. Otherwise, if the exit's chain slot (or,
+//! raised, something was posted to the vCPU, the TLB or code epoch moved or the block budget
+//! is spent (an interrupt shadow needs no check: every instruction that starts one ends its
+//! block). Otherwise, if the exit's chain slot (or,
 //! for a target known only at run time, the lookup table's entry for RIP) was linked under
 //! the current epochs, it jumps straight into that block's body; if not, it asks the
 //! dispatcher to link it (see `chain.rs`).
@@ -146,7 +148,6 @@ pub(super) struct Emitter<'a> {
     pub user: bool,
     pub helpers: Helpers,
     pending: u64,
-    code_epoch: u64,
     pub exit: DynamicLabel,
     ended: DynamicLabel,
     pub slow: Vec<Slow>,
@@ -214,6 +215,7 @@ pub(super) fn block(
         ; push r15
         ; sub rsp, 8
         ; mov rbx, rdi
+        ; mov r15, QWORD [rbx + o.budget]
         // Code emitted for one privilege level runs only at that level.
         ; cmp BYTE [rbx + o.cpl], cpl as i8
         ; jne =>declined
@@ -223,6 +225,7 @@ pub(super) fn block(
         ; mov r14, r12
         ; shl r14, 32
         ; or r14, r13
+        ; mov rbp, QWORD code_epoch as i64
         ; =>body
     );
     let mut e = Emitter {
@@ -232,7 +235,6 @@ pub(super) fn block(
         user: cpl == 3,
         helpers,
         pending,
-        code_epoch,
         exit,
         ended,
         slow: Vec::new(),
@@ -531,6 +533,7 @@ impl Emitter<'_> {
         for stub in std::mem::take(&mut self.exits) {
             self.exit_stub(&stub, cpl);
         }
+        let o_budget = self.o.budget;
         dynasm!(self.a
             ; .arch x64
             ; =>declined
@@ -539,6 +542,7 @@ impl Emitter<'_> {
             ; =>ended
             ; mov eax, JitExit::Ended as i32
             ; =>exit
+            ; mov QWORD [rbx + o_budget], r15
             ; add rsp, 8
             ; pop r15
             ; pop r14
@@ -551,31 +555,28 @@ impl Emitter<'_> {
     }
 
     /// One exit: the dispatcher's checks, then the chained jump or the link request. The
-    /// interrupt shadow needs no check: every instruction that starts one ends its block.
+    /// target RIP of a static exit is stored only on the way out to the dispatcher: blocks
+    /// store RIP where they read it.
     fn exit_stub(&mut self, stub: &ExitStub, cpl: u8) {
         let o = &self.o;
         let ended = self.ended;
-        dynasm!(self.a ; .arch x64 ; =>stub.label);
-        if let ExitTo::Static { target, .. } = stub.to {
-            dynasm!(self.a
-                ; .arch x64
-                ; mov rax, QWORD target as i64
-                ; mov QWORD [rbx + o.rip], rax
-            );
-        }
+        let leave = match stub.to {
+            ExitTo::Static { .. } => self.a.new_dynamic_label(),
+            ExitTo::Dynamic { .. } => ended,
+        };
         dynasm!(self.a
             ; .arch x64
+            ; =>stub.label
             ; mov rax, QWORD [rbx + o.stop]
             ; cmp BYTE [rax], 0
-            ; jne =>ended
+            ; jne =>leave
             ; mov rax, QWORD self.pending as i64
             ; cmp BYTE [rax], 0
-            ; jne =>ended
+            ; jne =>leave
             ; cmp DWORD [rbx + o.tlb_epoch], r12d
-            ; jne =>ended
-            ; mov rax, QWORD self.code_epoch as i64
-            ; cmp DWORD [rax], r13d
-            ; jne =>ended
+            ; jne =>leave
+            ; cmp DWORD [rbp], r13d
+            ; jne =>leave
         );
         let (request, code) = match stub.to {
             ExitTo::Static {
@@ -624,12 +625,21 @@ impl Emitter<'_> {
         };
         dynasm!(self.a
             ; .arch x64
-            ; sub QWORD [rbx + o.budget], 1
-            ; jbe =>ended
+            ; sub r15, 1
+            ; jbe =>leave
             ; jmp QWORD [rax + 8]
             ; =>request
             ; mov DWORD [rbx + o.chain_request], code as i32
-            ; jmp =>ended
         );
+        match stub.to {
+            ExitTo::Static { target, .. } => dynasm!(self.a
+                ; .arch x64
+                ; =>leave
+                ; mov rax, QWORD target as i64
+                ; mov QWORD [rbx + o.rip], rax
+                ; jmp =>ended
+            ),
+            ExitTo::Dynamic { .. } => dynasm!(self.a ; .arch x64 ; jmp =>ended),
+        }
     }
 }

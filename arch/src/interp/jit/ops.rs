@@ -777,13 +777,14 @@ impl Emitter<'_> {
             let (take, keep) = (which as i32, (ARITH & !which) as i32);
             dynasm!(self.a
                 ; .arch x64
-                ; mov r15, rdx
+                ; mov QWORD [rsp], rdx
                 ; mov rdi, rbx
                 ; mov rax, QWORD arith
                 ; call rax
                 ; and eax, keep
-                ; and r15d, take
-                ; or rax, r15
+                ; mov rcx, QWORD [rsp]
+                ; and ecx, take
+                ; or rax, rcx
                 ; mov rdx, rax
             );
         }
