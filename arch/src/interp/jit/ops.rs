@@ -530,6 +530,18 @@ impl Emitter<'_> {
                 }
                 dynasm!(self.a ; .arch x64 ; setb al ; movzx r8d, al);
             }
+            Some(KnownFlags {
+                op: FlagOp::Add, ..
+            }) => {
+                // A carry out of ADD left a (zero-extended) result below its first operand.
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rax, QWORD [rbx + o.f_res]
+                    ; cmp rax, QWORD [rbx + o.f_dst]
+                    ; setb al
+                    ; movzx r8d, al
+                );
+            }
             _ => {
                 let arith = self.helpers.arith as i64;
                 dynasm!(self.a
