@@ -459,7 +459,7 @@ impl Emitter<'_> {
 
     /// Sets the host flags as the guest's for condition `cc`, from the operands a template
     /// recorded; false when the flags' origin is unknown here or the host cannot redo it.
-    fn host_flags_for(&mut self, cc: u8) -> bool {
+    pub(super) fn host_flags_for(&mut self, cc: u8) -> bool {
         let Some(known) = self.flags else {
             return false;
         };

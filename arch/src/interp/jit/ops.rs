@@ -9,7 +9,7 @@ use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 
 use super::super::exec::alu;
 use super::super::exec::bits;
-use super::super::flags::{FlagOp, ARITH, CF, OF};
+use super::super::flags::{FlagOp, AF, ARITH, CF, OF};
 use super::super::insn::{size_mask, Insn, HIGH_BYTE, LOCK, MEM, ZERO};
 use super::super::state::{FS, RCX, RSP};
 use super::classify::Kind;
@@ -781,25 +781,55 @@ impl Emitter<'_> {
             self.flags = None;
             return;
         }
-        let o = &self.o;
         let keep_others = !(ARITH as i32);
         if which != ARITH {
-            // The flags the host did not set come from the lazy flags, worked out first.
-            let arith = self.helpers.arith as i64;
+            // The flags the host did not set keep their values: redone on the host from the
+            // operands a template recorded (OF's condition sets them all), or else asked of
+            // the lazy flags.
             let (take, keep) = (which as i32, (ARITH & !which) as i32);
-            dynasm!(self.a
-                ; .arch x64
-                ; mov QWORD [rsp], rdx
-                ; mov rdi, rbx
-                ; mov rax, QWORD arith
-                ; call rax
-                ; and eax, keep
-                ; mov rcx, QWORD [rsp]
-                ; and ecx, take
-                ; or rax, rcx
-                ; mov rdx, rax
+            let logic = matches!(
+                self.flags,
+                Some(KnownFlags {
+                    op: FlagOp::Logic,
+                    ..
+                })
             );
+            let redone = matches!(
+                self.flags,
+                Some(KnownFlags {
+                    op: FlagOp::Logic | FlagOp::Add | FlagOp::Sub | FlagOp::Explicit,
+                    ..
+                })
+            ) && self.host_flags_for(0);
+            if redone {
+                dynasm!(self.a ; .arch x64 ; pushfq ; pop rcx);
+                if logic {
+                    // AF is undefined after the host's TEST; logic operations clear it.
+                    dynasm!(self.a ; .arch x64 ; and ecx, !(AF as i32));
+                }
+                dynasm!(self.a
+                    ; .arch x64
+                    ; and ecx, keep
+                    ; and edx, take
+                    ; or edx, ecx
+                );
+            } else {
+                let arith = self.helpers.arith as i64;
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov QWORD [rsp], rdx
+                    ; mov rdi, rbx
+                    ; mov rax, QWORD arith
+                    ; call rax
+                    ; and eax, keep
+                    ; mov rcx, QWORD [rsp]
+                    ; and ecx, take
+                    ; or rax, rcx
+                    ; mov rdx, rax
+                );
+            }
         }
+        let o = &self.o;
         dynasm!(self.a
             ; .arch x64
             ; and edx, ARITH as i32
