@@ -22,7 +22,7 @@ pub enum Access {
     Fetch = 2,
 }
 
-const TLB_BITS: u32 = 10;
+const TLB_BITS: u32 = 13;
 const TLB_SIZE: usize = 1 << TLB_BITS;
 /// A tag no lookup matches: its generation bits are never a current generation.
 const INVALID: u64 = GENERATION_MASK;
@@ -561,6 +561,12 @@ impl Core {
 
     #[inline(never)]
     fn read_slow<const N: usize>(&mut self, lin: u64, user: bool) -> Result<u64> {
+        if (lin & 0xfff) as usize + N <= 0x1000 {
+            if let Ok((host, _)) = self.fill(lin, Access::Read, user)? {
+                // SAFETY: as in `read_lin`: `fill` gave RAM, and the access stays in the page.
+                return Ok(unsafe { load::<N>(host) });
+            }
+        }
         let mut bytes = [0u8; 8];
         self.read_bytes(lin, &mut bytes[..N], user)?;
         Ok(u64::from_le_bytes(bytes))
