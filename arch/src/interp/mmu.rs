@@ -86,17 +86,15 @@ pub struct Tlb {
     /// beyond the entries of its own 4 KiB page).
     large: bool,
     /// Where global entries of the current generation may be (table * TLB_SIZE + index),
-    /// for a flush to carry them into the next one (at most GLOBAL_SLOTS).
+    /// for a flush to carry them into the next one; global entries past GLOBAL_SLOTS are
+    /// not listed and are forgotten at the next flush (a TLB may always forget).
     globals: Vec<u16>,
-    /// Whether more global entries were made than `globals` lists (a flush keeping them
-    /// then looks at every entry).
-    globals_overflow: bool,
     /// The list the next flush fills (kept to allocate nothing per flush).
     spare: Vec<u16>,
 }
 
-/// Global entries listed before a flush that keeps them looks at every entry instead.
-const GLOBAL_SLOTS: usize = 256;
+/// Global entries a flush that keeps them carries at most.
+const GLOBAL_SLOTS: usize = 1024;
 
 impl Default for Tlb {
     fn default() -> Self {
@@ -107,7 +105,6 @@ impl Default for Tlb {
             generation: 1,
             large: false,
             globals: Vec::with_capacity(GLOBAL_SLOTS),
-            globals_overflow: false,
             spare: Vec::with_capacity(GLOBAL_SLOTS),
         }
     }
@@ -147,7 +144,6 @@ impl Tlb {
         let old = self.generation;
         self.large = false;
         self.spare.clear();
-        let overflow = std::mem::take(&mut self.globals_overflow);
         if old + 1 == GENERATION_MASK {
             // Generations would repeat: clear for real, once in 4094 flushes.
             self.entries.iter_mut().for_each(|t| t.fill(EMPTY));
@@ -157,31 +153,13 @@ impl Tlb {
         }
         let new = old + 1;
         self.generation = new;
-        let (kept, large) = (&mut self.spare, &mut self.large);
-        // Entries past a full list are not carried: a TLB may always forget.
-        let mut carry = |slot: usize, e: &mut Entry| {
+        for &slot in &self.globals {
+            let slot = usize::from(slot);
+            let e = &mut self.entries[slot / TLB_SIZE][slot % TLB_SIZE];
             if e.global && e.tag & GENERATION_MASK == old && keep(e) {
-                if kept.len() == GLOBAL_SLOTS {
-                    return;
-                }
                 e.tag = (e.tag & !GENERATION_MASK) | new;
-                *large |= e.size_shift > 12;
-                kept.push(slot as u16);
-            }
-        };
-        if overflow {
-            for (slot, e) in self
-                .entries
-                .iter_mut()
-                .flat_map(|t| t.iter_mut())
-                .enumerate()
-            {
-                carry(slot, e);
-            }
-        } else {
-            for &slot in &self.globals {
-                let slot = usize::from(slot);
-                carry(slot, &mut self.entries[slot / TLB_SIZE][slot % TLB_SIZE]);
+                self.large |= e.size_shift > 12;
+                self.spare.push(slot as u16);
             }
         }
         std::mem::swap(&mut self.globals, &mut self.spare);
@@ -521,13 +499,9 @@ impl Core {
             return Ok(Ok((page.host + (t.phys & 0xfff) as usize, page.index)));
         }
         self.tlb.large |= t.size_shift > 12;
-        if t.global {
-            if self.tlb.globals.len() < GLOBAL_SLOTS {
-                let slot = (slot(access, user) * TLB_SIZE + index(lin)) as u16;
-                self.tlb.globals.push(slot);
-            } else {
-                self.tlb.globals_overflow = true;
-            }
+        if t.global && self.tlb.globals.len() < GLOBAL_SLOTS {
+            let slot = (slot(access, user) * TLB_SIZE + index(lin)) as u16;
+            self.tlb.globals.push(slot);
         }
         self.tlb.entries[slot(access, user)][index(lin)] = Entry {
             tag: self.tlb.tag(lin),
@@ -844,13 +818,9 @@ mod tests {
     /// A TLB holding `lin` (4 KiB page, `global` or not) for supervisor reads.
     fn holding(tlb: &mut Tlb, lin: u64, global: bool, size_shift: u8) {
         tlb.large |= size_shift > 12;
-        if global {
-            if tlb.globals.len() < super::GLOBAL_SLOTS {
-                tlb.globals
-                    .push((slot(Access::Read, false) * TLB_SIZE + index(lin)) as u16);
-            } else {
-                tlb.globals_overflow = true;
-            }
+        if global && tlb.globals.len() < super::GLOBAL_SLOTS {
+            tlb.globals
+                .push((slot(Access::Read, false) * TLB_SIZE + index(lin)) as u16);
         }
         tlb.entries[slot(Access::Read, false)][index(lin)] = Entry {
             tag: tlb.tag(lin),
@@ -909,19 +879,19 @@ mod tests {
     }
 
     #[test]
-    fn more_global_entries_than_listed_are_found_by_a_full_pass() {
+    fn global_entries_past_the_list_are_forgotten_never_kept_stale() {
         let mut tlb = Tlb::default();
-        let pages: Vec<u64> = (0..200)
+        let pages: Vec<u64> = (0..super::GLOBAL_SLOTS as u64 + 100)
             .map(|n| 0xffff_8000_0000_0000 + (n << 12))
             .collect();
-        // Each page twice: the list fills with repeats and overflows.
-        for &p in pages.iter().chain(&pages) {
+        for &p in &pages {
             holding(&mut tlb, p, true, 12);
         }
-        assert!(tlb.globals_overflow);
+        let (listed, unlisted) = pages.split_at(super::GLOBAL_SLOTS);
         tlb.flush(true);
         tlb.flush(true);
-        assert!(pages.iter().all(|&p| has(&tlb, p)));
+        assert!(listed.iter().all(|&p| has(&tlb, p)));
+        assert!(unlisted.iter().all(|&p| !has(&tlb, p)));
         tlb.flush(false);
         assert!(pages.iter().all(|&p| !has(&tlb, p)));
     }
