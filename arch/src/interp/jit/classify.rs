@@ -242,6 +242,7 @@ mod tests {
             (&[0xf6, 0x03, 1], Kind::Test { imm: true }),
             (&[0x48, 0xff, 0xc0], Kind::IncDec { dec: false }),
             (&[0xff, 0xc8], Kind::IncDec { dec: true }),
+            (&[0xfe, 0x03], Kind::IncDec { dec: false }),
             (&[0x48, 0x0f, 0xaf, 0xc3], Kind::Imul { three: false }),
             (&[0x48, 0x6b, 0xc3, 5], Kind::Imul { three: true }),
             (&[0x48, 0xd3, 0xe0], Kind::Shift { cl: true }),

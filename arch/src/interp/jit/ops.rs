@@ -62,12 +62,6 @@ impl Emitter<'_> {
         dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + s], rax);
     }
 
-    /// Guest register `r` = `rdx`.
-    fn store_rdx(&mut self, r: u8) {
-        let s = self.slot(r);
-        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + s], rdx);
-    }
-
     /// `rcx` = `imm` cut to `size` bytes.
     fn imm_rcx(&mut self, imm: u64, size: u8) {
         let v = imm & size_mask(u32::from(size));
@@ -270,7 +264,7 @@ impl Emitter<'_> {
                 self.store(HOST_RAX, d, size);
                 true
             }
-            Kind::IncDec { dec } if wide(size) && reg_form && gpr(insn.r0) => {
+            Kind::IncDec { dec } if matches!(size, 1 | 2 | 4 | 8) && insn.flags & LOCK == 0 => {
                 self.inc_dec(insn, dec)
             }
             Kind::MovRM => {
@@ -559,25 +553,59 @@ impl Emitter<'_> {
     /// INC/DEC of a register: CF is kept, so it is worked out first (unless the flags are
     /// dead).
     fn inc_dec(&mut self, insn: &Insn, dec: bool) -> bool {
+        let size = insn.size;
+        let register = if insn.flags & MEM == 0 {
+            match self.reg(insn.r0, size) {
+                Some(d) => Some(d),
+                None => return false,
+            }
+        } else {
+            None
+        };
+        // The carry first: the flags helper may be called, which keeps only r8.
         if !self.flags_dead {
             self.carry_to_r8();
         }
-        let size = insn.size;
-        self.load_rax(insn.r0, size);
-        dynasm!(self.a ; .arch x64 ; mov ecx, 1 ; mov rdx, rax);
-        match (dec, size == 8) {
-            (true, true) => dynasm!(self.a ; .arch x64 ; sub rdx, 1),
-            (false, true) => dynasm!(self.a ; .arch x64 ; add rdx, 1),
-            (true, false) => dynasm!(self.a ; .arch x64 ; sub edx, 1),
-            (false, false) => dynasm!(self.a ; .arch x64 ; add edx, 1),
+        let step = |e: &mut Self| {
+            macro_rules! sized {
+                ($op:ident) => {
+                    match size {
+                        1 => dynasm!(e.a ; .arch x64 ; $op dl, 1),
+                        2 => dynasm!(e.a ; .arch x64 ; $op dx, 1),
+                        4 => dynasm!(e.a ; .arch x64 ; $op edx, 1),
+                        _ => dynasm!(e.a ; .arch x64 ; $op rdx, 1),
+                    }
+                };
+            }
+            dynasm!(e.a ; .arch x64 ; mov ecx, 1 ; mov rdx, rax);
+            if dec {
+                sized!(sub);
+            } else {
+                sized!(add);
+            }
+        };
+        let record = |e: &mut Self| {
+            e.set_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
+            if !e.flags_dead {
+                let aux = e.o.f_aux;
+                dynasm!(e.a ; .arch x64 ; mov QWORD [rbx + aux], r8);
+            }
+        };
+        match register {
+            Some(d) => {
+                self.load(HOST_RAX, d, size);
+                step(self);
+                self.store(HOST_RDX, d, size);
+                record(self);
+                true
+            }
+            None => self.memory(insn, true, |e| {
+                e.load_mem(HOST_RAX, size);
+                step(e);
+                e.store_mem(HOST_RDX, size);
+                record(e);
+            }),
         }
-        self.store_rdx(insn.r0);
-        self.set_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
-        if !self.flags_dead {
-            let aux = self.o.f_aux;
-            dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + aux], r8);
-        }
-        true
     }
 
     /// MOVZX/MOVSX/MOVSXD into a 4- or 8-byte register, from a register or memory.
