@@ -249,6 +249,7 @@ mod tests {
             (&[0x48, 0xc1, 0xe0, 4], Kind::Shift { cl: false }),
             (&[0x0f, 0x94, 0xc0], Kind::Setcc),
             (&[0x48, 0x0f, 0x44, 0xc3], Kind::Cmov),
+            (&[0x0f, 0x44, 0x03], Kind::Cmov),
             (&[0x75, 0x00], Kind::Jcc(5)),
             (&[0x0f, 0x84, 0, 0, 0, 0], Kind::Jcc(4)),
             (&[0xeb, 0x00], Kind::JmpRel),

@@ -300,14 +300,39 @@ impl Emitter<'_> {
                 dynasm!(self.a ; .arch x64 ; mov BYTE [rbx + s], al);
                 true
             }
-            Kind::Cmov if wide(size) && reg_form && gpr(insn.r0) && gpr(insn.r1) => {
+            Kind::Cmov if matches!(size, 2 | 4 | 8) => {
+                // The destination is written either way (a 32-bit one zero-extended), and a
+                // memory source is read either way, as on hardware.
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
+                };
+                let src = if reg_form {
+                    match self.reg(insn.r1, size) {
+                        Some(r) => Some(r),
+                        None => return false,
+                    }
+                } else {
+                    None
+                };
+                // The condition first: its helper, if called, keeps only r8.
                 self.condition_to_al(insn.cc);
                 dynasm!(self.a ; .arch x64 ; movzx r8d, al);
-                self.load_rax(insn.r0, size);
-                self.load_rcx(insn.r1, size);
-                dynasm!(self.a ; .arch x64 ; test r8d, r8d ; cmovnz rax, rcx);
-                self.store_rax(insn.r0);
-                true
+                let select = move |e: &mut Self| {
+                    e.load(HOST_RAX, d, size);
+                    dynasm!(e.a ; .arch x64 ; test r8d, r8d ; cmovnz rax, rcx);
+                    e.store(HOST_RAX, d, size);
+                };
+                match src {
+                    Some(r) => {
+                        self.load(HOST_RCX, r, size);
+                        select(self);
+                        true
+                    }
+                    None => self.memory(insn, false, |e| {
+                        e.load_mem(HOST_RCX, size);
+                        select(e);
+                    }),
+                }
             }
             Kind::PushReg if size == 8 && gpr(insn.r0) => self.push_reg(insn),
             Kind::PopReg if size == 8 && gpr(insn.r0) => self.pop_reg(insn),
