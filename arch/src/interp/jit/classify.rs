@@ -36,6 +36,8 @@ pub enum Kind {
     Test { imm: bool },
     /// INC, or DEC when `dec`.
     IncDec { dec: bool },
+    /// NEG.
+    Neg,
     /// NOT.
     Not,
     /// IMUL reg, r/m or IMUL reg, r/m, imm (`three`).
@@ -136,6 +138,7 @@ fn table() -> HashMap<usize, Kind> {
     t.push((alu::test::<false>, Kind::Test { imm: false }));
     t.push((alu::inc_dec::<true>, Kind::IncDec { dec: true }));
     t.push((alu::inc_dec::<false>, Kind::IncDec { dec: false }));
+    t.push((alu::neg, Kind::Neg));
     t.push((alu::not, Kind::Not));
     t.push((alu::imul_n::<true>, Kind::Imul { three: true }));
     t.push((alu::imul_n::<false>, Kind::Imul { three: false }));
@@ -257,6 +260,7 @@ mod tests {
             (&[0xc3], Kind::Ret),
             (&[0x53], Kind::PushReg),
             (&[0x48, 0xf7, 0xd0], Kind::Not),
+            (&[0xf7, 0xd8], Kind::Neg),
             (&[0x5b], Kind::PopReg),
         ];
         for (bytes, expected) in cases {

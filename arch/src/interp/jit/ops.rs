@@ -251,6 +251,21 @@ impl Emitter<'_> {
                     test(e);
                 })
             }
+            Kind::Neg if reg_form => {
+                let Some(d) = self.reg(insn.r0, size) else {
+                    return false;
+                };
+                // As the handler records it: 0 - operand, in 64 bits; the register gets its
+                // low `size` bytes.
+                self.load(HOST_RCX, d, size);
+                dynasm!(self.a ; .arch x64 ; xor eax, eax ; mov rdx, rax ; sub rdx, rcx);
+                self.set_flags(FlagOp::Neg, size);
+                if size == 4 {
+                    dynasm!(self.a ; .arch x64 ; mov edx, edx);
+                }
+                self.store(HOST_RDX, d, size);
+                true
+            }
             Kind::Not if reg_form => {
                 let Some(d) = self.reg(insn.r0, size) else {
                     return false;
