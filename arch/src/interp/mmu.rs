@@ -535,14 +535,16 @@ impl Core {
 
     #[inline(never)]
     fn read_slow<const N: usize>(&mut self, lin: u64, user: bool) -> Result<u64> {
-        if (lin & 0xfff) as usize + N <= 0x1000 {
-            if let Ok((host, _)) = self.fill(lin, Access::Read, user)? {
-                // SAFETY: as in `read_lin`: `fill` gave RAM, and the access stays in the page.
-                return Ok(unsafe { load::<N>(host) });
-            }
-        }
         let mut bytes = [0u8; 8];
-        self.read_bytes(lin, &mut bytes[..N], user)?;
+        if (lin & 0xfff) as usize + N <= 0x1000 {
+            match self.fill(lin, Access::Read, user)? {
+                // SAFETY: as in `read_lin`: `fill` gave RAM, and the access stays in the page.
+                Ok((host, _)) => return Ok(unsafe { load::<N>(host) }),
+                Err(phys) => self.mmio_read(phys, &mut bytes[..N]),
+            }
+        } else {
+            self.read_bytes(lin, &mut bytes[..N], user)?;
+        }
         Ok(u64::from_le_bytes(bytes))
     }
 

@@ -25,6 +25,13 @@ fn wide(size: u8) -> bool {
     matches!(size, 4 | 8)
 }
 
+/// A second operand: a register slot (offset from `rbx`) or an immediate.
+#[derive(Clone, Copy)]
+enum Operand {
+    Reg(i32),
+    Imm(u64),
+}
+
 /// Host registers by number, for the templates that pick them.
 const HOST_RAX: u8 = 0;
 const HOST_RCX: u8 = 1;
@@ -36,36 +43,28 @@ impl Emitter<'_> {
         self.o.gpr + 8 * i32::from(r)
     }
 
-    /// `rax` = guest register `r` at `size` (4: zero-extended) bytes.
-    fn load_rax(&mut self, r: u8, size: u8) {
-        let s = self.slot(r);
-        if size == 8 {
-            dynasm!(self.a ; .arch x64 ; mov rax, QWORD [rbx + s]);
-        } else {
-            dynasm!(self.a ; .arch x64 ; mov eax, DWORD [rbx + s]);
-        }
-    }
-
-    /// `rcx` = guest register `r` at `size` (4: zero-extended) bytes.
-    fn load_rcx(&mut self, r: u8, size: u8) {
-        let s = self.slot(r);
-        if size == 8 {
-            dynasm!(self.a ; .arch x64 ; mov rcx, QWORD [rbx + s]);
-        } else {
-            dynasm!(self.a ; .arch x64 ; mov ecx, DWORD [rbx + s]);
-        }
-    }
-
-    /// Guest register `r` = `rax` (already zero-extended for 4-byte results).
-    fn store_rax(&mut self, r: u8) {
-        let s = self.slot(r);
-        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + s], rax);
-    }
-
     /// `rcx` = `imm` cut to `size` bytes.
     fn imm_rcx(&mut self, imm: u64, size: u8) {
         let v = imm & size_mask(u32::from(size));
         dynasm!(self.a ; .arch x64 ; mov rcx, QWORD v as i64);
+    }
+
+    /// The second operand of `insn`: its immediate (`imm`), or the register `r1`; None for a
+    /// register the templates do not handle.
+    fn operand(&self, insn: &Insn, imm: bool) -> Option<Operand> {
+        if imm {
+            Some(Operand::Imm(insn.imm))
+        } else {
+            self.reg(insn.r1, insn.size).map(Operand::Reg)
+        }
+    }
+
+    /// `rcx` = `src` at `size` bytes, zero-extended.
+    fn operand_rcx(&mut self, src: Operand, size: u8) {
+        match src {
+            Operand::Reg(at) => self.load(HOST_RCX, at, size),
+            Operand::Imm(v) => self.imm_rcx(v, size),
+        }
     }
 
     /// Where register operand `r` of `size` bytes lives, from `rbx` (AH..BH one byte into
@@ -169,56 +168,37 @@ impl Emitter<'_> {
                 if size == 4 {
                     dynasm!(self.a ; .arch x64 ; mov eax, eax);
                 }
-                self.store_rax(insn.r0);
+                self.store(HOST_RAX, self.slot(insn.r0), 8);
                 true
             }
-            Kind::AluRR(op) => {
-                let (Some(d), Some(r)) = (self.reg(insn.r0, size), self.reg(insn.r1, size)) else {
+            Kind::AluRR(op) | Kind::AluRI(op) => {
+                let imm = matches!(kind, Kind::AluRI(_));
+                let (Some(d), Some(src)) = (self.reg(insn.r0, size), self.operand(insn, imm))
+                else {
                     return false;
                 };
-                if host_alu(op).is_none() {
-                    return false;
-                }
                 self.carry_in(op);
-                self.load(HOST_RCX, r, size);
-                self.alu(op, size, d)
-            }
-            Kind::AluRI(op) => {
-                let Some(d) = self.reg(insn.r0, size) else {
-                    return false;
-                };
-                if host_alu(op).is_none() {
-                    return false;
-                }
-                self.carry_in(op);
-                self.imm_rcx(insn.imm, size);
+                self.operand_rcx(src, size);
                 self.alu(op, size, d)
             }
             Kind::AluRM(op) => {
                 let Some(d) = self.reg(insn.r0, size) else {
                     return false;
                 };
-                if host_alu(op).is_none() {
-                    return false;
-                }
                 self.carry_in(op);
                 self.memory(insn, false, |e| {
                     e.load_mem(HOST_RCX, size);
                     e.alu(op, size, d);
                 })
             }
-            Kind::AluM { op, imm } if insn.flags & LOCK == 0 && host_alu(op).is_some() => {
-                let src = if imm { None } else { self.reg(insn.r1, size) };
-                if !imm && src.is_none() {
+            Kind::AluM { op, imm } if insn.flags & LOCK == 0 => {
+                let Some(src) = self.operand(insn, imm) else {
                     return false;
-                }
+                };
                 self.carry_in(op);
                 self.memory(insn, op != alu::CMP, |e| {
                     e.load_mem(HOST_RAX, size);
-                    match src {
-                        Some(r) => e.load(HOST_RCX, r, size),
-                        None => e.imm_rcx(insn.imm, size),
-                    }
+                    e.operand_rcx(src, size);
                     e.alu_op(op, size);
                     if op != alu::CMP {
                         e.store_mem(HOST_RDX, size);
@@ -226,15 +206,14 @@ impl Emitter<'_> {
                 })
             }
             Kind::Test { imm } => {
-                let src = if imm { None } else { self.reg(insn.r1, size) };
-                if !imm && src.is_none() || !matches!(size, 1 | 2 | 4 | 8) {
+                let Some(src) = self.operand(insn, imm) else {
+                    return false;
+                };
+                if !matches!(size, 1 | 2 | 4 | 8) {
                     return false;
                 }
                 let test = move |e: &mut Self| {
-                    match src {
-                        Some(r) => e.load(HOST_RCX, r, size),
-                        None => e.imm_rcx(insn.imm, size),
-                    }
+                    e.operand_rcx(src, size);
                     dynasm!(e.a ; .arch x64 ; mov rdx, rax ; and rdx, rcx);
                     e.set_flags(FlagOp::Logic, size);
                 };
@@ -475,8 +454,7 @@ impl Emitter<'_> {
         true
     }
 
-    /// Register operand `[rbx + d]` OP `rcx`, `size` bytes, for the operations the host
-    /// does directly (see [`host_alu`]).
+    /// Register operand `[rbx + d]` OP `rcx`, `size` bytes.
     fn alu(&mut self, op: u8, size: u8, d: i32) -> bool {
         self.load(HOST_RAX, d, size);
         self.alu_op(op, size);
@@ -514,8 +492,7 @@ impl Emitter<'_> {
             }
             _ => sized!(sub),
         }
-        let flag_op = host_alu(op).unwrap_or(FlagOp::Sub);
-        self.set_flags(flag_op, size);
+        self.set_flags(lazy_op(op), size);
         if matches!(op, alu::ADC | alu::SBB) && !self.flags_dead {
             // The carry that went in, as the lazy flags of ADC/SBB keep it.
             let aux = self.o.f_aux;
@@ -657,12 +634,12 @@ impl Emitter<'_> {
             }
             let s = self.slot(insn.r1);
             self.extend_from(from, signed, size, s, true);
-            self.store_rax(insn.r0);
+            self.store(HOST_RAX, self.slot(insn.r0), 8);
             return true;
         }
         self.memory(insn, false, |e| {
             e.extend_from(from, signed, size, 0, false);
-            e.store_rax(insn.r0);
+            e.store(HOST_RAX, e.slot(insn.r0), 8);
         })
     }
 
@@ -692,7 +669,7 @@ impl Emitter<'_> {
 
     /// PUSH of a 64-bit register.
     fn push_reg(&mut self, insn: &Insn) -> bool {
-        self.push(insn, |e| e.load_rcx(insn.r0, 8))
+        self.push(insn, |e| e.load(HOST_RCX, e.slot(insn.r0), 8))
     }
 
     /// A 64-bit push of the value `value` leaves in `rcx` (read before RSP moves).
@@ -723,7 +700,7 @@ impl Emitter<'_> {
                 ; mov rax, QWORD [rax]
                 ; add QWORD [rbx + stack], 8
             );
-            e.store_rax(insn.r0);
+            e.store(HOST_RAX, e.slot(insn.r0), 8);
         })
     }
 
@@ -772,7 +749,7 @@ impl Emitter<'_> {
         if !cl && count == 0 {
             return false;
         }
-        self.load_rax(insn.r0, size);
+        self.load(HOST_RAX, self.slot(insn.r0), size);
         if cl {
             let count_at = self.slot(RCX as u8);
             dynasm!(self.a ; .arch x64 ; mov ecx, DWORD [rbx + count_at]);
@@ -795,7 +772,7 @@ impl Emitter<'_> {
             _ => shift!(ror),
         }
         dynasm!(self.a ; .arch x64 ; pushfq ; pop rdx);
-        self.store_rax(insn.r0);
+        self.store(HOST_RAX, self.slot(insn.r0), 8);
         let skip = self.a.new_dynamic_label();
         if cl {
             dynasm!(self.a ; .arch x64 ; test cl, mask as i8 ; jz =>skip);
@@ -814,21 +791,21 @@ impl Emitter<'_> {
             if three {
                 e.imm_rcx(insn.imm, size);
             } else {
-                e.load_rcx(insn.r0, size);
+                e.load(HOST_RCX, e.slot(insn.r0), size);
             }
             if size == 8 {
                 dynasm!(e.a ; .arch x64 ; imul rax, rcx ; pushfq ; pop rdx);
             } else {
                 dynasm!(e.a ; .arch x64 ; imul eax, ecx ; pushfq ; pop rdx ; mov eax, eax);
             }
-            e.store_rax(insn.r0);
+            e.store(HOST_RAX, e.slot(insn.r0), 8);
             e.host_flags(ARITH);
         };
         if insn.flags & MEM == 0 {
             if !gpr(insn.r1) {
                 return false;
             }
-            self.load_rax(insn.r1, size);
+            self.load(HOST_RAX, self.slot(insn.r1), size);
             product(self);
             return true;
         }
@@ -914,15 +891,14 @@ impl Emitter<'_> {
     }
 }
 
-/// The lazy-flags operation of the ALU operations the host does directly (ADC and SBB with
-/// the carry in `r8`, see [`Emitter::carry_to_r8`]).
-fn host_alu(op: u8) -> Option<FlagOp> {
+/// The lazy-flags operation an ALU operation records (ADC and SBB take the carry in `r8`,
+/// see [`Emitter::carry_to_r8`]).
+fn lazy_op(op: u8) -> FlagOp {
     match op {
-        alu::ADD => Some(FlagOp::Add),
-        alu::ADC => Some(FlagOp::Adc),
-        alu::SBB => Some(FlagOp::Sbb),
-        alu::OR | alu::AND | alu::XOR => Some(FlagOp::Logic),
-        alu::SUB | alu::CMP => Some(FlagOp::Sub),
-        _ => None,
+        alu::ADD => FlagOp::Add,
+        alu::ADC => FlagOp::Adc,
+        alu::SBB => FlagOp::Sbb,
+        alu::OR | alu::AND | alu::XOR => FlagOp::Logic,
+        _ => FlagOp::Sub,
     }
 }
