@@ -513,6 +513,16 @@ impl Core {
         Ok(Ok((page.host + (t.phys & 0xfff) as usize, page.index)))
     }
 
+    /// The host address (or the MMIO physical address) of `lin` for `access`: from the TLB
+    /// when it has it, otherwise by a page walk that may fault.
+    #[inline(always)]
+    fn lookup(&mut self, lin: u64, access: Access, user: bool) -> Result<Target> {
+        match self.tlb_hit(lin, access, user) {
+            Some(hit) => Ok(Ok(hit)),
+            None => self.fill(lin, access, user),
+        }
+    }
+
     /// The host address for `lin` if the TLB has it for `access`.
     #[inline(always)]
     fn tlb_hit(&self, lin: u64, access: Access, user: bool) -> Option<(usize, u32)> {
@@ -554,7 +564,7 @@ impl Core {
         while done < buf.len() {
             let at = lin.wrapping_add(done as u64);
             let chunk = (0x1000 - (at & 0xfff) as usize).min(buf.len() - done);
-            match self.fill(at, Access::Read, user)? {
+            match self.lookup(at, Access::Read, user)? {
                 Ok((host, _)) => {
                     // SAFETY: `host..host+chunk` lies within one RAM page of a live mapping.
                     unsafe {
@@ -570,6 +580,43 @@ impl Core {
             done += chunk;
         }
         Ok(())
+    }
+
+    /// Reads `size` (1 to 16) bytes at linear `lin` as a little-endian vector operand; within
+    /// one page a TLB hit is a plain load.
+    #[inline(always)]
+    pub(crate) fn read_vec(&mut self, lin: u64, size: usize, user: bool) -> Result<u128> {
+        if (lin & 0xfff) as usize + size <= 0x1000 {
+            if let Some((host, _)) = self.tlb_hit(lin, Access::Read, user) {
+                // SAFETY: as in `read_lin`.
+                return Ok(unsafe { load_vec(host, size) });
+            }
+        }
+        let mut bytes = [0u8; 16];
+        self.read_bytes(lin, &mut bytes[..size], user)?;
+        Ok(u128::from_le_bytes(bytes))
+    }
+
+    /// Writes the low `size` (1 to 16) bytes of `value` at linear `lin`; within one page a
+    /// TLB hit on a page without decoded code is a plain store.
+    #[inline(always)]
+    pub(crate) fn write_vec(
+        &mut self,
+        lin: u64,
+        size: usize,
+        value: u128,
+        user: bool,
+    ) -> Result<()> {
+        if (lin & 0xfff) as usize + size <= 0x1000 {
+            if let Some((host, page)) = self.tlb_hit(lin, Access::Write, user) {
+                if !self.code.has_code(page) {
+                    // SAFETY: as in `read_lin`.
+                    unsafe { store_vec(host, size, value) };
+                    return Ok(());
+                }
+            }
+        }
+        self.write_bytes(lin, &value.to_le_bytes()[..size], user)
     }
 
     /// Writes `N` bytes of `value` at linear `lin`.
@@ -640,7 +687,7 @@ impl Core {
                 self.store_pieces(data, &pieces[..n]);
                 n = 0;
             }
-            pieces[n] = (done, self.fill(at, Access::Write, user)?, chunk);
+            pieces[n] = (done, self.lookup(at, Access::Write, user)?, chunk);
             n += 1;
             done += chunk;
         }
@@ -737,6 +784,44 @@ pub(crate) unsafe fn load<const N: usize>(host: usize) -> u64 {
             2 => u64::from(std::ptr::read_unaligned(host as *const u16)),
             4 => u64::from(std::ptr::read_unaligned(host as *const u32)),
             _ => std::ptr::read_unaligned(host as *const u64),
+        }
+    }
+}
+
+/// Loads `size` (1 to 16) bytes at `host` as a little-endian value.
+///
+/// # Safety
+/// `host..host+size` must be mapped and readable.
+#[inline(always)]
+unsafe fn load_vec(host: usize, size: usize) -> u128 {
+    // SAFETY: the caller guarantees the range is mapped; unaligned access is fine on x86.
+    unsafe {
+        match size {
+            16 => std::ptr::read_unaligned(host as *const u128),
+            8 => u128::from(std::ptr::read_unaligned(host as *const u64)),
+            4 => u128::from(std::ptr::read_unaligned(host as *const u32)),
+            _ => {
+                let mut bytes = [0u8; 16];
+                std::ptr::copy_nonoverlapping(host as *const u8, bytes.as_mut_ptr(), size);
+                u128::from_le_bytes(bytes)
+            }
+        }
+    }
+}
+
+/// Stores the low `size` (1 to 16) bytes of `value` at `host`.
+///
+/// # Safety
+/// `host..host+size` must be mapped and writable.
+#[inline(always)]
+unsafe fn store_vec(host: usize, size: usize, value: u128) {
+    // SAFETY: the caller guarantees the range is mapped; unaligned access is fine on x86.
+    unsafe {
+        match size {
+            16 => std::ptr::write_unaligned(host as *mut u128, value),
+            8 => std::ptr::write_unaligned(host as *mut u64, value as u64),
+            4 => std::ptr::write_unaligned(host as *mut u32, value as u32),
+            _ => std::ptr::copy_nonoverlapping(value.to_le_bytes().as_ptr(), host as *mut u8, size),
         }
     }
 }

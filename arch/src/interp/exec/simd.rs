@@ -12,9 +12,9 @@ use super::super::Core;
 use super::x87::check_sse;
 
 /// `Insn::flags`: the memory operand must be 16-byte aligned.
-const ALIGNED: u8 = 32;
+pub(crate) const ALIGNED: u8 = 32;
 /// `Insn::flags`: register operands are MMX registers.
-const MMX: u8 = 64;
+pub(crate) const MMX: u8 = 64;
 
 fn xmm_index(reg: Register) -> Option<u8> {
     let v = reg as u32;
@@ -275,10 +275,8 @@ impl Core {
             return Err(Exception::gp0());
         }
         let lin = self.linear(i.seg as usize, off, size as u32, false)?;
-        let mut bytes = [0u8; 16];
         let user = self.user();
-        self.read_bytes(lin, &mut bytes[..size], user)?;
-        Ok(u128::from_le_bytes(bytes))
+        self.read_vec(lin, size, user)
     }
 
     /// Writes the low `size` bytes of `value` to the memory operand.
@@ -289,7 +287,7 @@ impl Core {
         }
         let lin = self.linear(i.seg as usize, off, size as u32, true)?;
         let user = self.user();
-        self.write_bytes(lin, &value.to_le_bytes()[..size], user)
+        self.write_vec(lin, size, value, user)
     }
 
     /// The source operand (register r1 or memory of `i.size` bytes).
@@ -332,7 +330,7 @@ fn xmm(cpu: &mut Core, n: u8) -> &mut u128 {
 }
 
 /// MOVAPS/MOVUPS/MOVDQA/MOVDQU/... in either direction.
-fn move128(cpu: &mut Core, i: &Insn) -> Result<()> {
+pub(crate) fn move128(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     if i.flags & MEM_DST != 0 {
         let v = cpu.s.fpu.xmm[usize::from(i.r1)];
@@ -346,7 +344,7 @@ fn move128(cpu: &mut Core, i: &Insn) -> Result<()> {
 
 /// MOVSS/MOVSD (the SSE2 scalar move): register forms merge the low lane, loads zero the
 /// rest, stores write the low lane.
-fn move_scalar(cpu: &mut Core, i: &Insn) -> Result<()> {
+pub(crate) fn move_scalar(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let bits = u32::from(i.size) * 8;
     let low: u128 = (1u128 << bits) - 1;
@@ -606,7 +604,7 @@ fn xmm_data(cpu: &mut Core, i: &Insn) -> Result<()> {
 }
 
 /// Floating-point arithmetic, compares and conversions between XMM registers.
-fn xmm_float(cpu: &mut Core, i: &Insn) -> Result<()> {
+pub(crate) fn xmm_float(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let src = cpu.vec_src(i)?;
     let dst = cpu.s.fpu.xmm[usize::from(i.r0)];
