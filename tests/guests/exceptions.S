@@ -3,6 +3,8 @@
  * and bad selector), a #DF on IST2, #BP, int 0x80 and int 0x81 on IST1;
  * checks vector, error code, the pushed RIP (offset from the start of the
  * instruction: 0 for faults, its length for traps), CS and the stack.
+ * The SSE cases run one loop body 100 times first, so that the software
+ * CPU has translated it when CR0.TS and the MXCSR masks change under it.
  * int3 and int n come last: some KVM backends (kvm_pvm) cannot run them
  * and stop the VM, and the earlier lines should still show up there.
  *
@@ -15,6 +17,9 @@
  *   #BP: vector=3 rip=+1 ok
  *   int 0x80: vector=128 rip=+2 ok
  *   int 0x81 on IST1: vector=129 rip=+2 stack=ist1 ok
+ *   hot SSE, masked 1.0/0.0: +inf, ZE set ok
+ *   #NM in hot SSE code: vector=7 rip=+0 ok
+ *   #XM in hot SSE code: vector=19 rip=+0 ok
  *   exceptions: PASS
  * Exit 0 (1 on any mismatch; failed lines start with "FAIL").
  */
@@ -23,6 +28,14 @@
     MULTIBOOT_HEADER
     ENTRY32
     ENTER_LONG main64
+
+    .pushsection .data
+    .balign 8
+sse_one:     .double 1.0
+sse_zero:    .double 0.0
+sse_result:  .double 0.0
+mxcsr_value: .long 0
+    .popsection
 
     .pushsection .bss
     .balign 16
@@ -173,6 +186,72 @@ main64:
     jmp 2f
 1:  PRINT " stack=other"
 2:  LINE_END
+
+    /* SSE in hot code: phase 0 divides 1.0 by 0.0 100 times with every
+     * exception masked (+inf, MXCSR.ZE set); phase 1 runs the same code once
+     * with CR0.TS set (#NM), phase 2 once with divide-by-zero unmasked (#XM,
+     * CR4.OSXMMEXCPT set). */
+    mov %cr4, %rax
+    or $0x600, %rax                 /* OSFXSR | OSXMMEXCPT */
+    mov %rax, %cr4
+    movl $0x1f80, mxcsr_value(%rip)
+    ldmxcsr mxcsr_value(%rip)
+    movsd sse_one(%rip), %xmm0
+    xor %r13d, %r13d
+    mov $100, %r12d
+sse_again:
+    TRY divsd sse_zero(%rip), %xmm0
+    cmp $1, %r13d
+    je sse_nm_done
+    cmp $2, %r13d
+    je sse_xm_done
+    movsd %xmm0, sse_result(%rip)
+    movsd sse_one(%rip), %xmm0
+    dec %r12d
+    jnz sse_again
+    mov sse_result(%rip), %rax
+    mov $0x7ff0000000000000, %rcx
+    CHECK %rax, %rcx
+    CHECK last_vec(%rip), $-1
+    stmxcsr mxcsr_value(%rip)
+    mov mxcsr_value(%rip), %eax
+    and $4, %eax
+    CHECK %rax, $4
+    LINE_BEGIN
+    PRINT "hot SSE, masked 1.0/0.0: +inf, ZE set"
+    LINE_END
+    mov %cr0, %rax
+    or $8, %rax                     /* TS */
+    mov %rax, %cr0
+    mov $1, %r13d
+    lea sse_again(%rip), %rax
+    jmp *%rax                       /* into the block that ran 100 times */
+sse_nm_done:
+    clts
+    RIP_OFFSET
+    CHECK_BASIC 7
+    CHECK %r15, $0
+    LINE_BEGIN
+    PRINT "#NM in hot SSE code: "
+    PRINT_VEC
+    PRINT_RIP
+    LINE_END
+    movl $0x1d80, mxcsr_value(%rip)  /* ZM clear */
+    ldmxcsr mxcsr_value(%rip)
+    mov $2, %r13d
+    lea sse_again(%rip), %rax
+    jmp *%rax
+sse_xm_done:
+    RIP_OFFSET
+    CHECK_BASIC 19
+    CHECK %r15, $0
+    movl $0x1f80, mxcsr_value(%rip)
+    ldmxcsr mxcsr_value(%rip)
+    LINE_BEGIN
+    PRINT "#XM in hot SSE code: "
+    PRINT_VEC
+    PRINT_RIP
+    LINE_END
 
     FINISH exceptions
 

@@ -122,6 +122,9 @@ pub struct BlockCache {
     jit: jit::Jit,
     /// The exit of translated code that asked to be linked to the next block run.
     link_request: Option<jit::LinkRequest>,
+    /// Translated code declined to run the instruction at RIP: the next block runs in the
+    /// interpreter.
+    interpret_next: bool,
 }
 
 impl Default for BlockCache {
@@ -139,6 +142,7 @@ impl BlockCache {
             jump: vec![Link::NONE; JUMP_CACHE].into_boxed_slice(),
             jit: jit::Jit::new(jit),
             link_request: None,
+            interpret_next: false,
         }
     }
 }
@@ -274,11 +278,12 @@ impl BlockCache {
     /// many blocks beyond the first that took.
     pub(crate) fn run(&mut self, idx: u32, core: &mut Core, limit: usize, budget: u64) -> u64 {
         let request = self.link_request.take();
+        let interpret = std::mem::take(&mut self.interpret_next);
         let Some(block) = self.blocks.get_mut(idx as usize) else {
             return 0;
         };
         core.end_block = false;
-        let whole = limit >= block.insns.len();
+        let whole = limit >= block.insns.len() && !interpret;
         if whole && block.jit.is_none() && self.jit.enabled() && core.s.mode.code_bits == 64 {
             block.runs += 1;
             if block.runs == self.jit.hot_threshold {
@@ -295,15 +300,21 @@ impl BlockCache {
             // SAFETY: the code is from the current arena generation.
             let exit = unsafe { code.run(core) };
             self.link_request = self.jit.take_request(core);
+            let chained = budget.max(1) - core.loop_budget.max(1);
             match exit {
-                jit::JitExit::Declined => {}
+                jit::JitExit::Declined => {
+                    // Nothing ran from RIP on, which may be in another block of the chain:
+                    // the dispatcher finds that block, and the interpreter runs it.
+                    self.interpret_next = true;
+                    return chained;
+                }
                 jit::JitExit::Panicked => {
                     if let Some(payload) = jit::take_panic() {
                         std::panic::resume_unwind(payload);
                     }
                     return 0;
                 }
-                _ => return budget.max(1) - core.loop_budget.max(1),
+                _ => return chained,
             }
         }
         for insn in block.insns.iter().take(limit) {

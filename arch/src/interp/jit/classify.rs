@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::super::exec::{alu, bits, control, data};
+use super::super::exec::{alu, bits, control, data, simd};
 use super::super::insn::Handler;
 
 /// A template: what an instruction does, as far as the translator is concerned.
@@ -62,6 +62,12 @@ pub enum Kind {
     PopReg,
     /// NOP and its kin.
     Nop,
+    /// MOVAPS/MOVUPS/MOVDQA/MOVDQU and kin.
+    VecMove,
+    /// MOVSS/MOVSD.
+    VecMoveScalar,
+    /// SSE floating-point arithmetic, compares and conversions (the template takes some).
+    VecFloat,
 }
 
 macro_rules! each_op {
@@ -153,6 +159,9 @@ fn table() -> HashMap<usize, Kind> {
     t.push((control::jmp_rel, Kind::JmpRel));
     t.push((control::call_rel, Kind::CallRel));
     t.push((control::ret_near, Kind::Ret));
+    t.push((simd::move128, Kind::VecMove));
+    t.push((simd::move_scalar, Kind::VecMoveScalar));
+    t.push((simd::xmm_float, Kind::VecFloat));
     t.into_iter()
         .map(|(h, k)| (h as *const () as usize, k))
         .collect()
@@ -262,6 +271,14 @@ mod tests {
             (&[0x48, 0xf7, 0xd0], Kind::Not),
             (&[0xf7, 0xd8], Kind::Neg),
             (&[0x5b], Kind::PopReg),
+            (&[0x66, 0x0f, 0x28, 0x03], Kind::VecMove),
+            (&[0x0f, 0x11, 0xc1], Kind::VecMove),
+            (&[0xf3, 0x0f, 0x6f, 0x03], Kind::VecMove),
+            (&[0xf2, 0x0f, 0x10, 0x03], Kind::VecMoveScalar),
+            (&[0xf3, 0x0f, 0x11, 0x03], Kind::VecMoveScalar),
+            (&[0x66, 0x0f, 0x59, 0xc1], Kind::VecFloat),
+            (&[0xf2, 0x0f, 0x58, 0x03], Kind::VecFloat),
+            (&[0x0f, 0x57, 0xc0], Kind::VecFloat),
         ];
         for (bytes, expected) in cases {
             assert_eq!(kind_of(bytes), Some(*expected), "{bytes:02x?}");

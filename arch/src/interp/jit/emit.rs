@@ -24,6 +24,7 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::super::flags::{FlagOp, Flags, ARITH, FIXED};
+use super::super::fpu::Fpu;
 use super::super::insn::{Insn, MEM};
 use super::super::mmu::{Tlb, TlbLayout};
 use super::super::segment::is_canonical;
@@ -54,6 +55,10 @@ pub(super) struct Offsets {
     pub f_res: i32,
     pub f_aux: i32,
     pub f_explicit: i32,
+    pub cr0: i32,
+    pub cr4: i32,
+    pub mxcsr: i32,
+    pub xmm: i32,
 }
 
 fn offsets() -> Offsets {
@@ -81,6 +86,10 @@ fn offsets() -> Offsets {
         f_res: i(f + offset_of!(Flags, res)),
         f_aux: i(f + offset_of!(Flags, aux)),
         f_explicit: i(f + offset_of!(Flags, explicit)),
+        cr0: i(s + offset_of!(State, cr0)),
+        cr4: i(s + offset_of!(State, cr4)),
+        mxcsr: i(s + offset_of!(State, fpu) + offset_of!(Fpu, mxcsr)),
+        xmm: i(s + offset_of!(State, fpu) + offset_of!(Fpu, xmm)),
     }
 }
 
@@ -92,11 +101,13 @@ pub(super) struct KnownFlags {
     pub bits: u32,
 }
 
-/// An out-of-line slow path: run `insn` through its handler, then go on at `resume`.
+/// An out-of-line slow path: run `insn` through its handler, then go on at `resume`;
+/// `guest_mxcsr` when the host MXCSR holds the guest's meanwhile (see `Emitter::mxcsr_open`).
 pub(super) struct Slow {
     pub entry: DynamicLabel,
     pub resume: DynamicLabel,
     pub insn: *const Insn,
+    pub guest_mxcsr: bool,
 }
 
 /// An exit of the block, at `label`.
@@ -150,6 +161,15 @@ pub(super) struct Emitter<'a> {
     pending: u64,
     pub exit: DynamicLabel,
     ended: DynamicLabel,
+    declined: DynamicLabel,
+    /// Out-of-line exits that decline the instruction at their RIP (see [`JitExit::Declined`]).
+    pub declines: Vec<(DynamicLabel, u64)>,
+    /// Whether the SSE state checks (CR0.EM/TS, CR4.OSFXSR) were made since the last handler
+    /// call: no template changes them.
+    pub vector_checked: bool,
+    /// Whether the host MXCSR holds the guest's rounding and denormal controls and gathers
+    /// the exception flags of its SSE arithmetic (see `ops.rs`).
+    pub mxcsr_open: bool,
     pub slow: Vec<Slow>,
     exits: Vec<ExitStub>,
     slots: &'a mut Slots,
@@ -237,6 +257,10 @@ pub(super) fn block(
         pending,
         exit,
         ended,
+        declined,
+        declines: Vec::new(),
+        vector_checked: false,
+        mxcsr_open: false,
         slow: Vec::new(),
         exits: Vec::new(),
         slots,
@@ -252,6 +276,9 @@ pub(super) fn block(
         let last = k + 1 == insns.len();
         // Where RIP points after this instruction: None when its handler stored it.
         e.flags_dead = dead[k];
+        if !e.is_vector_template(insn) {
+            e.mxcsr_close();
+        }
         let rip = match kind(insn.exec) {
             Some(Kind::Jcc(cc)) if is_canonical(insn.imm) => {
                 let taken = e.exit_to(Some(insn.imm), cpl)?;
@@ -275,6 +302,7 @@ pub(super) fn block(
             }
         };
         if last {
+            e.mxcsr_close();
             let out = e.exit_to(rip, cpl)?;
             dynasm!(e.a ; .arch x64 ; jmp =>out);
         }
@@ -282,7 +310,7 @@ pub(super) fn block(
     if insns.is_empty() {
         dynasm!(e.a ; .arch x64 ; xor eax, eax ; jmp =>exit);
     }
-    e.finish(declined, cpl);
+    e.finish(cpl);
     let Emitter { a, requests, .. } = e;
     let body = a.labels().resolve_dynamic(body).ok()?.0;
     let requests = requests
@@ -389,6 +417,7 @@ impl Emitter<'_> {
             ; call rax
         );
         self.flags = None;
+        self.vector_checked = false;
     }
 
     /// Jcc with condition `cc`: jumps to `taken` when it holds. Flags from a template here
@@ -516,18 +545,30 @@ impl Emitter<'_> {
     }
 
     /// Emits the out-of-line code: slow paths, exit stubs and the shared return paths.
-    fn finish(&mut self, declined: DynamicLabel, cpl: u8) {
-        let (exit, ended) = (self.exit, self.ended);
+    fn finish(&mut self, cpl: u8) {
+        let (exit, ended, declined) = (self.exit, self.ended, self.declined);
         for s in std::mem::take(&mut self.slow) {
             dynasm!(self.a ; .arch x64 ; =>s.entry);
+            // Handlers run under the host's MXCSR.
+            self.mxcsr_open = s.guest_mxcsr;
+            self.mxcsr_close();
             // SAFETY: the pointer is one of the block's instructions, alive for the whole
             // translation.
             self.call_handler(unsafe { &*s.insn });
+            dynasm!(self.a ; .arch x64 ; test eax, eax ; jnz =>exit);
+            if s.guest_mxcsr {
+                self.mxcsr_load_guest();
+            }
+            dynasm!(self.a ; .arch x64 ; jmp =>s.resume);
+        }
+        let o_rip = self.o.rip;
+        for (label, rip) in std::mem::take(&mut self.declines) {
             dynasm!(self.a
                 ; .arch x64
-                ; test eax, eax
-                ; jnz =>exit
-                ; jmp =>s.resume
+                ; =>label
+                ; mov rax, QWORD rip as i64
+                ; mov QWORD [rbx + o_rip], rax
+                ; jmp =>declined
             );
         }
         for stub in std::mem::take(&mut self.exits) {

@@ -18,6 +18,7 @@ mod chain;
 mod classify;
 mod emit;
 mod ops;
+mod vector;
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -74,7 +75,8 @@ pub enum JitExit {
     Faulted = 2,
     /// An interpreter handler panicked; [`take_panic`] has the payload.
     Panicked = 3,
-    /// The code was made for another privilege level and did nothing: interpret the block.
+    /// The instruction at RIP did not run and must be interpreted: the code was made for
+    /// another privilege level, or the guest state rules out a template (see `ops.rs`).
     Declined = 4,
 }
 

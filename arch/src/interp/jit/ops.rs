@@ -328,6 +328,11 @@ impl Emitter<'_> {
                     }),
                 }
             }
+            Kind::VecMove | Kind::VecMoveScalar | Kind::VecFloat
+                if self.is_vector_template(insn) =>
+            {
+                self.vector_template(insn, kind)
+            }
             Kind::PushReg if size == 8 && gpr(insn.r0) => self.push_reg(insn),
             Kind::PopReg if size == 8 && gpr(insn.r0) => self.pop_reg(insn),
             _ => false,
@@ -411,7 +416,7 @@ impl Emitter<'_> {
 
     /// [`Emitter::memory`] with a body that may still give up for the handler (by jumping to
     /// the label it is given) before it changes anything.
-    fn memory_checked(
+    pub(super) fn memory_checked(
         &mut self,
         insn: &Insn,
         store: bool,
@@ -450,6 +455,7 @@ impl Emitter<'_> {
             entry: slow,
             resume,
             insn,
+            guest_mxcsr: self.mxcsr_open,
         });
         true
     }
