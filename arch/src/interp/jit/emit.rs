@@ -332,6 +332,9 @@ enum FlagUse {
     Untouched,
     /// Sets all six from its operands alone, and cannot fault.
     Overwrites,
+    /// Sets some of them (or none) and keeps the others, and cannot fault: the flags before
+    /// it matter only if those after it do.
+    Merges,
     /// Anything else: reads them, keeps some, may fault (an exception pushes RFLAGS), may
     /// leave the block, or is left to a handler.
     Observes,
@@ -347,7 +350,21 @@ fn flag_use(insn: &Insn) -> FlagUse {
         Some(Kind::AluRR(op) | Kind::AluRI(op)) if !matches!(op, alu::ADC | alu::SBB) => {
             FlagUse::Overwrites
         }
-        Some(Kind::Test { .. } | Kind::Imul { .. }) if reg_form => FlagUse::Overwrites,
+        Some(Kind::Test { .. } | Kind::Imul { .. } | Kind::Neg) if reg_form => FlagUse::Overwrites,
+        // INC/DEC keep CF; rotates set only CF and OF; a count of 0 in CL changes nothing.
+        Some(Kind::IncDec { .. }) if reg_form => FlagUse::Merges,
+        Some(Kind::Shift { cl: true })
+            if reg_form
+                && matches!(
+                    insn.cc,
+                    bits::SHL | 6 | bits::SHR | bits::SAR | bits::ROL | bits::ROR
+                ) =>
+        {
+            FlagUse::Merges
+        }
+        Some(Kind::Shift { cl: false }) if reg_form && matches!(insn.cc, bits::ROL | bits::ROR) => {
+            FlagUse::Merges
+        }
         Some(Kind::Shift { cl: false })
             if reg_form
                 && matches!(insn.cc, bits::SHL | 6 | bits::SHR | bits::SAR)
@@ -369,6 +386,7 @@ fn dead_flags(insns: &[Insn]) -> Vec<bool> {
         match flag_use(insn) {
             FlagUse::Untouched => {}
             FlagUse::Overwrites => live = false,
+            FlagUse::Merges => {}
             FlagUse::Observes => live = true,
         }
     }

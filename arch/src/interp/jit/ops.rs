@@ -129,15 +129,26 @@ impl Emitter<'_> {
         }
         let o = &self.o;
         let bits = u32::from(size) * 8;
-        dynasm!(self.a
-            ; .arch x64
-            ; mov BYTE [rbx + o.f_op], op as i8
-            ; mov DWORD [rbx + o.f_bits], bits as i32
-            ; mov QWORD [rbx + o.f_dst], rax
-            ; mov QWORD [rbx + o.f_src], rcx
-            ; mov QWORD [rbx + o.f_res], rdx
-        );
-        self.flags = Some(KnownFlags { op, bits });
+        let known = KnownFlags { op, bits };
+        // The operation and width are in the core already when a template of this block
+        // recorded the same ones last.
+        if self.flags != Some(known) {
+            dynasm!(self.a
+                ; .arch x64
+                ; mov BYTE [rbx + o.f_op], op as i8
+                ; mov DWORD [rbx + o.f_bits], bits as i32
+            );
+        }
+        // The flags of a logic operation depend on its result alone.
+        if op != FlagOp::Logic {
+            dynasm!(self.a
+                ; .arch x64
+                ; mov QWORD [rbx + o.f_dst], rax
+                ; mov QWORD [rbx + o.f_src], rcx
+            );
+        }
+        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + o.f_res], rdx);
+        self.flags = Some(known);
     }
 
     /// Emits `insn`, of template `kind`, as host code; false if it must go to its handler.
@@ -777,7 +788,9 @@ impl Emitter<'_> {
             bits::ROL => shift!(rol),
             _ => shift!(ror),
         }
-        dynasm!(self.a ; .arch x64 ; pushfq ; pop rdx);
+        if !self.flags_dead {
+            dynasm!(self.a ; .arch x64 ; pushfq ; pop rdx);
+        }
         self.store(HOST_RAX, self.slot(insn.r0), 8);
         let skip = self.a.new_dynamic_label();
         if cl {
