@@ -33,8 +33,9 @@ const GENERATION_MASK: u64 = 0xfff;
 struct Entry {
     /// Linear page address ORed with the generation it was filled in, or INVALID.
     tag: u64,
-    /// Host address of the page.
-    host: usize,
+    /// The page's host address minus its linear address (wrapping): a byte at linear `lin`
+    /// in the page is at host `lin + addend`.
+    addend: usize,
     /// RAM page index (code tracking).
     page: u32,
     /// Survives CR3 reloads (global page with CR4.PGE).
@@ -43,9 +44,12 @@ struct Entry {
     size_shift: u8,
 }
 
+/// Translated code finds an entry at `index * 3 * 8` (see [`TlbLayout`]).
+const _: () = assert!(std::mem::size_of::<Entry>() == 24);
+
 const EMPTY: Entry = Entry {
     tag: INVALID,
-    host: 0,
+    addend: 0,
     page: 0,
     global: false,
     size_shift: 12,
@@ -53,18 +57,16 @@ const EMPTY: Entry = Entry {
 
 /// Where translated code finds a TLB entry's fields: the table of access kind `access` for
 /// privilege `user` starts at `tables + (access * 2 + user) * TABLE_BYTES`, entry `i` at
-/// `i * ENTRY_BYTES` in it.
+/// `i * 24` in it.
 pub(crate) struct TlbLayout {
     /// Address of the first table.
     pub tables: usize,
     /// Bytes per table.
     pub table_bytes: usize,
-    /// Bytes per entry.
-    pub entry_bytes: usize,
     /// Offset of the linear page tag in an entry.
     pub tag: usize,
-    /// Offset of the host page address.
-    pub host: usize,
+    /// Offset of the addend (host address minus linear address).
+    pub addend: usize,
     /// Offset of the RAM page index (u32).
     pub page: usize,
     /// log2 of the entries per table.
@@ -170,9 +172,8 @@ impl Tlb {
         TlbLayout {
             tables: self.entries.as_ptr() as usize,
             table_bytes: std::mem::size_of::<[Entry; TLB_SIZE]>(),
-            entry_bytes: std::mem::size_of::<Entry>(),
             tag: std::mem::offset_of!(Entry, tag),
-            host: std::mem::offset_of!(Entry, host),
+            addend: std::mem::offset_of!(Entry, addend),
             page: std::mem::offset_of!(Entry, page),
             index_bits: TLB_BITS,
         }
@@ -505,7 +506,7 @@ impl Core {
         }
         self.tlb.entries[slot(access, user)][index(lin)] = Entry {
             tag: self.tlb.tag(lin),
-            host: page.host,
+            addend: page.host.wrapping_sub((lin & !0xfff) as usize),
             page: page.index,
             global: t.global,
             size_shift: t.size_shift,
@@ -527,7 +528,7 @@ impl Core {
     #[inline(always)]
     fn tlb_hit(&self, lin: u64, access: Access, user: bool) -> Option<(usize, u32)> {
         let e = &self.tlb.entries[slot(access, user)][index(lin)];
-        (e.tag == self.tlb.tag(lin)).then(|| (e.host + (lin & 0xfff) as usize, e.page))
+        (e.tag == self.tlb.tag(lin)).then(|| (e.addend.wrapping_add(lin as usize), e.page))
     }
 
     /// Reads `N` (1, 2, 4 or 8) bytes at linear `lin` as an unsigned value.
@@ -911,7 +912,7 @@ mod tests {
         }
         tlb.entries[slot(Access::Read, false)][index(lin)] = Entry {
             tag: tlb.tag(lin),
-            host: 0x1000,
+            addend: 0x1000usize.wrapping_sub((lin & !0xfff) as usize),
             page: 1,
             global,
             size_shift,

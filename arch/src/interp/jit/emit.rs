@@ -3,7 +3,7 @@
 //!
 //! Register use in translated code: `rbx` holds the core; `r12d` and `r13d` the TLB and code
 //! epochs seen when the chain of blocks was entered, `r14` both as one stamp (`r12 << 32 |
-//! r13`), `rbp` the address of the code epoch, `r15` the block budget (written back to the
+//! r13`), `rbp` the TLB's read table for the code's privilege level, `r15` the block budget (written back to the
 //! core on the way out); the stack slot at `rsp` and everything else is scratch. Guest state lives in the core, where the handlers
 //! expect it: a template reads and writes the same fields its handler would (registers, the
 //! lazy flags), so emitted and handled instructions mix freely. RIP is stored only where it
@@ -155,8 +155,9 @@ pub(super) struct Emitter<'a> {
     pub a: Asm,
     pub o: Offsets,
     pub tlb: TlbLayout,
+    /// Address of the code epoch.
+    code_epoch: u64,
     pub has_code: u64,
-    pub user: bool,
     pub helpers: Helpers,
     pending: u64,
     pub exit: DynamicLabel,
@@ -225,6 +226,8 @@ pub(super) fn block(
     let declined = a.new_dynamic_label();
     let body = a.new_dynamic_label();
     let cpl = core.s.mode.cpl;
+    let tlb = core.tlb.layout();
+    let read_table = tlb.tables + usize::from(cpl == 3) * tlb.table_bytes;
     dynasm!(a
         ; .arch x64
         ; push rbx
@@ -245,14 +248,14 @@ pub(super) fn block(
         ; mov r14, r12
         ; shl r14, 32
         ; or r14, r13
-        ; mov rbp, QWORD code_epoch as i64
+        ; mov rbp, QWORD read_table as i64
         ; =>body
     );
     let mut e = Emitter {
         a,
-        tlb: core.tlb.layout(),
+        tlb,
+        code_epoch,
         has_code: core.code.has_code_bytes() as u64,
-        user: cpl == 3,
         helpers,
         pending,
         exit,
@@ -634,7 +637,8 @@ impl Emitter<'_> {
             ; jne =>leave
             ; cmp DWORD [rbx + o.tlb_epoch], r12d
             ; jne =>leave
-            ; cmp DWORD [rbp], r13d
+            ; mov rax, QWORD self.code_epoch as i64
+            ; cmp DWORD [rax], r13d
             ; jne =>leave
         );
         let (request, code) = match stub.to {

@@ -351,19 +351,39 @@ impl Emitter<'_> {
     }
 
     /// `rax` = the effective address of `insn`'s memory operand, masked to its address size.
+    /// Clobbers `rcx`.
     fn effective_address(&mut self, insn: &Insn) {
-        dynasm!(self.a ; .arch x64 ; mov rax, QWORD insn.disp as i64);
+        let mut have = false;
         if insn.base != ZERO {
             let s = self.slot(insn.base);
-            dynasm!(self.a ; .arch x64 ; add rax, QWORD [rbx + s]);
+            dynasm!(self.a ; .arch x64 ; mov rax, QWORD [rbx + s]);
+            have = true;
         }
         if insn.index != ZERO {
             let s = self.slot(insn.index);
             dynasm!(self.a ; .arch x64 ; mov rcx, QWORD [rbx + s]);
-            if insn.scale != 0 {
-                dynasm!(self.a ; .arch x64 ; shl rcx, insn.scale as i8);
+            match (have, insn.scale) {
+                (true, 0) => dynasm!(self.a ; .arch x64 ; add rax, rcx),
+                (true, 1) => dynasm!(self.a ; .arch x64 ; lea rax, [rax + rcx * 2]),
+                (true, 2) => dynasm!(self.a ; .arch x64 ; lea rax, [rax + rcx * 4]),
+                (true, _) => dynasm!(self.a ; .arch x64 ; lea rax, [rax + rcx * 8]),
+                (false, 0) => dynasm!(self.a ; .arch x64 ; mov rax, rcx),
+                (false, 1) => dynasm!(self.a ; .arch x64 ; lea rax, [rcx * 2]),
+                (false, 2) => dynasm!(self.a ; .arch x64 ; lea rax, [rcx * 4]),
+                (false, _) => dynasm!(self.a ; .arch x64 ; lea rax, [rcx * 8]),
             }
-            dynasm!(self.a ; .arch x64 ; add rax, rcx);
+            have = true;
+        }
+        let disp = insn.disp;
+        match i32::try_from(disp as i64) {
+            Ok(0) if have => {}
+            Ok(d) if have => dynasm!(self.a ; .arch x64 ; add rax, d),
+            _ if have => dynasm!(self.a
+                ; .arch x64
+                ; mov rcx, QWORD disp as i64
+                ; add rax, rcx
+            ),
+            _ => dynasm!(self.a ; .arch x64 ; mov rax, QWORD disp as i64),
         }
         if insn.asize == 4 {
             dynasm!(self.a ; .arch x64 ; mov eax, eax);
@@ -373,48 +393,48 @@ impl Emitter<'_> {
     /// `rax` and `rsi` (from a linear address in `rax`) = the host address of the
     /// `size`-byte operand there, or a jump to `slow`. Clobbers `rcx`, `rdx`, `rdi`.
     fn host_address(&mut self, store: bool, size: u8, slow: DynamicLabel) {
-        // The TLB entry: table (access, user), index (lin >> 12) & mask.
-        let access = usize::from(store);
-        let table = self.tlb.tables + (access * 2 + usize::from(self.user)) * self.tlb.table_bytes;
+        // The TLB entry: in the table (access, user), whose read table `rbp` points to (the
+        // write table follows the two read tables), at (lin >> 12) & mask, 24 bytes each.
+        let table = if store {
+            2 * self.tlb.table_bytes as i32
+        } else {
+            0
+        };
         let mask = (1i32 << self.tlb.index_bits) - 1;
-        let entry = self.tlb.entry_bytes as i32;
         let generation = self.o.tlb_generation;
         let last = i32::from(size) - 1;
-        let (tag, host, page) = (
-            self.tlb.tag as i32,
-            self.tlb.host as i32,
-            self.tlb.page as i32,
+        let (tag, addend, page) = (
+            table + self.tlb.tag as i32,
+            table + self.tlb.addend as i32,
+            table + self.tlb.page as i32,
         );
         // The entry must be for the page of the operand's last byte, in this generation: a
         // miss, an access crossing into the next page and a non-canonical address (the TLB
         // never holds one) all fail that one comparison.
         dynasm!(self.a
             ; .arch x64
-            ; mov rcx, rax
-            ; shr rcx, 12
+            ; mov ecx, eax
+            ; shr ecx, 12
             ; and ecx, mask
-            ; imul rcx, rcx, entry
-            ; mov rsi, QWORD table as i64
-            ; add rsi, rcx
-            ; lea rcx, [rax + last]
-            ; and rcx, -4096
-            ; or rcx, QWORD [rbx + generation]
-            ; cmp rcx, QWORD [rsi + tag]
+            ; lea ecx, [rcx + rcx * 2]
+            ; lea rdx, [rax + last]
+            ; and rdx, -4096
+            ; or rdx, QWORD [rbx + generation]
+            ; cmp rdx, QWORD [rbp + rcx * 8 + tag]
             ; jne =>slow
         );
         if store {
             dynasm!(self.a
                 ; .arch x64
-                ; mov ecx, DWORD [rsi + page]
+                ; mov edx, DWORD [rbp + rcx * 8 + page]
                 ; mov rdi, QWORD self.has_code as i64
-                ; cmp BYTE [rdi + rcx], 0
+                ; cmp BYTE [rdi + rdx], 0
                 ; jne =>slow
             );
         }
         dynasm!(self.a
             ; .arch x64
-            ; and eax, 0xfff
-            ; add rax, QWORD [rsi + host]
+            ; add rax, QWORD [rbp + rcx * 8 + addend]
             ; mov rsi, rax
         );
     }
