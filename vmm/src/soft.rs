@@ -213,8 +213,13 @@ impl SoftMachine {
         let pit = Arc::new(Mutex::new(Pit::new(irq0, Arc::new(pit_timer))));
         let _ = pit_slot.set(pit.clone());
         let attention: Vec<Arc<AtomicBool>> = (0..vcpus).map(|_| Arc::default()).collect();
-        for flag in &attention {
-            stop.also_raise(flag.clone());
+        for (flag, inbox) in attention.iter().zip(&inboxes) {
+            let (flag, inbox) = (flag.clone(), inbox.clone());
+            // Translated code notices a stop request through the kick.
+            stop.on_stop(Box::new(move || {
+                flag.store(true, Ordering::Release);
+                inbox.post(Inbox::KICK);
+            }));
         }
         let machine = SoftMachine {
             ram,

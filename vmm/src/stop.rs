@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use devices::exit::ExitRequester;
@@ -44,12 +44,16 @@ impl StopReason {
 /// Exit status for a debug-exit value of 128 or more, which `(v << 1) | 1` cannot express.
 pub const DEBUG_EXIT_OUT_OF_RANGE: i32 = 255;
 
+/// What [`StopSignal::on_stop`] calls.
+pub type StopHook = Box<dyn Fn() + Send + Sync>;
+
 /// The stop request shared by the vCPU threads, devices, the console and the main thread.
 pub struct StopSignal {
     stopping: AtomicBool,
     reason: Mutex<Option<StopReason>>,
-    /// Flags raised together with `stopping` (the software vCPUs' attention flags).
-    also_raise: Mutex<Vec<Arc<AtomicBool>>>,
+    /// Called when `stopping` is raised (the software vCPUs raise their attention flags and
+    /// kick themselves).
+    on_stop: Mutex<Vec<StopHook>>,
     /// Readable from the first stop request on (it is never read), so any number of threads
     /// can wait for it with poll or epoll.
     stopped: EventFd,
@@ -67,7 +71,7 @@ impl StopSignal {
         Ok(StopSignal {
             stopping: AtomicBool::new(false),
             reason: Mutex::new(None),
-            also_raise: Mutex::new(Vec::new()),
+            on_stop: Mutex::new(Vec::new()),
             stopped: EventFd::new(EFD_NONBLOCK)?,
         })
     }
@@ -82,15 +86,15 @@ impl StopSignal {
         self.stopped.as_raw_fd()
     }
 
-    /// Raises `flag` as well when the VM stops (at once if it already is stopping).
-    pub fn also_raise(&self, flag: Arc<AtomicBool>) {
+    /// Calls `hook` when the VM stops (at once if it already is stopping).
+    pub fn on_stop(&self, hook: StopHook) {
         if self.is_stopping() {
-            flag.store(true, Ordering::Release);
+            hook();
         }
-        self.also_raise
+        self.on_stop
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(flag);
+            .push(hook);
     }
 
     /// Asks for the VM to stop for `reason`, unless another reason came first.
@@ -101,13 +105,13 @@ impl StopSignal {
         }
         *slot = Some(reason);
         self.stopping.store(true, Ordering::Release);
-        for flag in self
-            .also_raise
+        for hook in self
+            .on_stop
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            flag.store(true, Ordering::Release);
+            hook();
         }
         // The counter cannot overflow from one write.
         let _ = self.stopped.write(1);

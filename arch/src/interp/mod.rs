@@ -109,8 +109,6 @@ pub struct Core {
     nmi_pending: bool,
     /// An application processor waiting for its STARTUP IPI.
     wait_for_sipi: bool,
-    /// Address of the stop flag of the current [`Cpu::run`], for translated code.
-    pub(crate) stop_flag: usize,
     /// Block runs translated code may still chain before returning.
     pub(crate) loop_budget: u64,
     /// Set by translated code leaving through an exit that is not linked yet: the exit's
@@ -151,7 +149,6 @@ impl Core {
             extint_pending: false,
             nmi_pending: false,
             wait_for_sipi: index != 0,
-            stop_flag: 0,
             loop_budget: 0,
             chain_request: 0,
         }
@@ -535,11 +532,13 @@ impl Cpu {
     }
 
     /// Runs guest code until it halts, shuts down, `stop` is raised, or `max_blocks` blocks
-    /// have run.
+    /// have run. Translated code looks at `stop` only when it returns to the dispatcher
+    /// (at the latest after `max_blocks` blocks): whoever raises it while the vCPU runs
+    /// should also post [`lapic::Inbox::KICK`] to the vCPU, which every translated block
+    /// notices at its exit.
     pub fn run(&mut self, stop: &AtomicBool, max_blocks: u64) -> Exit {
         let mut budget = max_blocks;
         let mut previous = None;
-        self.core.stop_flag = stop as *const AtomicBool as usize;
         loop {
             if self.core.shutdown.is_some() {
                 return Exit::Shutdown(self.core.shutdown.take().unwrap_or_default());

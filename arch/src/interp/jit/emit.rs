@@ -10,8 +10,8 @@
 //! is read: before a handler runs and when the block exits.
 //!
 //! Every exit of a block whose last instruction did not end it early leads through a stub
-//! that does what the dispatcher would do between blocks: it leaves when the stop flag is
-//! raised, something was posted to the vCPU, the TLB or code epoch moved or the block budget
+//! that does what the dispatcher would do between blocks: it leaves when something was posted
+//! to the vCPU (a stop request comes with a kick), the TLB or code epoch moved or the block budget
 //! is spent (an interrupt shadow needs no check: every instruction that starts one ends its
 //! block). Otherwise, if the exit's chain slot (or,
 //! for a target known only at run time, the lookup table's entry for RIP) was linked under
@@ -44,7 +44,6 @@ pub(super) struct Offsets {
     pub cpl: i32,
     pub tlb_epoch: i32,
     pub tlb_generation: i32,
-    pub stop: i32,
     pub budget: i32,
     pub chain_request: i32,
     pub seg_base: [i32; 6],
@@ -73,7 +72,6 @@ fn offsets() -> Offsets {
         cpl: i(s + offset_of!(State, mode) + offset_of!(Mode, cpl)),
         tlb_epoch: i(offset_of!(Core, tlb) + offset_of!(Tlb, epoch)),
         tlb_generation: i(offset_of!(Core, tlb) + offset_of!(Tlb, generation)),
-        stop: i(offset_of!(Core, stop_flag)),
         budget: i(offset_of!(Core, loop_budget)),
         chain_request: i(offset_of!(Core, chain_request)),
         seg_base: std::array::from_fn(|n| {
@@ -629,9 +627,6 @@ impl Emitter<'_> {
         dynasm!(self.a
             ; .arch x64
             ; =>stub.label
-            ; mov rax, QWORD [rbx + o.stop]
-            ; cmp BYTE [rax], 0
-            ; jne =>leave
             ; mov rax, QWORD self.pending as i64
             ; cmp BYTE [rax], 0
             ; jne =>leave

@@ -8,7 +8,7 @@
 //!
 //! A block that runs to its end goes on into the next translated block directly when its
 //! exit was linked to it (`chain.rs`), after the checks the dispatcher makes between blocks
-//! (`emit.rs`): the stop flag, posted interrupts, the TLB and code epochs, the interrupt
+//! (`emit.rs`): anything posted to the vCPU (interrupts, kicks), the TLB and code epochs, the interrupt
 //! shadow and the block budget. The translated code, the chain slots and the copies of the
 //! instructions the code refers to live and die together: code never refers to anything
 //! dropped before it.
