@@ -182,6 +182,12 @@ pub(super) struct Emitter<'a> {
     /// another instruction sets them all again (see [`dead_flags`]): its template may skip
     /// them.
     pub flags_dead: bool,
+    /// Set by a template whose last flag-changing host instruction computed the guest's
+    /// flags (for the recorded operation), with no join of paths after it: the next
+    /// instruction finds them in `host_flags_live`.
+    pub host_flags_left: bool,
+    /// Whether the host flags are the guest's at the start of this instruction.
+    host_flags_live: bool,
 }
 
 /// A block's code before it is placed: the bytes (assembled for `base`), where its body
@@ -270,6 +276,8 @@ pub(super) fn block(
         requests: Vec::new(),
         flags: None,
         flags_dead: false,
+        host_flags_left: false,
+        host_flags_live: false,
         o,
     };
     let dead = dead_flags(insns);
@@ -280,6 +288,7 @@ pub(super) fn block(
         if !e.is_vector_template(insn) {
             e.mxcsr_close();
         }
+        e.host_flags_live = std::mem::take(&mut e.host_flags_left) && !e.mxcsr_open;
         let rip = match kind(insn.exec) {
             Some(Kind::Jcc(cc)) if is_canonical(insn.imm) => {
                 let taken = e.exit_to(Some(insn.imm), cpl)?;
@@ -442,7 +451,7 @@ impl Emitter<'_> {
     /// Jcc with condition `cc`: jumps to `taken` when it holds. Flags from a template here
     /// are recomputed on the host from the recorded operands; others are asked for.
     fn jcc(&mut self, cc: u8, taken: DynamicLabel) {
-        if !self.host_flags_for(cc) {
+        if !self.flags_still_on_host(cc) && !self.host_flags_for(cc) {
             self.condition_call(cc);
             dynasm!(self.a ; .arch x64 ; test al, al ; jnz =>taken);
             return;
@@ -469,7 +478,7 @@ impl Emitter<'_> {
 
     /// `al` = whether condition `cc` holds (1 or 0).
     pub(super) fn condition_to_al(&mut self, cc: u8) {
-        if !self.host_flags_for(cc) {
+        if !self.flags_still_on_host(cc) && !self.host_flags_for(cc) {
             self.condition_call(cc);
             return;
         }
@@ -503,6 +512,21 @@ impl Emitter<'_> {
             ; mov rax, QWORD condition
             ; call rax
         );
+    }
+
+    /// Whether the host flags are still the guest's for condition `cc`, as the previous
+    /// template left them (see `host_flags_left`); only the first code of an
+    /// instruction may ask.
+    fn flags_still_on_host(&self, cc: u8) -> bool {
+        let uses_cf = matches!(cc >> 1, 1 | 3);
+        match (self.host_flags_live, self.flags) {
+            (true, Some(known)) => match known.op {
+                FlagOp::Inc | FlagOp::Dec => !uses_cf,
+                FlagOp::Add | FlagOp::Adc | FlagOp::Sub | FlagOp::Sbb | FlagOp::Logic => true,
+                _ => false,
+            },
+            _ => false,
+        }
     }
 
     /// Sets the host flags as the guest's for condition `cc`, from the operands a template

@@ -190,7 +190,10 @@ impl Emitter<'_> {
                 };
                 self.carry_in(op);
                 self.operand_rcx(src, size);
-                self.alu(op, size, d)
+                self.alu(op, size, d);
+                // Only moves followed the operation.
+                self.host_flags_left = true;
+                true
             }
             Kind::AluRM(op) => {
                 let Some(d) = self.reg(insn.r0, size) else {
@@ -651,6 +654,8 @@ impl Emitter<'_> {
                 step(self);
                 self.store(HOST_RDX, d, size);
                 record(self);
+                // Only moves followed the step (whose CF is not the guest's).
+                self.host_flags_left = true;
                 true
             }
             None => self.memory(insn, true, |e| {

@@ -198,6 +198,7 @@ impl Emitter<'_> {
             ; ldmxcsr [rsp]
         );
         self.mxcsr_open = false;
+        self.host_flags_left = false;
     }
 
     /// `test esi, 15` and a jump to `slow` when `insn` needs an aligned operand: `rsi` is
