@@ -300,7 +300,7 @@ impl Emitter<'_> {
             Kind::Extend { from, signed } if wide(size) && gpr(insn.r0) => {
                 self.extend(insn, from, signed)
             }
-            Kind::Shift { cl } if wide(size) && reg_form && gpr(insn.r0) => self.shift(insn, cl),
+            Kind::Shift { cl } if reg_form => self.shift(insn, cl),
             Kind::Imul { three } if wide(size) && gpr(insn.r0) => self.imul(insn, three),
             Kind::Setcc if size == 1 && reg_form && gpr(insn.r0 & !HIGH_BYTE) => {
                 self.condition_to_al(insn.cc);
@@ -788,21 +788,28 @@ impl Emitter<'_> {
             _ => return false,
         };
         let count = (insn.imm & mask) as i8;
+        let Some(d) = self.reg(insn.r0, size) else {
+            return false;
+        };
         if !cl && count == 0 {
             return false;
         }
-        self.load(HOST_RAX, self.slot(insn.r0), size);
+        self.load(HOST_RAX, d, size);
         if cl {
             let count_at = self.slot(RCX as u8);
             dynasm!(self.a ; .arch x64 ; mov ecx, DWORD [rbx + count_at]);
         }
         macro_rules! shift {
             ($op:ident) => {
-                match (cl, size == 8) {
-                    (true, true) => dynasm!(self.a ; .arch x64 ; $op rax, cl),
-                    (true, false) => dynasm!(self.a ; .arch x64 ; $op eax, cl),
-                    (false, true) => dynasm!(self.a ; .arch x64 ; $op rax, count),
-                    (false, false) => dynasm!(self.a ; .arch x64 ; $op eax, count),
+                match (cl, size) {
+                    (true, 1) => dynasm!(self.a ; .arch x64 ; $op al, cl),
+                    (true, 2) => dynasm!(self.a ; .arch x64 ; $op ax, cl),
+                    (true, 4) => dynasm!(self.a ; .arch x64 ; $op eax, cl),
+                    (true, _) => dynasm!(self.a ; .arch x64 ; $op rax, cl),
+                    (false, 1) => dynasm!(self.a ; .arch x64 ; $op al, count),
+                    (false, 2) => dynasm!(self.a ; .arch x64 ; $op ax, count),
+                    (false, 4) => dynasm!(self.a ; .arch x64 ; $op eax, count),
+                    (false, _) => dynasm!(self.a ; .arch x64 ; $op rax, count),
                 }
             };
         }
@@ -816,7 +823,8 @@ impl Emitter<'_> {
         if !self.flags_dead {
             dynasm!(self.a ; .arch x64 ; pushfq ; pop rdx);
         }
-        self.store(HOST_RAX, self.slot(insn.r0), 8);
+        // (A 32-bit result is zero-extended in rax, as the guest register gets it.)
+        self.store(HOST_RAX, d, size);
         let skip = self.a.new_dynamic_label();
         if cl {
             dynasm!(self.a ; .arch x64 ; test cl, mask as i8 ; jz =>skip);
