@@ -7,6 +7,7 @@
 //! decoded code (by any vCPU) makes them be decoded again.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use iced_x86::{Decoder, DecoderError, DecoderOptions};
 
@@ -92,6 +93,35 @@ impl Stamps {
     }
 }
 
+/// The hasher of the block map: its keys are a few machine words that need no protection
+/// from chosen collisions (SipHash was a visible part of a boot), so each word is mixed in
+/// with a multiply.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        // The map takes buckets from the low bits: fold the well-mixed high ones in.
+        self.0 ^ (self.0 >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        // The constant of Fibonacci hashing; the rotation brings high bits down, where the
+        // map takes its bucket index from.
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// A decoded basic block.
 #[derive(Default)]
 pub struct Block {
@@ -115,7 +145,7 @@ pub struct Block {
 /// Decoded blocks of one vCPU.
 pub struct BlockCache {
     blocks: Vec<Block>,
-    map: HashMap<(u64, u64, u32), u32>,
+    map: HashMap<(u64, u64, u32), u32, BuildHasherDefault<KeyHasher>>,
     /// Recent lookups, direct-mapped by linear address.
     jump: Box<[Link]>,
     /// The translator for hot blocks.
@@ -138,7 +168,7 @@ impl BlockCache {
     pub(crate) fn new(jit: jit::JitOptions) -> Self {
         BlockCache {
             blocks: Vec::new(),
-            map: HashMap::new(),
+            map: HashMap::default(),
             jump: vec![Link::NONE; JUMP_CACHE].into_boxed_slice(),
             jit: jit::Jit::new(jit),
             link_request: None,
