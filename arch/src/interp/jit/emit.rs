@@ -101,17 +101,23 @@ pub(super) struct KnownFlags {
 
 /// An out-of-line slow path: run `insn` through its handler, then go on at `resume`;
 /// `guest_mxcsr` when the host MXCSR holds the guest's meanwhile (see `Emitter::mxcsr_open`).
+/// `flags_before` and `flags_after` are the flags held in registers (see
+/// `Emitter::flags_in_registers`) where the path leaves and where it rejoins.
 pub(super) struct Slow {
     pub entry: DynamicLabel,
     pub resume: DynamicLabel,
     pub insn: *const Insn,
     pub guest_mxcsr: bool,
+    pub flags_before: Option<KnownFlags>,
+    pub flags_after: Option<KnownFlags>,
 }
 
 /// An exit of the block, at `label`.
 struct ExitStub {
     label: DynamicLabel,
     to: ExitTo,
+    /// Flags held in registers, which the core gets on the way out.
+    flags: Option<KnownFlags>,
 }
 
 /// Where an exit leads.
@@ -161,8 +167,9 @@ pub(super) struct Emitter<'a> {
     pub exit: DynamicLabel,
     ended: DynamicLabel,
     declined: DynamicLabel,
-    /// Out-of-line exits that decline the instruction at their RIP (see [`JitExit::Declined`]).
-    pub declines: Vec<(DynamicLabel, u64)>,
+    /// Out-of-line exits that decline the instruction at their RIP (see [`JitExit::Declined`]),
+    /// with the flags held in registers there.
+    pub declines: Vec<(DynamicLabel, u64, Option<KnownFlags>)>,
     /// Whether the SSE state checks (CR0.EM/TS, CR4.OSFXSR) were made since the last handler
     /// call: no template changes them.
     pub vector_checked: bool,
@@ -182,6 +189,10 @@ pub(super) struct Emitter<'a> {
     /// another instruction sets them all again (see [`dead_flags`]): its template may skip
     /// them.
     pub flags_dead: bool,
+    /// Flags the core does not have yet: their operation, with dst, src and res in `r9`,
+    /// `r10` and `r11` (which templates leave alone). Whatever may observe the flags (a
+    /// handler, a helper, an exit, a slow path) first stores them.
+    pub flags_in_registers: Option<KnownFlags>,
     /// Set by a template whose last flag-changing host instruction computed the guest's
     /// flags (for the recorded operation), with no join of paths after it: the next
     /// instruction finds them in `host_flags_live`.
@@ -276,6 +287,7 @@ pub(super) fn block(
         requests: Vec::new(),
         flags: None,
         flags_dead: false,
+        flags_in_registers: None,
         host_flags_left: false,
         host_flags_live: false,
         o,
@@ -425,13 +437,40 @@ impl Emitter<'_> {
                 request,
             },
         };
-        self.exits.push(ExitStub { label, to });
+        self.exits.push(ExitStub {
+            label,
+            to,
+            flags: self.flags_in_registers,
+        });
         Some(label)
+    }
+
+    /// Stores the flags held in registers in the core, if any.
+    pub(super) fn flush_flags(&mut self) {
+        let Some(KnownFlags { op, bits }) = self.flags_in_registers.take() else {
+            return;
+        };
+        let o = &self.o;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov BYTE [rbx + o.f_op], op as i8
+            ; mov DWORD [rbx + o.f_bits], bits as i32
+            ; mov QWORD [rbx + o.f_res], r11
+        );
+        // The flags of a logic operation depend on its result alone.
+        if op != FlagOp::Logic {
+            dynasm!(self.a
+                ; .arch x64
+                ; mov QWORD [rbx + o.f_dst], r9
+                ; mov QWORD [rbx + o.f_src], r10
+            );
+        }
     }
 
     /// Calls the handler of `insn` through `step` (RIP set to the next instruction first, as
     /// the interpreter does); `eax` is then the [`JitExit`].
     pub(super) fn call_handler(&mut self, insn: &Insn) {
+        self.flush_flags();
         let next = insn.next as i64;
         let insn = insn as *const Insn as i64;
         let step = self.helpers.step as i64;
@@ -504,6 +543,7 @@ impl Emitter<'_> {
 
     /// `al` = condition `cc` on the lazy flags, through the helper.
     fn condition_call(&mut self, cc: u8) {
+        self.flush_flags();
         let condition = self.helpers.condition as i64;
         dynasm!(self.a
             ; .arch x64
@@ -547,25 +587,31 @@ impl Emitter<'_> {
                 }
             };
         }
+        let held = self.flags_in_registers.is_some();
         match known.op {
             FlagOp::Logic => {
                 // The result, tested against itself.
-                dynasm!(self.a
-                    ; .arch x64
-                    ; mov rax, QWORD [rbx + o.f_res]
-                    ; mov rcx, rax
-                );
+                if held {
+                    dynasm!(self.a ; .arch x64 ; mov rax, r11);
+                } else {
+                    dynasm!(self.a ; .arch x64 ; mov rax, QWORD [rbx + o.f_res]);
+                }
+                dynasm!(self.a ; .arch x64 ; mov rcx, rax);
                 sized!(test);
             }
             FlagOp::Sub | FlagOp::Add | FlagOp::Inc | FlagOp::Dec => {
                 if uses_cf && matches!(known.op, FlagOp::Inc | FlagOp::Dec) {
                     return false;
                 }
-                dynasm!(self.a
-                    ; .arch x64
-                    ; mov rax, QWORD [rbx + o.f_dst]
-                    ; mov rcx, QWORD [rbx + o.f_src]
-                );
+                if held {
+                    dynasm!(self.a ; .arch x64 ; mov rax, r9 ; mov rcx, r10);
+                } else {
+                    dynasm!(self.a
+                        ; .arch x64
+                        ; mov rax, QWORD [rbx + o.f_dst]
+                        ; mov rcx, QWORD [rbx + o.f_src]
+                    );
+                }
                 if matches!(known.op, FlagOp::Add | FlagOp::Inc) {
                     sized!(add);
                 } else {
@@ -595,6 +641,8 @@ impl Emitter<'_> {
             // Handlers run under the host's MXCSR.
             self.mxcsr_open = s.guest_mxcsr;
             self.mxcsr_close();
+            // The call stores the flags held in registers first.
+            self.flags_in_registers = s.flags_before;
             // SAFETY: the pointer is one of the block's instructions, alive for the whole
             // translation.
             self.call_handler(unsafe { &*s.insn });
@@ -602,13 +650,26 @@ impl Emitter<'_> {
             if s.guest_mxcsr {
                 self.mxcsr_load_guest();
             }
+            if s.flags_after.is_some() {
+                // The code it rejoins holds them in registers: the core has them now (the
+                // handler recorded what the template would have).
+                let o = &self.o;
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov r9, QWORD [rbx + o.f_dst]
+                    ; mov r10, QWORD [rbx + o.f_src]
+                    ; mov r11, QWORD [rbx + o.f_res]
+                );
+            }
             dynasm!(self.a ; .arch x64 ; jmp =>s.resume);
         }
         let o_rip = self.o.rip;
-        for (label, rip) in std::mem::take(&mut self.declines) {
+        for (label, rip, flags) in std::mem::take(&mut self.declines) {
+            dynasm!(self.a ; .arch x64 ; =>label);
+            self.flags_in_registers = flags;
+            self.flush_flags();
             dynasm!(self.a
                 ; .arch x64
-                ; =>label
                 ; mov rax, QWORD rip as i64
                 ; mov QWORD [rbx + o_rip], rax
                 ; jmp =>declined
@@ -642,15 +703,17 @@ impl Emitter<'_> {
     /// target RIP of a static exit is stored only on the way out to the dispatcher: blocks
     /// store RIP where they read it.
     fn exit_stub(&mut self, stub: &ExitStub, cpl: u8) {
-        let o = &self.o;
         let ended = self.ended;
         let leave = match stub.to {
             ExitTo::Static { .. } => self.a.new_dynamic_label(),
             ExitTo::Dynamic { .. } => ended,
         };
+        dynasm!(self.a ; .arch x64 ; =>stub.label);
+        self.flags_in_registers = stub.flags;
+        self.flush_flags();
+        let o = &self.o;
         dynasm!(self.a
             ; .arch x64
-            ; =>stub.label
             ; mov rax, QWORD self.pending as i64
             ; cmp BYTE [rax], 0
             ; jne =>leave

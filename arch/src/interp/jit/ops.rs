@@ -121,34 +121,39 @@ impl Emitter<'_> {
     }
 
     /// Records lazy flags: op, width, dst (`rax`), src (`rcx`), res (`rdx`); nothing when
-    /// they are dead.
+    /// they are dead. Those of ADD, SUB, logic operations and NEG stay in registers until
+    /// something may observe them (see `Emitter::flags_in_registers`).
     fn set_flags(&mut self, op: FlagOp, size: u8) {
+        // Whatever the registers held is overwritten (or dead, when these are).
+        self.flags_in_registers = None;
         if self.flags_dead {
             self.flags = None;
             return;
         }
-        let o = &self.o;
         let bits = u32::from(size) * 8;
         let known = KnownFlags { op, bits };
-        // The operation and width are in the core already when a template of this block
-        // recorded the same ones last.
-        if self.flags != Some(known) {
-            dynasm!(self.a
-                ; .arch x64
-                ; mov BYTE [rbx + o.f_op], op as i8
-                ; mov DWORD [rbx + o.f_bits], bits as i32
-            );
-        }
-        // The flags of a logic operation depend on its result alone.
-        if op != FlagOp::Logic {
-            dynasm!(self.a
-                ; .arch x64
-                ; mov QWORD [rbx + o.f_dst], rax
-                ; mov QWORD [rbx + o.f_src], rcx
-            );
-        }
-        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + o.f_res], rdx);
         self.flags = Some(known);
+        match op {
+            FlagOp::Logic => {
+                dynasm!(self.a ; .arch x64 ; mov r11, rdx);
+                self.flags_in_registers = Some(known);
+            }
+            FlagOp::Add | FlagOp::Sub | FlagOp::Neg => {
+                dynasm!(self.a ; .arch x64 ; mov r9, rax ; mov r10, rcx ; mov r11, rdx);
+                self.flags_in_registers = Some(known);
+            }
+            _ => {
+                let o = &self.o;
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov BYTE [rbx + o.f_op], op as i8
+                    ; mov DWORD [rbx + o.f_bits], bits as i32
+                    ; mov QWORD [rbx + o.f_dst], rax
+                    ; mov QWORD [rbx + o.f_src], rcx
+                    ; mov QWORD [rbx + o.f_res], rdx
+                );
+            }
+        }
     }
 
     /// Emits `insn`, of template `kind`, as host code; false if it must go to its handler.
@@ -481,6 +486,7 @@ impl Emitter<'_> {
     ) -> bool {
         let slow = self.a.new_dynamic_label();
         let resume = self.a.new_dynamic_label();
+        let flags_before = self.flags_in_registers;
         address(self);
         self.host_address(store, size, slow);
         body(self, slow);
@@ -490,6 +496,8 @@ impl Emitter<'_> {
             resume,
             insn,
             guest_mxcsr: self.mxcsr_open,
+            flags_before,
+            flags_after: self.flags_in_registers,
         });
         true
     }
@@ -550,6 +558,7 @@ impl Emitter<'_> {
     /// `r8` = the guest's CF (0 or 1): from what the translator knows of the flags, or from
     /// the flags helper. Clobbers the caller-saved registers but `r8`.
     fn carry_to_r8(&mut self) {
+        self.flush_flags();
         let o = &self.o;
         match self.flags {
             Some(KnownFlags {
@@ -794,6 +803,10 @@ impl Emitter<'_> {
         if !cl && count == 0 {
             return false;
         }
+        if cl && !self.flags_dead {
+            // A count of 0 keeps the flags: the core must have them on both paths.
+            self.flush_flags();
+        }
         self.load(HOST_RAX, d, size);
         if cl {
             let count_at = self.slot(RCX as u8);
@@ -876,10 +889,21 @@ impl Emitter<'_> {
     fn host_flags(&mut self, which: u64) {
         if self.flags_dead {
             self.flags = None;
+            self.flags_in_registers = None;
             return;
         }
         let keep_others = !(ARITH as i32);
         if which != ARITH {
+            if !matches!(
+                self.flags,
+                Some(KnownFlags {
+                    op: FlagOp::Logic | FlagOp::Add | FlagOp::Sub | FlagOp::Explicit,
+                    ..
+                })
+            ) {
+                // The helper below reads the core.
+                self.flush_flags();
+            }
             // The flags the host did not set keep their values: redone on the host from the
             // operands a template recorded (OF's condition sets them all), or else asked of
             // the lazy flags.
@@ -936,6 +960,7 @@ impl Emitter<'_> {
             ; mov QWORD [rbx + o.f_explicit], rcx
             ; mov BYTE [rbx + o.f_op], FlagOp::Explicit as i8
         );
+        self.flags_in_registers = None;
         self.flags = Some(KnownFlags {
             op: FlagOp::Explicit,
             bits: 64,

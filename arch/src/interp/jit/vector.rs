@@ -127,7 +127,7 @@ impl Emitter<'_> {
     fn decline(&mut self, insn: &Insn) -> DynamicLabel {
         let label = self.a.new_dynamic_label();
         let rip = insn.next.wrapping_sub(u64::from(insn.len));
-        self.declines.push((label, rip));
+        self.declines.push((label, rip, self.flags_in_registers));
         label
     }
 
