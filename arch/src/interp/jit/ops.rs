@@ -36,6 +36,8 @@ enum Operand {
 const HOST_RAX: u8 = 0;
 const HOST_RCX: u8 = 1;
 const HOST_RDX: u8 = 2;
+const HOST_R9: u8 = 9;
+const HOST_R11: u8 = 11;
 
 impl Emitter<'_> {
     /// Offset of guest register `r`'s slot from `rbx`.
@@ -503,13 +505,64 @@ impl Emitter<'_> {
     }
 
     /// Register operand `[rbx + d]` OP `rcx`, `size` bytes.
+    /// With live flags the operation works in the registers that hold them (see
+    /// `Emitter::flags_in_registers`): dst in `r9`, src in `r10`, the result in `r11`.
     fn alu(&mut self, op: u8, size: u8, d: i32) -> bool {
-        self.load(HOST_RAX, d, size);
-        self.alu_op(op, size);
-        if op != alu::CMP {
+        if matches!(op, alu::ADC | alu::SBB) {
+            self.load(HOST_RAX, d, size);
+            self.alu_op(op, size);
             self.store(HOST_RDX, d, size);
+            return true;
+        }
+        let known = KnownFlags {
+            op: lazy_op(op),
+            bits: u32::from(size) * 8,
+        };
+        // Whatever the registers held is overwritten (or dead, when these are).
+        self.flags_in_registers = None;
+        let result = if self.flags_dead {
+            self.load(HOST_RAX, d, size);
+            self.alu_regs(op, size, HOST_RAX, HOST_RCX);
+            self.flags = None;
+            HOST_RAX
+        } else {
+            if known.op == FlagOp::Logic {
+                self.load(HOST_R11, d, size);
+            } else {
+                self.load(HOST_R9, d, size);
+                dynasm!(self.a ; .arch x64 ; mov r10, rcx ; mov r11, r9);
+            }
+            self.alu_regs(op, size, HOST_R11, HOST_RCX);
+            self.flags = Some(known);
+            self.flags_in_registers = Some(known);
+            HOST_R11
+        };
+        if op != alu::CMP {
+            self.store(result, d, size);
         }
         true
+    }
+
+    /// Host register `dst` OP= `src` at `size` bytes (OP not ADC or SBB).
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn alu_regs(&mut self, op: u8, size: u8, dst: u8, src: u8) {
+        macro_rules! sized {
+            ($op:ident) => {
+                match size {
+                    1 => dynasm!(self.a ; .arch x64 ; $op Rb(dst), Rb(src)),
+                    2 => dynasm!(self.a ; .arch x64 ; $op Rw(dst), Rw(src)),
+                    4 => dynasm!(self.a ; .arch x64 ; $op Rd(dst), Rd(src)),
+                    _ => dynasm!(self.a ; .arch x64 ; $op Rq(dst), Rq(src)),
+                }
+            };
+        }
+        match op {
+            alu::ADD => sized!(add),
+            alu::OR => sized!(or),
+            alu::AND => sized!(and),
+            alu::XOR => sized!(xor),
+            _ => sized!(sub),
+        }
     }
 
     /// `rdx` = `rax` OP `rcx` at `size` bytes (zero-extended), with the lazy flags recorded.
