@@ -425,7 +425,7 @@ fn move_q2dq(cpu: &mut Core, i: &Insn) -> Result<()> {
 }
 
 /// PMOVMSKB/MOVMSKPS/MOVMSKPD to a GPR.
-fn mask_to_gpr(cpu: &mut Core, i: &Insn) -> Result<()> {
+pub(crate) fn mask_to_gpr(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let v = if i.flags & MMX != 0 {
         data::pmovmskb(u128::from(cpu.mm(i.r1))) & 0xff
@@ -556,7 +556,7 @@ fn blend_xmm0(cpu: &mut Core, i: &Insn) -> Result<()> {
 }
 
 /// Integer XMM operations `xmm1 = op(xmm1, xmm2/m128[, imm8])`.
-fn xmm_int(cpu: &mut Core, i: &Insn) -> Result<()> {
+pub(crate) fn xmm_int(cpu: &mut Core, i: &Insn) -> Result<()> {
     cpu.check_vector(i)?;
     let src = cpu.vec_src(i)?;
     let dst = cpu.s.fpu.xmm[usize::from(i.r0)];

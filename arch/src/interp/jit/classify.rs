@@ -68,6 +68,12 @@ pub enum Kind {
     VecMoveScalar,
     /// SSE floating-point arithmetic, compares and conversions (the template takes some).
     VecFloat,
+    /// SSE2 integer operations on XMM registers (the template takes some).
+    VecInt,
+    /// PMOVMSKB/MOVMSKPS/MOVMSKPD into a general register.
+    VecMask,
+    /// BSWAP.
+    Bswap,
 }
 
 macro_rules! each_op {
@@ -162,6 +168,9 @@ fn table() -> HashMap<usize, Kind> {
     t.push((simd::move128, Kind::VecMove));
     t.push((simd::move_scalar, Kind::VecMoveScalar));
     t.push((simd::xmm_float, Kind::VecFloat));
+    t.push((simd::xmm_int, Kind::VecInt));
+    t.push((simd::mask_to_gpr, Kind::VecMask));
+    t.push((bits::bswap, Kind::Bswap));
     t.into_iter()
         .map(|(h, k)| (h as *const () as usize, k))
         .collect()
@@ -279,6 +288,11 @@ mod tests {
             (&[0x66, 0x0f, 0x59, 0xc1], Kind::VecFloat),
             (&[0xf2, 0x0f, 0x58, 0x03], Kind::VecFloat),
             (&[0x0f, 0x57, 0xc0], Kind::VecFloat),
+            (&[0x66, 0x0f, 0xef, 0xc0], Kind::VecInt),
+            (&[0x66, 0x0f, 0x74, 0x03], Kind::VecInt),
+            (&[0x66, 0x0f, 0xd7, 0xc1], Kind::VecMask),
+            (&[0x0f, 0xc8], Kind::Bswap),
+            (&[0x48, 0x0f, 0xcb], Kind::Bswap),
         ];
         for (bytes, expected) in cases {
             assert_eq!(kind_of(bytes), Some(*expected), "{bytes:02x?}");

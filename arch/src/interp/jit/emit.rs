@@ -366,7 +366,7 @@ fn flag_use(insn: &Insn) -> FlagUse {
     use super::super::exec::{alu, bits};
     let reg_form = insn.flags & MEM == 0;
     match kind(insn.exec) {
-        Some(Kind::Nop | Kind::MovRR | Kind::MovRI | Kind::Lea) => FlagUse::Untouched,
+        Some(Kind::Nop | Kind::MovRR | Kind::MovRI | Kind::Lea | Kind::Bswap) => FlagUse::Untouched,
         Some(Kind::Not) if reg_form => FlagUse::Untouched,
         Some(Kind::Extend { .. }) if reg_form => FlagUse::Untouched,
         Some(Kind::AluRR(op) | Kind::AluRI(op)) if !matches!(op, alu::ADC | alu::SBB) => {

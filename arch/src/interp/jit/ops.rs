@@ -349,10 +349,22 @@ impl Emitter<'_> {
                     }),
                 }
             }
-            Kind::VecMove | Kind::VecMoveScalar | Kind::VecFloat
+            Kind::VecMove | Kind::VecMoveScalar | Kind::VecFloat | Kind::VecInt | Kind::VecMask
                 if self.is_vector_template(insn) =>
             {
                 self.vector_template(insn, kind)
+            }
+            Kind::Bswap if wide(size) && gpr(insn.r0) => {
+                let d = self.slot(insn.r0);
+                self.load(HOST_RAX, d, size);
+                if size == 8 {
+                    dynasm!(self.a ; .arch x64 ; bswap rax);
+                } else {
+                    // (Zero-extends, as the guest register gets it.)
+                    dynasm!(self.a ; .arch x64 ; bswap eax);
+                }
+                self.store(HOST_RAX, d, 8);
+                true
             }
             Kind::PushReg if size == 8 && gpr(insn.r0) => self.push_reg(insn),
             Kind::PopReg if size == 8 && gpr(insn.r0) => self.pop_reg(insn),

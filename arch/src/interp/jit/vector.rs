@@ -1,6 +1,7 @@
-//! SSE templates: 128-bit and scalar moves between XMM registers and memory, and the packed
+//! SSE templates: 128-bit and scalar moves between XMM registers and memory, the packed
 //! and scalar floating-point arithmetic of SSE/SSE2 (ADD, SUB, MUL, DIV, MIN, MAX and the
-//! bitwise AND, ANDN, OR, XOR).
+//! bitwise AND, ANDN, OR, XOR), and SSE2's integer additions, subtractions, compares,
+//! logic, minimum/maximum, averages, multiplications, unpacks and packs.
 //!
 //! The guest's XMM registers live in the core, as the handlers expect. A template runs only
 //! where its handler would not fault on the SSE state: CR0.EM and CR0.TS clear, CR4.OSFXSR
@@ -87,6 +88,69 @@ fn arithmetic(m: Mnemonic) -> Option<HostOp> {
     })
 }
 
+/// The host instruction for SSE2 integer mnemonic `m` (all 66 0F xx); None for those
+/// without a template.
+fn integer(m: Mnemonic) -> Option<HostOp> {
+    use Mnemonic as M;
+    let opcode = match m {
+        M::Punpcklbw => 0x60,
+        M::Punpcklwd => 0x61,
+        M::Punpckldq => 0x62,
+        M::Packsswb => 0x63,
+        M::Pcmpgtb => 0x64,
+        M::Pcmpgtw => 0x65,
+        M::Pcmpgtd => 0x66,
+        M::Packuswb => 0x67,
+        M::Punpckhbw => 0x68,
+        M::Punpckhwd => 0x69,
+        M::Punpckhdq => 0x6a,
+        M::Packssdw => 0x6b,
+        M::Punpcklqdq => 0x6c,
+        M::Punpckhqdq => 0x6d,
+        M::Pcmpeqb => 0x74,
+        M::Pcmpeqw => 0x75,
+        M::Pcmpeqd => 0x76,
+        M::Paddq => 0xd4,
+        M::Pmullw => 0xd5,
+        M::Psubusb => 0xd8,
+        M::Psubusw => 0xd9,
+        M::Pminub => 0xda,
+        M::Pand => 0xdb,
+        M::Paddusb => 0xdc,
+        M::Paddusw => 0xdd,
+        M::Pmaxub => 0xde,
+        M::Pandn => 0xdf,
+        M::Pavgb => 0xe0,
+        M::Pavgw => 0xe3,
+        M::Pmulhuw => 0xe4,
+        M::Pmulhw => 0xe5,
+        M::Psubsb => 0xe8,
+        M::Psubsw => 0xe9,
+        M::Pminsw => 0xea,
+        M::Por => 0xeb,
+        M::Paddsb => 0xec,
+        M::Paddsw => 0xed,
+        M::Pmaxsw => 0xee,
+        M::Pxor => 0xef,
+        M::Pmuludq => 0xf4,
+        M::Pmaddwd => 0xf5,
+        M::Psadbw => 0xf6,
+        M::Psubb => 0xf8,
+        M::Psubw => 0xf9,
+        M::Psubd => 0xfa,
+        M::Psubq => 0xfb,
+        M::Paddb => 0xfc,
+        M::Paddw => 0xfd,
+        M::Paddd => 0xfe,
+        _ => return None,
+    };
+    Some(HostOp {
+        prefix: 0x66,
+        opcode,
+        mxcsr: false,
+    })
+}
+
 impl Emitter<'_> {
     /// Offset of XMM register `n`'s slot from `rbx`.
     fn xmm_slot(&self, n: u8) -> i32 {
@@ -109,6 +173,8 @@ impl Emitter<'_> {
             Some(Kind::VecFloat) => {
                 arithmetic(insn.op).is_some() && (!mem || matches!(insn.size, 4 | 8 | 16))
             }
+            Some(Kind::VecInt) => integer(insn.op).is_some() && (!mem || insn.size == 16),
+            Some(Kind::VecMask) => !mem && insn.r0 < 16,
             _ => false,
         }
     }
@@ -119,6 +185,7 @@ impl Emitter<'_> {
         match kind {
             Kind::VecMove => self.move128(insn),
             Kind::VecMoveScalar => self.move_scalar(insn),
+            Kind::VecMask => self.mask(insn),
             _ => self.float(insn),
         }
     }
@@ -265,9 +332,25 @@ impl Emitter<'_> {
         true
     }
 
-    /// SSE arithmetic `xmm0 = xmm0 OP xmm1` for `insn`'s destination and source.
+    /// PMOVMSKB/MOVMSKPS/MOVMSKPD: the sign bits of the XMM source's lanes into a general
+    /// register (zero-extended to 64 bits).
+    fn mask(&mut self, insn: &Insn) -> bool {
+        let s = self.xmm_slot(insn.r1);
+        let d = self.o.gpr + 8 * i32::from(insn.r0);
+        dynasm!(self.a ; .arch x64 ; movdqu xmm0, [rbx + s]);
+        match insn.op {
+            Mnemonic::Movmskps => dynasm!(self.a ; .arch x64 ; movmskps eax, xmm0),
+            Mnemonic::Movmskpd => dynasm!(self.a ; .arch x64 ; movmskpd eax, xmm0),
+            _ => dynasm!(self.a ; .arch x64 ; pmovmskb eax, xmm0),
+        }
+        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + d], rax);
+        true
+    }
+
+    /// SSE arithmetic `xmm0 = xmm0 OP xmm1` for `insn`'s destination and source (floating
+    /// point or integer).
     fn float(&mut self, insn: &Insn) -> bool {
-        let Some(op) = arithmetic(insn.op) else {
+        let Some(op) = arithmetic(insn.op).or_else(|| integer(insn.op)) else {
             return false;
         };
         if op.mxcsr {
