@@ -6,6 +6,9 @@
  *   0x402000 NX (EFER.NXE)      fetch -> #PF P=1 I/D=1; then NX cleared
  *   0x403000 A=0 D=0            hardware sets A on read, D on write
  *   0x404000 old -> new page    INVLPG makes the new mapping visible
+ *   0x405000 code, then other code  a hot loop calling it (directly and
+ *                               through a register) runs the new code after
+ *                               the PTE changes and CR3 is reloaded
  *
  * Expected output:
  *   #PF read not-present: vector=14 cr2=0x400ab8 err=0x0 rip=+0 ok
@@ -15,6 +18,7 @@
  *   fetch after clearing NX: ok
  *   accessed/dirty: after read A=1 D=0, after write A=1 D=1 ok
  *   invlpg: before=0x1111111111111111 after=0x2222222222222222 ok
+ *   hot calls across a CR3 reload: before=0xfa0 after=0x1130 ok
  *   paging: PASS
  * Exit 0 (1 on any mismatch; failed lines start with "FAIL").
  */
@@ -39,6 +43,8 @@ page_code:  .skip 4096
 page_ad:    .skip 4096
 page_old:   .skip 4096
 page_new:   .skip 4096
+page_fa:    .skip 4096
+page_fb:    .skip 4096
     .popsection
 
 /* Print the #PF fields shared by the first cases. */
@@ -186,7 +192,51 @@ main64:
     PUTHEX %r13
     LINE_END
 
+    /* Hot code across a CR3 reload: 200 rounds of calls to VA+0x5000 (the
+     * software CPU translates and chains them), then the page there is
+     * replaced, CR3 reloaded, and the same loop must run the new code. */
+    mov %cr4, %rax              /* CR4.PGE: the reload keeps global entries */
+    or $0x80, %rax              /* (none here: no PTE has G set) */
+    mov %rax, %cr4
+    mov $0xc30000000ab8, %rax   /* mov $0xa, %eax; ret */
+    mov %rax, page_fa(%rip)
+    mov $0xc30000000bb8, %rax   /* mov $0xb, %eax; ret */
+    mov %rax, page_fb(%rip)
+    lea page_fa(%rip), %rax
+    or $(PTE_P | PTE_RW), %rax
+    mov %rax, pt + 5 * 8(%rip)
+    mov %cr3, %rax
+    mov %rax, %cr3
+    call hot_calls
+    mov %r12, %r13
+    lea page_fb(%rip), %rax
+    or $(PTE_P | PTE_RW), %rax
+    mov %rax, pt + 5 * 8(%rip)
+    mov %cr3, %rax
+    mov %rax, %cr3
+    call hot_calls
+    CHECK %r13, $4000
+    CHECK %r12, $4400
+    LINE_BEGIN
+    PRINT "hot calls across a CR3 reload: before=0x"
+    PUTHEX %r13
+    PRINT " after=0x"
+    PUTHEX %r12
+    LINE_END
+
     FINISH paging
+
+hot_calls:                      /* r12 = sum of 200 direct and 200 indirect calls */
+    xor %r12d, %r12d
+    mov $200, %ecx
+    mov $VA + 0x5000, %rbx
+1:  call VA + 0x5000
+    add %rax, %r12
+    call *%rbx
+    add %rax, %r12
+    dec %ecx
+    jnz 1b
+    ret
 
 put_cf:                         /* print "1" if CF else "0" */
     push %rax

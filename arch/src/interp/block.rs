@@ -324,7 +324,11 @@ impl BlockCache {
         if let Some(code) = block.jit.filter(|&c| whole && self.jit.is_current(c)) {
             if let Some(request) = request {
                 let page = (block.npages == 1).then_some(block.lin_pages[0]);
-                self.jit.link(request, code, core, page);
+                let user = core.user();
+                let global = block.lin_pages[..block.npages]
+                    .iter()
+                    .all(|&p| core.tlb.fetch_is_global(p, user));
+                self.jit.link(request, code, core, page, global);
             }
             core.loop_budget = budget.max(1);
             // SAFETY: the code is from the current arena generation.

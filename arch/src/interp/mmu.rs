@@ -79,7 +79,8 @@ pub struct Tlb {
     /// Incremented on every flush, so caches keyed by linear address can tell they are stale.
     pub epoch: u32,
     /// Incremented on flushes that drop global translations too: caches of what was reached
-    /// through global translations only are stale when this moves.
+    /// through global translations only are stale when this moves. Never `u32::MAX`, so
+    /// that a stamp made with it is never `u64::MAX` (which translated code takes as none).
     pub global_epoch: u32,
     /// The current generation (1..GENERATION_MASK): entries of older ones do not match, so
     /// a flush is a new generation instead of a pass over every entry.
@@ -135,7 +136,7 @@ impl Tlb {
             self.next_generation(|_| true);
         } else {
             self.next_generation(|_| false);
-            self.global_epoch = self.global_epoch.wrapping_add(1);
+            self.next_global_epoch();
         }
         self.epoch = self.epoch.wrapping_add(1);
     }
@@ -203,7 +204,15 @@ impl Tlb {
             }
         }
         self.epoch = self.epoch.wrapping_add(1);
-        self.global_epoch = self.global_epoch.wrapping_add(1);
+        self.next_global_epoch();
+    }
+
+    /// Moves the global epoch on, past `u32::MAX`.
+    fn next_global_epoch(&mut self) {
+        self.global_epoch = match self.global_epoch.wrapping_add(1) {
+            u32::MAX => 0,
+            e => e,
+        };
     }
 }
 

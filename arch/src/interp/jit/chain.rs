@@ -9,12 +9,15 @@
 //! to code since then makes every link stale at once. A link to a block that lies on the
 //! exiting block's first linear page only needs the code epoch: the exiting block runs, so
 //! that page still maps what it mapped when both were decoded, and TLB flushes (a CR3 load on
-//! every system call under page-table isolation) leave such links alone. Exits whose target is only known at run time
+//! every system call under page-table isolation) leave such links alone. A link to a block
+//! reached through global translations only (kernel text, which stays global under
+//! page-table isolation without PCID) also keeps the global epoch of its moment, and holds
+//! while that has not moved. Exits whose target is only known at run time
 //! (RET, indirect branches, instructions left to handlers) look the RIP up in a table per
 //! privilege level (supervisor, user), filled the same way. A link never outlives the code it
 //! points to, as slots, table and code are dropped together.
 
-/// One exit's link, as translated code reads it (field offsets 0, 8, 16 and 24).
+/// One exit's link, as translated code reads it (field offsets 0, 8, 16, 24 and 40).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(super) struct ChainSlot {
@@ -28,6 +31,9 @@ pub(super) struct ChainSlot {
     mask: u64,
     /// The linear page of the first byte of the exiting block.
     page: u64,
+    /// `global_epoch << 32 | code_epoch` for a link to a block reached through global
+    /// translations only, else `u64::MAX`.
+    global_stamp: u64,
     /// The privilege level of the code the exit belongs to.
     cpl: u8,
 }
@@ -59,6 +65,7 @@ impl Slots {
             target,
             mask: u64::MAX,
             page,
+            global_stamp: u64::MAX,
             cpl,
         });
         let address = &self.slots[index as usize] as *const ChainSlot as u64;
@@ -75,7 +82,7 @@ impl Slots {
     }
 
     /// Links slot `index` to code entered at `entry`, made for privilege `cpl`, run at RIP
-    /// `rip`, under `stamp`; `page` is the linear page of that block when it lies on one
+    /// `rip`, under `stamps`; `page` is the linear page of that block when it lies on one
     /// page. Refused (false) across privilege levels or when `rip` is not the exit's target
     /// (something ran in between).
     pub fn link(
@@ -84,7 +91,7 @@ impl Slots {
         entry: u64,
         cpl: u8,
         rip: u64,
-        stamp: u64,
+        stamps: LinkStamps,
         page: Option<u64>,
     ) -> bool {
         match self.slots.get_mut(index as usize) {
@@ -95,7 +102,8 @@ impl Slots {
                     u64::MAX
                 };
                 s.entry = entry;
-                s.stamp = stamp & s.mask;
+                s.stamp = stamps.any & s.mask;
+                s.global_stamp = stamps.global.unwrap_or(u64::MAX);
                 true
             }
             _ => false,
@@ -111,10 +119,19 @@ impl Slots {
 /// The code epoch's part of a stamp.
 const CODE_EPOCH: u64 = 0xffff_ffff;
 
+/// The stamps a link is made under: `tlb_epoch << 32 | code_epoch`, and for a block reached
+/// through global translations only, `global_epoch << 32 | code_epoch`.
+#[derive(Clone, Copy)]
+pub(super) struct LinkStamps {
+    pub any: u64,
+    pub global: Option<u64>,
+}
+
 /// Entries per lookup table (a power of two).
 pub(super) const LOOKUP_ENTRIES: usize = 4096;
 
-/// One entry of a lookup table, as translated code reads it (offsets 0, 8 and 16; 32 bytes).
+/// One entry of a lookup table, as translated code reads it (offsets 0, 8, 16 and 24; 32
+/// bytes).
 #[repr(C, align(32))]
 #[derive(Clone, Copy)]
 pub(super) struct LookupEntry {
@@ -125,6 +142,9 @@ pub(super) struct LookupEntry {
     /// The RIP it is for: a non-canonical value, which RIP never is in 64-bit code, when
     /// empty.
     target: u64,
+    /// `global_epoch << 32 | code_epoch` when the block was reached through global
+    /// translations only, else `u64::MAX`.
+    global_stamp: u64,
 }
 
 impl LookupEntry {
@@ -132,6 +152,7 @@ impl LookupEntry {
         stamp: u64::MAX,
         entry: 0,
         target: 1 << 63,
+        global_stamp: u64::MAX,
     };
 }
 
@@ -164,17 +185,18 @@ impl Lookup {
         Some(t.as_ptr() as u64)
     }
 
-    /// Makes RIP `rip` in the table of `cpl` lead to `entry` under `stamp`.
-    pub fn fill(&mut self, cpl: u8, rip: u64, entry: u64, stamp: u64) {
+    /// Makes RIP `rip` in the table of `cpl` lead to `entry` under `stamps`.
+    pub fn fill(&mut self, cpl: u8, rip: u64, entry: u64, stamps: LinkStamps) {
         let t = match cpl {
             0 => &mut self.tables[0],
             3 => &mut self.tables[1],
             _ => return,
         };
         t[lookup_index(rip)] = LookupEntry {
-            stamp,
+            stamp: stamps.any,
             entry,
             target: rip,
+            global_stamp: stamps.global.unwrap_or(u64::MAX),
         };
     }
 
@@ -198,25 +220,36 @@ mod tests {
         assert_eq!((a, b), (0, 1));
         assert_eq!(pb - pa, std::mem::size_of::<ChainSlot>() as u64);
         assert!(s.allocate(0, 0x4000, 0x4000).is_none());
+        let stamps = |any, global| LinkStamps { any, global };
         assert!(
-            !s.link(b, 0x1000, 0, 0x4000, 7, None),
+            !s.link(b, 0x1000, 0, 0x4000, stamps(7, None), None),
             "cpl 3 exit, cpl 0 target"
         );
         assert!(
-            !s.link(a, 0x1000, 0, 0x5000, 7, None),
+            !s.link(a, 0x1000, 0, 0x5000, stamps(7, None), None),
             "not the exit's target"
         );
-        assert!(s.link(a, 0x1000, 0, 0x4000, (5 << 32) | 7, None));
+        assert!(s.link(a, 0x1000, 0, 0x4000, stamps((5 << 32) | 7, None), None));
         assert_eq!(
-            (s.slots[0].stamp, s.slots[0].mask),
-            ((5 << 32) | 7, u64::MAX)
+            (s.slots[0].stamp, s.slots[0].mask, s.slots[0].global_stamp),
+            ((5 << 32) | 7, u64::MAX, u64::MAX)
         );
-        assert!(s.link(a, 0x1000, 0, 0x4000, (5 << 32) | 7, Some(0x4000)));
+        assert!(s.link(
+            a,
+            0x1000,
+            0,
+            0x4000,
+            stamps((5 << 32) | 7, Some(9)),
+            Some(0x4000)
+        ));
         assert_eq!(
-            (s.slots[0].stamp, s.slots[0].mask),
-            (7, CODE_EPOCH),
-            "same page"
+            (s.slots[0].stamp, s.slots[0].mask, s.slots[0].global_stamp),
+            (7, CODE_EPOCH, 9),
+            "same page, global"
         );
+        // Translated code reads the fields at these offsets.
+        assert_eq!(std::mem::offset_of!(ChainSlot, mask), 24);
+        assert_eq!(std::mem::offset_of!(ChainSlot, global_stamp), 40);
         s.clear();
         assert_eq!(s.allocate(0, 0, 0).unwrap().1, pa);
     }
@@ -227,9 +260,21 @@ mod tests {
         let mut l = Lookup::new();
         assert!(l.table(1).is_none());
         assert_eq!(l.table(3).unwrap(), l.tables[1].as_ptr() as u64);
-        l.fill(3, 0x40_1000, 0x1234, 9);
+        l.fill(
+            3,
+            0x40_1000,
+            0x1234,
+            LinkStamps {
+                any: 9,
+                global: None,
+            },
+        );
         let e = l.tables[1][lookup_index(0x40_1000)];
-        assert_eq!((e.stamp, e.entry, e.target), (9, 0x1234, 0x40_1000));
+        assert_eq!(
+            (e.stamp, e.entry, e.target, e.global_stamp),
+            (9, 0x1234, 0x40_1000, u64::MAX)
+        );
+        assert_eq!(std::mem::offset_of!(LookupEntry, global_stamp), 24);
         l.clear();
         assert_eq!(l.tables[1][lookup_index(0x40_1000)].target, 1 << 63);
     }

@@ -43,6 +43,7 @@ pub(super) struct Offsets {
     pub rip: i32,
     pub cpl: i32,
     pub tlb_epoch: i32,
+    pub global_epoch: i32,
     pub tlb_generation: i32,
     pub budget: i32,
     pub chain_request: i32,
@@ -71,6 +72,7 @@ fn offsets() -> Offsets {
         rip: i(s + offset_of!(State, rip)),
         cpl: i(s + offset_of!(State, mode) + offset_of!(Mode, cpl)),
         tlb_epoch: i(offset_of!(Core, tlb) + offset_of!(Tlb, epoch)),
+        global_epoch: i(offset_of!(Core, tlb) + offset_of!(Tlb, global_epoch)),
         tlb_generation: i(offset_of!(Core, tlb) + offset_of!(Tlb, generation)),
         budget: i(offset_of!(Core, loop_budget)),
         chain_request: i(offset_of!(Core, chain_request)),
@@ -633,6 +635,21 @@ impl Emitter<'_> {
         true
     }
 
+    /// For a link (at `rax`) whose TLB-epoch stamp did not match: jumps to `request` unless
+    /// its global stamp, at offset `at`, is `global_epoch << 32 | code_epoch` (the code
+    /// epoch, in `r13d`, was checked already). Clobbers `rdx`.
+    fn global_stamp_check(&mut self, at: i32, request: DynamicLabel) {
+        let global_epoch = self.o.global_epoch;
+        dynasm!(self.a
+            ; .arch x64
+            ; mov edx, DWORD [rbx + global_epoch]
+            ; shl rdx, 32
+            ; or rdx, r13
+            ; cmp rdx, QWORD [rax + at]
+            ; jne =>request
+        );
+    }
+
     /// Emits the out-of-line code: slow paths, exit stubs and the shared return paths.
     fn finish(&mut self, cpl: u8) {
         let (exit, ended, declined) = (self.exit, self.ended, self.declined);
@@ -711,13 +728,14 @@ impl Emitter<'_> {
         dynasm!(self.a ; .arch x64 ; =>stub.label);
         self.flags_in_registers = stub.flags;
         self.flush_flags();
-        let o = &self.o;
+        let (o_tlb_epoch, o_rip, o_chain_request) =
+            (self.o.tlb_epoch, self.o.rip, self.o.chain_request);
         dynasm!(self.a
             ; .arch x64
             ; mov rax, QWORD self.pending as i64
             ; cmp BYTE [rax], 0
             ; jne =>leave
-            ; cmp DWORD [rbx + o.tlb_epoch], r12d
+            ; cmp DWORD [rbx + o_tlb_epoch], r12d
             ; jne =>leave
             ; mov rax, QWORD self.code_epoch as i64
             ; cmp DWORD [rax], r13d
@@ -730,14 +748,17 @@ impl Emitter<'_> {
                 request,
                 ..
             } => {
+                let linked = self.a.new_dynamic_label();
                 dynasm!(self.a
                     ; .arch x64
                     ; mov rax, QWORD slot_address as i64
                     ; mov rcx, r14
                     ; and rcx, QWORD [rax + 24]
                     ; cmp rcx, QWORD [rax]
-                    ; jne =>request
+                    ; je =>linked
                 );
+                self.global_stamp_check(40, request);
+                dynasm!(self.a ; .arch x64 ; =>linked);
                 (request, slot + 1)
             }
             ExitTo::Dynamic {
@@ -748,7 +769,7 @@ impl Emitter<'_> {
                 let mask = (LOOKUP_ENTRIES - 1) as i32;
                 dynasm!(self.a
                     ; .arch x64
-                    ; mov rcx, QWORD [rbx + o.rip]
+                    ; mov rcx, QWORD [rbx + o_rip]
                     ; mov rdx, rcx
                     ; shr rdx, 12
                     ; xor rdx, rcx
@@ -756,11 +777,13 @@ impl Emitter<'_> {
                     ; shl edx, 5
                     ; mov rax, QWORD table as i64
                     ; add rax, rdx
-                    ; cmp r14, QWORD [rax]
-                    ; jne =>request
                     ; cmp rcx, QWORD [rax + 16]
                     ; jne =>request
                 );
+                let linked = self.a.new_dynamic_label();
+                dynasm!(self.a ; .arch x64 ; cmp r14, QWORD [rax] ; je =>linked);
+                self.global_stamp_check(24, request);
+                dynasm!(self.a ; .arch x64 ; =>linked);
                 (request, LOOKUP_REQUEST - u32::from(cpl))
             }
             ExitTo::Dynamic { table: None, .. } => {
@@ -774,14 +797,14 @@ impl Emitter<'_> {
             ; jbe =>leave
             ; jmp QWORD [rax + 8]
             ; =>request
-            ; mov DWORD [rbx + o.chain_request], code as i32
+            ; mov DWORD [rbx + o_chain_request], code as i32
         );
         match stub.to {
             ExitTo::Static { target, .. } => dynasm!(self.a
                 ; .arch x64
                 ; =>leave
                 ; mov rax, QWORD target as i64
-                ; mov QWORD [rbx + o.rip], rax
+                ; mov QWORD [rbx + o_rip], rax
                 ; jmp =>ended
             ),
             ExitTo::Dynamic { .. } => dynasm!(self.a ; .arch x64 ; jmp =>ended),

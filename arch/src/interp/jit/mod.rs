@@ -29,7 +29,7 @@ use super::Core;
 
 use arena::Arena;
 pub use arena::DEFAULT_ARENA_BYTES;
-use chain::{Lookup, Slots};
+use chain::{LinkStamps, Lookup, Slots};
 
 /// How a vCPU translates: whether it does, after how many runs of a block, and how much
 /// memory its code may take.
@@ -296,21 +296,33 @@ impl Jit {
     }
 
     /// Links the exit of `request` to `code`, the block about to run at the core's RIP (on
-    /// linear page `page` alone, if it lies on one page), valid until the TLB or code epoch
-    /// moves (see `chain.rs` for when the TLB epoch does not matter).
-    pub fn link(&mut self, request: LinkRequest, code: Code, core: &Core, page: Option<u64>) {
+    /// linear page `page` alone, if it lies on one page; reached through global translations
+    /// only when `global`), valid until the TLB or code epoch moves (see `chain.rs` for when
+    /// the TLB epoch does not matter).
+    pub fn link(
+        &mut self,
+        request: LinkRequest,
+        code: Code,
+        core: &Core,
+        page: Option<u64>,
+        global: bool,
+    ) {
         if !self.is_current(code) || request.generation != code.generation {
             return;
         }
-        let stamp = (u64::from(core.tlb.epoch) << 32) | u64::from(core.code.epoch());
+        let code_epoch = u64::from(core.code.epoch());
+        let stamps = LinkStamps {
+            any: (u64::from(core.tlb.epoch) << 32) | code_epoch,
+            global: global.then_some((u64::from(core.tlb.global_epoch) << 32) | code_epoch),
+        };
         let (entry, rip) = (code.body as u64, core.s.rip);
         match request.slot {
             Some(slot) => {
-                self.slots.link(slot, entry, code.cpl, rip, stamp, page);
+                self.slots.link(slot, entry, code.cpl, rip, stamps, page);
             }
             None if request.cpl == code.cpl => {
                 if let Some(lookup) = self.lookup.as_mut() {
-                    lookup.fill(code.cpl, rip, entry, stamp);
+                    lookup.fill(code.cpl, rip, entry, stamps);
                 }
             }
             None => {}
