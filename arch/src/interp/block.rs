@@ -374,8 +374,11 @@ impl BlockCache {
             .jit
             .translate(core, &self.blocks[idx as usize].insns, page);
         if code.is_none() && self.jit.enabled() {
+            // Every block warms up again: one that stayed past the threshold would never be
+            // translated again.
             for b in &mut self.blocks {
                 b.jit = None;
+                b.runs = 0;
             }
             self.jit.reset();
             self.link_request = None;
