@@ -48,7 +48,14 @@ impl Emitter<'_> {
     /// `rcx` = `imm` cut to `size` bytes.
     fn imm_rcx(&mut self, imm: u64, size: u8) {
         let v = imm & size_mask(u32::from(size));
-        dynasm!(self.a ; .arch x64 ; mov rcx, QWORD v as i64);
+        if let Ok(v32) = u32::try_from(v) {
+            // (Writing ecx clears the rest of rcx.)
+            dynasm!(self.a ; .arch x64 ; mov ecx, v32 as i32);
+        } else if let Ok(s32) = i32::try_from(v as i64) {
+            dynasm!(self.a ; .arch x64 ; mov rcx, s32);
+        } else {
+            dynasm!(self.a ; .arch x64 ; mov rcx, QWORD v as i64);
+        }
     }
 
     /// The second operand of `insn`: its immediate (`imm`), or the register `r1`; None for a
@@ -177,8 +184,17 @@ impl Emitter<'_> {
                     return false;
                 };
                 let v = insn.imm & size_mask(u32::from(size));
-                dynasm!(self.a ; .arch x64 ; mov rax, QWORD v as i64);
-                self.store(HOST_RAX, d, size);
+                match i32::try_from(v as i64) {
+                    // One store of the sign-extended immediate writes all 64 bits (a 32-bit
+                    // value zero-extended is the same when it is below 2^31).
+                    Ok(imm) if wide(size) => {
+                        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + d], imm)
+                    }
+                    _ => {
+                        dynasm!(self.a ; .arch x64 ; mov rax, QWORD v as i64);
+                        self.store(HOST_RAX, d, size);
+                    }
+                }
                 true
             }
             Kind::Lea if wide(size) && gpr(insn.r0) && wide(insn.asize) => {
