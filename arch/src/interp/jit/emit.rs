@@ -11,9 +11,9 @@
 //!
 //! Every exit of a block whose last instruction did not end it early leads through a stub
 //! that does what the dispatcher would do between blocks: it leaves when something was posted
-//! to the vCPU (a stop request comes with a kick), the TLB or code epoch moved or the block budget
-//! is spent (an interrupt shadow needs no check: every instruction that starts one ends its
-//! block). Otherwise, if the exit's chain slot (or,
+//! to the vCPU (a stop request comes with a kick), the code epoch moved or the block budget
+//! is spent (the TLB epoch needs no check: a handler that moves it ends its block, see
+//! `step`; nor does an interrupt shadow: every instruction that starts one ends its block). Otherwise, if the exit's chain slot (or,
 //! for a target known only at run time, the lookup table's entry for RIP) was linked under
 //! the current epochs, it jumps straight into that block's body; if not, it asks the
 //! dispatcher to link it (see `chain.rs`).
@@ -728,14 +728,11 @@ impl Emitter<'_> {
         dynasm!(self.a ; .arch x64 ; =>stub.label);
         self.flags_in_registers = stub.flags;
         self.flush_flags();
-        let (o_tlb_epoch, o_rip, o_chain_request) =
-            (self.o.tlb_epoch, self.o.rip, self.o.chain_request);
+        let (o_rip, o_chain_request) = (self.o.rip, self.o.chain_request);
         dynasm!(self.a
             ; .arch x64
             ; mov rax, QWORD self.pending as i64
             ; cmp BYTE [rax], 0
-            ; jne =>leave
-            ; cmp DWORD [rbx + o_tlb_epoch], r12d
             ; jne =>leave
             ; mov rax, QWORD self.code_epoch as i64
             ; cmp DWORD [rax], r13d

@@ -8,8 +8,8 @@
 //!
 //! A block that runs to its end goes on into the next translated block directly when its
 //! exit was linked to it (`chain.rs`), after the checks the dispatcher makes between blocks
-//! (`emit.rs`): anything posted to the vCPU (interrupts, kicks), the TLB and code epochs, the interrupt
-//! shadow and the block budget. The translated code, the chain slots and the copies of the
+//! (`emit.rs`): anything posted to the vCPU (interrupts, kicks), the code epoch and the block
+//! budget (what moves the TLB epoch ends its block). The translated code, the chain slots and the copies of the
 //! instructions the code refers to live and die together: code never refers to anything
 //! dropped before it.
 
@@ -124,14 +124,18 @@ pub fn take_panic() -> Option<Box<dyn Any + Send>> {
 }
 
 /// Runs one instruction through its interpreter handler, as the block loop does: called from
-/// translated code for instructions the translator does not emit itself.
+/// translated code for instructions the translator does not emit itself. A handler that
+/// moved the TLB epoch (a CR3 load, INVLPG, a paging mode change) ends the block, so
+/// translated code never goes on under another epoch than the one its chain was entered
+/// with, and its exits need not check.
 extern "sysv64" fn step(core: *mut Core, insn: *const Insn) -> u32 {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: translated code passes the vCPU's core (exclusively borrowed by the
         // running block) and one of the block's live instructions.
         let (core, insn) = unsafe { (&mut *core, &*insn) };
+        let tlb_epoch = core.tlb.epoch;
         match (insn.exec)(core, insn) {
-            Ok(()) if core.end_block => {
+            Ok(()) if core.end_block || core.tlb.epoch != tlb_epoch => {
                 core.end_block = false;
                 JitExit::Ended
             }
