@@ -124,6 +124,8 @@ struct ExitStub {
 
 /// Where an exit leads.
 enum ExitTo {
+    /// Back to the start of this block (a loop): valid as long as its code is.
+    Again,
     /// To `target`, through chain slot `slot` at `slot_address`; `request` asks for it to be
     /// linked.
     Static {
@@ -184,6 +186,9 @@ pub(super) struct Emitter<'a> {
     lookup: Option<u64>,
     /// The linear page of the block's first byte.
     page: u64,
+    /// RIP of the block's first instruction, and where its body starts.
+    start: u64,
+    body: DynamicLabel,
     /// Slots this block uses, with the label of the code that asks for each to be linked.
     pub requests: Vec<(u32, DynamicLabel)>,
     pub flags: Option<KnownFlags>,
@@ -286,6 +291,10 @@ pub(super) fn block(
         slots,
         lookup,
         page,
+        start: insns
+            .first()
+            .map_or(u64::MAX, |i| i.next.wrapping_sub(u64::from(i.len))),
+        body,
         requests: Vec::new(),
         flags: None,
         flags_dead: false,
@@ -424,6 +433,7 @@ impl Emitter<'_> {
         let label = self.a.new_dynamic_label();
         let request = self.a.new_dynamic_label();
         let to = match target {
+            Some(target) if target == self.start => ExitTo::Again,
             Some(target) => {
                 let (slot, slot_address) = self.slots.allocate(cpl, target, self.page)?;
                 self.requests.push((slot, request));
@@ -722,7 +732,7 @@ impl Emitter<'_> {
     fn exit_stub(&mut self, stub: &ExitStub, cpl: u8) {
         let ended = self.ended;
         let leave = match stub.to {
-            ExitTo::Static { .. } => self.a.new_dynamic_label(),
+            ExitTo::Static { .. } | ExitTo::Again => self.a.new_dynamic_label(),
             ExitTo::Dynamic { .. } => ended,
         };
         dynasm!(self.a ; .arch x64 ; =>stub.label);
@@ -739,6 +749,21 @@ impl Emitter<'_> {
             ; jne =>leave
         );
         let (request, code) = match stub.to {
+            ExitTo::Again => {
+                // This very block: its code is current while the code epoch is.
+                let (body, start) = (self.body, self.start);
+                dynasm!(self.a
+                    ; .arch x64
+                    ; sub r15, 1
+                    ; jbe =>leave
+                    ; jmp =>body
+                    ; =>leave
+                    ; mov rax, QWORD start as i64
+                    ; mov QWORD [rbx + o_rip], rax
+                    ; jmp =>ended
+                );
+                return;
+            }
             ExitTo::Static {
                 slot,
                 slot_address,
@@ -804,7 +829,9 @@ impl Emitter<'_> {
                 ; mov QWORD [rbx + o_rip], rax
                 ; jmp =>ended
             ),
-            ExitTo::Dynamic { .. } => dynasm!(self.a ; .arch x64 ; jmp =>ended),
+            ExitTo::Dynamic { .. } | ExitTo::Again => {
+                dynasm!(self.a ; .arch x64 ; jmp =>ended)
+            }
         }
     }
 }
