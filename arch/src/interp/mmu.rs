@@ -30,6 +30,7 @@ const INVALID: u64 = GENERATION_MASK;
 const GENERATION_MASK: u64 = 0xfff;
 
 #[derive(Debug, Clone, Copy)]
+#[repr(align(32))]
 struct Entry {
     /// Linear page address ORed with the generation it was filled in, or INVALID.
     tag: u64,
@@ -44,8 +45,8 @@ struct Entry {
     size_shift: u8,
 }
 
-/// Translated code finds an entry at `index * 3 * 8` (see [`TlbLayout`]).
-const _: () = assert!(std::mem::size_of::<Entry>() == 24);
+/// Translated code finds an entry at `index << 5` (see [`TlbLayout`]).
+const _: () = assert!(std::mem::size_of::<Entry>() == 32);
 
 const EMPTY: Entry = Entry {
     tag: INVALID,
@@ -57,7 +58,7 @@ const EMPTY: Entry = Entry {
 
 /// Where translated code finds a TLB entry's fields: the table of access kind `access` for
 /// privilege `user` starts at `tables + (access * 2 + user) * TABLE_BYTES`, entry `i` at
-/// `i * 24` in it.
+/// `i * 32` in it.
 pub(crate) struct TlbLayout {
     /// Address of the first table.
     pub tables: usize,

@@ -432,13 +432,13 @@ impl Emitter<'_> {
     /// `size`-byte operand there, or a jump to `slow`. Clobbers `rcx`, `rdx`, `rdi`.
     fn host_address(&mut self, store: bool, size: u8, slow: DynamicLabel) {
         // The TLB entry: in the table (access, user), whose read table `rbp` points to (the
-        // write table follows the two read tables), at (lin >> 12) & mask, 24 bytes each.
+        // write table follows the two read tables), at (lin >> 12) & mask, 32 bytes each.
         let table = if store {
             2 * self.tlb.table_bytes as i32
         } else {
             0
         };
-        let mask = (1i32 << self.tlb.index_bits) - 1;
+        let mask = ((1i32 << self.tlb.index_bits) - 1) << 5;
         let generation = self.o.tlb_generation;
         let last = i32::from(size) - 1;
         let (tag, addend, page) = (
@@ -452,19 +452,18 @@ impl Emitter<'_> {
         dynasm!(self.a
             ; .arch x64
             ; mov ecx, eax
-            ; shr ecx, 12
+            ; shr ecx, 7
             ; and ecx, mask
-            ; lea ecx, [rcx + rcx * 2]
             ; lea rdx, [rax + last]
             ; and rdx, -4096
             ; or rdx, QWORD [rbx + generation]
-            ; cmp rdx, QWORD [rbp + rcx * 8 + tag]
+            ; cmp rdx, QWORD [rbp + rcx + tag]
             ; jne =>slow
         );
         if store {
             dynasm!(self.a
                 ; .arch x64
-                ; mov edx, DWORD [rbp + rcx * 8 + page]
+                ; mov edx, DWORD [rbp + rcx + page]
                 ; mov rdi, QWORD self.has_code as i64
                 ; cmp BYTE [rdi + rdx], 0
                 ; jne =>slow
@@ -472,7 +471,7 @@ impl Emitter<'_> {
         }
         dynasm!(self.a
             ; .arch x64
-            ; add rax, QWORD [rbp + rcx * 8 + addend]
+            ; add rax, QWORD [rbp + rcx + addend]
             ; mov rsi, rax
         );
     }
