@@ -37,6 +37,7 @@ const HOST_RAX: u8 = 0;
 const HOST_RCX: u8 = 1;
 const HOST_RDX: u8 = 2;
 const HOST_R9: u8 = 9;
+const HOST_R10: u8 = 10;
 const HOST_R11: u8 = 11;
 
 impl Emitter<'_> {
@@ -47,14 +48,20 @@ impl Emitter<'_> {
 
     /// `rcx` = `imm` cut to `size` bytes.
     fn imm_rcx(&mut self, imm: u64, size: u8) {
+        self.imm_to(HOST_RCX, imm, size);
+    }
+
+    /// Host register `h` = `imm` cut to `size` bytes.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn imm_to(&mut self, h: u8, imm: u64, size: u8) {
         let v = imm & size_mask(u32::from(size));
         if let Ok(v32) = u32::try_from(v) {
-            // (Writing ecx clears the rest of rcx.)
-            dynasm!(self.a ; .arch x64 ; mov ecx, v32 as i32);
+            // (Writing the 32-bit register clears the rest.)
+            dynasm!(self.a ; .arch x64 ; mov Rd(h), v32 as i32);
         } else if let Ok(s32) = i32::try_from(v as i64) {
-            dynasm!(self.a ; .arch x64 ; mov rcx, s32);
+            dynasm!(self.a ; .arch x64 ; mov Rq(h), s32);
         } else {
-            dynasm!(self.a ; .arch x64 ; mov rcx, QWORD v as i64);
+            dynasm!(self.a ; .arch x64 ; mov Rq(h), QWORD v as i64);
         }
     }
 
@@ -70,9 +77,14 @@ impl Emitter<'_> {
 
     /// `rcx` = `src` at `size` bytes, zero-extended.
     fn operand_rcx(&mut self, src: Operand, size: u8) {
+        self.operand_to(HOST_RCX, src, size);
+    }
+
+    /// Host register `h` = `src` at `size` bytes, zero-extended.
+    fn operand_to(&mut self, h: u8, src: Operand, size: u8) {
         match src {
-            Operand::Reg(at) => self.load(HOST_RCX, at, size),
-            Operand::Imm(v) => self.imm_rcx(v, size),
+            Operand::Reg(at) => self.load(h, at, size),
+            Operand::Imm(v) => self.imm_to(h, v, size),
         }
     }
 
@@ -212,8 +224,13 @@ impl Emitter<'_> {
                     return false;
                 };
                 self.carry_in(op);
-                self.operand_rcx(src, size);
-                self.alu(op, size, d);
+                // Straight into the register the lazy flags keep it in, when they will.
+                let held = !self.flags_dead
+                    && !matches!(op, alu::ADC | alu::SBB)
+                    && lazy_op(op) != FlagOp::Logic;
+                let src_reg = if held { HOST_R10 } else { HOST_RCX };
+                self.operand_to(src_reg, src, size);
+                self.alu(op, size, d, src_reg);
                 // Only moves followed the operation.
                 self.host_flags_left = true;
                 true
@@ -225,7 +242,7 @@ impl Emitter<'_> {
                 self.carry_in(op);
                 self.memory(insn, false, |e| {
                     e.load_mem(HOST_RCX, size);
-                    e.alu(op, size, d);
+                    e.alu(op, size, d, HOST_RCX);
                 })
             }
             Kind::AluM { op, imm } if insn.flags & LOCK == 0 => {
@@ -531,10 +548,11 @@ impl Emitter<'_> {
         true
     }
 
-    /// Register operand `[rbx + d]` OP `rcx`, `size` bytes.
-    /// With live flags the operation works in the registers that hold them (see
-    /// `Emitter::flags_in_registers`): dst in `r9`, src in `r10`, the result in `r11`.
-    fn alu(&mut self, op: u8, size: u8, d: i32) -> bool {
+    /// Register operand `[rbx + d]` OP host register `src` (`rcx`, or `r10` when the flags
+    /// are live and kept in registers), `size` bytes. With live flags the operation works in
+    /// the registers that hold them (see `Emitter::flags_in_registers`): dst in `r9`, src in
+    /// `r10`, the result in `r11`.
+    fn alu(&mut self, op: u8, size: u8, d: i32, src: u8) -> bool {
         if matches!(op, alu::ADC | alu::SBB) {
             self.load(HOST_RAX, d, size);
             self.alu_op(op, size);
@@ -549,7 +567,7 @@ impl Emitter<'_> {
         self.flags_in_registers = None;
         let result = if self.flags_dead {
             self.load(HOST_RAX, d, size);
-            self.alu_regs(op, size, HOST_RAX, HOST_RCX);
+            self.alu_regs(op, size, HOST_RAX, src);
             self.flags = None;
             HOST_RAX
         } else {
@@ -557,9 +575,12 @@ impl Emitter<'_> {
                 self.load(HOST_R11, d, size);
             } else {
                 self.load(HOST_R9, d, size);
-                dynasm!(self.a ; .arch x64 ; mov r10, rcx ; mov r11, r9);
+                if src != HOST_R10 {
+                    dynasm!(self.a ; .arch x64 ; mov r10, rcx);
+                }
+                dynasm!(self.a ; .arch x64 ; mov r11, r9);
             }
-            self.alu_regs(op, size, HOST_R11, HOST_RCX);
+            self.alu_regs(op, size, HOST_R11, src);
             self.flags = Some(known);
             self.flags_in_registers = Some(known);
             HOST_R11
