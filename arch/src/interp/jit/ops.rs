@@ -225,10 +225,7 @@ impl Emitter<'_> {
                 };
                 self.carry_in(op);
                 // Straight into the register the lazy flags keep it in, when they will.
-                let held = !self.flags_dead
-                    && !matches!(op, alu::ADC | alu::SBB)
-                    && lazy_op(op) != FlagOp::Logic;
-                let src_reg = if held { HOST_R10 } else { HOST_RCX };
+                let src_reg = self.alu_source(op);
                 self.operand_to(src_reg, src, size);
                 self.alu(op, size, d, src_reg);
                 // Only moves followed the operation.
@@ -240,9 +237,10 @@ impl Emitter<'_> {
                     return false;
                 };
                 self.carry_in(op);
+                let src_reg = self.alu_source(op);
                 self.memory(insn, false, |e| {
-                    e.load_mem(HOST_RCX, size);
-                    e.alu(op, size, d, HOST_RCX);
+                    e.load_mem(src_reg, size);
+                    e.alu(op, size, d, src_reg);
                 })
             }
             Kind::AluM { op, imm } if insn.flags & LOCK == 0 => {
@@ -250,12 +248,30 @@ impl Emitter<'_> {
                     return false;
                 };
                 self.carry_in(op);
+                let held = self.alu_source(op) == HOST_R10;
                 self.memory(insn, op != alu::CMP, |e| {
-                    e.load_mem(HOST_RAX, size);
-                    e.operand_rcx(src, size);
-                    e.alu_op(op, size);
-                    if op != alu::CMP {
-                        e.store_mem(HOST_RDX, size);
+                    if held {
+                        // Computed where the lazy flags keep dst, src and the result.
+                        e.load_mem(HOST_R9, size);
+                        e.operand_to(HOST_R10, src, size);
+                        dynasm!(e.a ; .arch x64 ; mov r11, r9);
+                        e.alu_regs(op, size, HOST_R11, HOST_R10);
+                        let known = KnownFlags {
+                            op: lazy_op(op),
+                            bits: u32::from(size) * 8,
+                        };
+                        e.flags = Some(known);
+                        e.flags_in_registers = Some(known);
+                        if op != alu::CMP {
+                            e.store_mem(HOST_R11, size);
+                        }
+                    } else {
+                        e.load_mem(HOST_RAX, size);
+                        e.operand_rcx(src, size);
+                        e.alu_op(op, size);
+                        if op != alu::CMP {
+                            e.store_mem(HOST_RDX, size);
+                        }
                     }
                 })
             }
@@ -589,6 +605,18 @@ impl Emitter<'_> {
             self.store(result, d, size);
         }
         true
+    }
+
+    /// Where an ALU template of `op` wants its source operand: `r10`, where the lazy flags
+    /// keep it, when the flags are live and go to registers (ADD, SUB, CMP); else `rcx`.
+    fn alu_source(&self, op: u8) -> u8 {
+        let held =
+            !self.flags_dead && !matches!(op, alu::ADC | alu::SBB) && lazy_op(op) != FlagOp::Logic;
+        if held {
+            HOST_R10
+        } else {
+            HOST_RCX
+        }
     }
 
     /// Host register `dst` OP= `src` at `size` bytes (OP not ADC or SBB).
