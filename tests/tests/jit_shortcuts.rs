@@ -1,6 +1,7 @@
 //! Directed cases for the translator's shortcuts that random sequences reach too rarely: a
-//! condition read straight from the host flags an arithmetic template left (INC/DEC keep CF,
-//! which the host's own step does not), at every operand width, from edge-case operands.
+//! condition read straight from the host flags an arithmetic or TEST template left (INC/DEC
+//! keep CF, which the host's own step does not), at every operand width, from edge-case
+//! operands.
 //! Each case runs in the differential test's machine on the interpreter and on the JIT (every
 //! block translated before its first run); the interpreter is the oracle here, as the
 //! differential suites check it against KVM.
@@ -69,6 +70,18 @@ const SEQUENCES: &[(&str, &[u8])] = &[
         // cmp rax, rbx; cmovl rcx, rdx; setae dl
         "cmp rax, rbx",
         &[0x48, 0x39, 0xd8, 0x48, 0x0f, 0x4c, 0xca, 0x0f, 0x93, 0xc2],
+    ),
+    (
+        // test eax, ebx; setl cl; sete dl; setp bh
+        "test eax, ebx",
+        &[
+            0x85, 0xd8, 0x0f, 0x9c, 0xc1, 0x0f, 0x94, 0xc2, 0x0f, 0x9a, 0xc7,
+        ],
+    ),
+    (
+        // test al, bl; sets cl; setg dl; js +0
+        "test al, bl",
+        &[0x84, 0xd8, 0x0f, 0x98, 0xc1, 0x0f, 0x9f, 0xc2, 0x78, 0x00],
     ),
     (
         // xor ecx, ecx; dec ecx; setb dl  (CF from before the XOR: clear)

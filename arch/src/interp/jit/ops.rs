@@ -291,8 +291,24 @@ impl Emitter<'_> {
                     let Some(d) = self.reg(insn.r0, size) else {
                         return false;
                     };
-                    self.load(HOST_RAX, d, size);
-                    test(self);
+                    // Nothing else of a register TEST is visible: with dead flags it is gone.
+                    self.flags_in_registers = None;
+                    if self.flags_dead {
+                        self.flags = None;
+                        return true;
+                    }
+                    // The AND at the operand size leaves the guest's flags on the host, and
+                    // the result where the lazy flags keep it.
+                    self.load(HOST_R11, d, size);
+                    self.operand_rcx(src, size);
+                    self.alu_regs(alu::AND, size, HOST_R11, HOST_RCX);
+                    let known = KnownFlags {
+                        op: FlagOp::Logic,
+                        bits: u32::from(size) * 8,
+                    };
+                    self.flags = Some(known);
+                    self.flags_in_registers = Some(known);
+                    self.host_flags_left = true;
                     return true;
                 }
                 self.memory(insn, false, |e| {
