@@ -56,17 +56,24 @@ impl Requests {
     }
 }
 
-/// The running server. Dropping it removes the socket file; the listening thread dies with
-/// the process.
+/// The running server. Dropping it stops the listening thread and removes the socket file
+/// before it returns (requests already being served finish on their own threads).
 pub struct ApiServer {
     path: PathBuf,
     server: Arc<tiny_http::Server>,
+    listening: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // The listening thread holds the server too, and tiny_http removes the socket's path
+        // when the last holder drops it: wait for that thread, so that nothing removes the
+        // path after this returns (a file put there later would go).
         self.server.unblock();
+        if let Some(thread) = self.listening.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -102,7 +109,7 @@ pub fn start(
         max_payload,
     });
     let accepting = server.clone();
-    std::thread::Builder::new()
+    let listening = std::thread::Builder::new()
         .name("api".into())
         .spawn(move || accept(&accepting, &shared))
         .map_err(|e| named(&e))?;
@@ -110,6 +117,7 @@ pub fn start(
         ApiServer {
             path: path.to_path_buf(),
             server,
+            listening: Some(listening),
         },
         Requests { rx, wake },
     ))
@@ -136,6 +144,9 @@ fn bind_private(path: &Path) -> io::Result<UnixListener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
+    // The mask is the process's: two binds at once would each restore the other's.
+    static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = UMASK.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: umask(2) only swaps the process's file mode mask; it cannot fail.
     let old = unsafe { libc::umask(0o177) };
     let bound = UnixListener::bind(path);
