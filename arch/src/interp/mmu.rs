@@ -733,12 +733,8 @@ impl Core {
             let _ = self.fill(lin.wrapping_add(bytes as u64 - 1), Access::Write, user)?;
             return Ok(None);
         }
-        let (host, page) = match self.tlb_hit(lin, Access::Write, user) {
-            Some(hit) => hit,
-            None => match self.fill(lin, Access::Write, user)? {
-                Ok(hit) => hit,
-                Err(_) => return Ok(None),
-            },
+        let Ok((host, page)) = self.lookup(lin, Access::Write, user)? else {
+            return Ok(None);
         };
         if self.code.has_code(page) {
             self.code.written(page);
@@ -775,10 +771,7 @@ impl Core {
         access: Access,
         user: bool,
     ) -> Result<Option<(usize, u32)>> {
-        if let Some(hit) = self.tlb_hit(lin, access, user) {
-            return Ok(Some(hit));
-        }
-        Ok(self.fill(lin, access, user)?.ok())
+        Ok(self.lookup(lin, access, user)?.ok())
     }
 }
 
