@@ -14,7 +14,7 @@ use iced_x86::{Decoder, DecoderError, DecoderOptions};
 use super::decode::{lower, Flow};
 use super::fault::Result;
 use super::insn::Insn;
-use super::jit;
+use super::jit::{self, Stamps};
 use super::state::CS;
 use super::Core;
 
@@ -62,34 +62,6 @@ impl Link {
 impl Default for Link {
     fn default() -> Self {
         Link::NONE
-    }
-}
-
-/// What cached lookups are checked against: the TLB epoch (or, for blocks reached through
-/// global translations only, the global TLB epoch, which CR3 reloads leave alone) with the
-/// code epoch.
-#[derive(Clone, Copy)]
-struct Stamps {
-    any: u64,
-    global: u64,
-}
-
-impl Stamps {
-    fn of(core: &Core) -> Self {
-        let code = u64::from(core.code.epoch());
-        Stamps {
-            any: (u64::from(core.tlb.epoch) << 32) | code,
-            global: (u64::from(core.tlb.global_epoch) << 32) | code,
-        }
-    }
-
-    #[inline(always)]
-    fn current(&self, global: bool) -> u64 {
-        if global {
-            self.global
-        } else {
-            self.any
-        }
     }
 }
 
@@ -184,6 +156,15 @@ impl Core {
         block.pages[..block.npages]
             .iter()
             .all(|&(page, gen)| self.code.generation(page) == gen)
+    }
+
+    /// Whether every linear page of `block` is mapped by a cached global fetch translation
+    /// (so CR3 loads leave what was cached about it valid).
+    fn reached_globally(&self, block: &Block) -> bool {
+        let user = self.user();
+        block.lin_pages[..block.npages]
+            .iter()
+            .all(|&p| self.tlb.fetch_is_global(p, user))
     }
 
     /// Whether the linear pages of `block` beyond its first still map the RAM pages it was
@@ -287,8 +268,7 @@ impl BlockCache {
             }
         };
         let block = &self.blocks[idx as usize];
-        let global = core.tlb.fetch_is_global(lin, user)
-            && (1..block.npages).all(|i| core.tlb.fetch_is_global(block.lin_pages[i], user));
+        let global = core.reached_globally(block);
         let link = Link {
             lin,
             cs_base,
@@ -324,11 +304,9 @@ impl BlockCache {
         if let Some(code) = block.jit.filter(|&c| whole && self.jit.is_current(c)) {
             if let Some(request) = request {
                 let page = (block.npages == 1).then_some(block.lin_pages[0]);
-                let user = core.user();
-                let global = block.lin_pages[..block.npages]
-                    .iter()
-                    .all(|&p| core.tlb.fetch_is_global(p, user));
-                self.jit.link(request, code, core, page, global);
+                let global = core.reached_globally(block);
+                self.jit
+                    .link(request, code, core, page, &Stamps::of(core), global);
             }
             core.loop_budget = budget.max(1);
             // SAFETY: the code is from the current arena generation.

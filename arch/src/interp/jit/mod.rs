@@ -172,6 +172,37 @@ extern "sysv64" fn arith(core: *const Core) -> u64 {
     core.s.flags.arith()
 }
 
+/// What cached lookups are checked against: the TLB epoch (or, for blocks reached through
+/// global translations only, the global TLB epoch, which CR3 reloads leave alone) with the
+/// code epoch.
+#[derive(Clone, Copy)]
+pub(crate) struct Stamps {
+    pub any: u64,
+    pub global: u64,
+}
+
+impl Stamps {
+    /// The stamps of `core` now.
+    pub(crate) fn of(core: &Core) -> Self {
+        let code = u64::from(core.code.epoch());
+        Stamps {
+            any: (u64::from(core.tlb.epoch) << 32) | code,
+            global: (u64::from(core.tlb.global_epoch) << 32) | code,
+        }
+    }
+
+    /// The stamp a cached lookup of a block reached through global translations only
+    /// (`global`), or of any other, must have.
+    #[inline(always)]
+    pub(crate) fn current(&self, global: bool) -> u64 {
+        if global {
+            self.global
+        } else {
+            self.any
+        }
+    }
+}
+
 /// A link the dispatcher was asked for, by code of arena generation `generation`: the next
 /// block that runs should be entered in chain slot `slot`, or (`slot` None) in the lookup
 /// table of privilege `cpl`.
@@ -301,23 +332,23 @@ impl Jit {
 
     /// Links the exit of `request` to `code`, the block about to run at the core's RIP (on
     /// linear page `page` alone, if it lies on one page; reached through global translations
-    /// only when `global`), valid until the TLB or code epoch moves (see `chain.rs` for when
-    /// the TLB epoch does not matter).
-    pub fn link(
+    /// only when `global`), valid while `stamps` hold (see `chain.rs` for when the TLB epoch
+    /// does not matter).
+    pub(crate) fn link(
         &mut self,
         request: LinkRequest,
         code: Code,
         core: &Core,
         page: Option<u64>,
+        stamps: &Stamps,
         global: bool,
     ) {
         if !self.is_current(code) || request.generation != code.generation {
             return;
         }
-        let code_epoch = u64::from(core.code.epoch());
         let stamps = LinkStamps {
-            any: (u64::from(core.tlb.epoch) << 32) | code_epoch,
-            global: global.then_some((u64::from(core.tlb.global_epoch) << 32) | code_epoch),
+            any: stamps.any,
+            global: global.then_some(stamps.global),
         };
         let (entry, rip) = (code.body as u64, core.s.rip);
         match request.slot {
