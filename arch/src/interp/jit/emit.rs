@@ -459,22 +459,29 @@ impl Emitter<'_> {
 
     /// Stores the flags held in registers in the core, if any.
     pub(super) fn flush_flags(&mut self) {
-        let Some(KnownFlags { op, bits }) = self.flags_in_registers.take() else {
-            return;
-        };
+        if let Some(known) = self.flags_in_registers.take() {
+            self.store_flags(known, [9, 10, 11]);
+        }
+    }
+
+    /// Records lazy flags `known` in the core, with dst, src and res from the host registers
+    /// `regs` (a logic operation's flags depend on its result alone).
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    pub(super) fn store_flags(&mut self, known: KnownFlags, regs: [u8; 3]) {
+        let KnownFlags { op, bits } = known;
+        let [dst, src, res] = regs;
         let o = &self.o;
         dynasm!(self.a
             ; .arch x64
             ; mov BYTE [rbx + o.f_op], op as i8
             ; mov DWORD [rbx + o.f_bits], bits as i32
-            ; mov QWORD [rbx + o.f_res], r11
+            ; mov QWORD [rbx + o.f_res], Rq(res)
         );
-        // The flags of a logic operation depend on its result alone.
         if op != FlagOp::Logic {
             dynasm!(self.a
                 ; .arch x64
-                ; mov QWORD [rbx + o.f_dst], r9
-                ; mov QWORD [rbx + o.f_src], r10
+                ; mov QWORD [rbx + o.f_dst], Rq(dst)
+                ; mov QWORD [rbx + o.f_src], Rq(src)
             );
         }
     }

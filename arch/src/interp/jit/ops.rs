@@ -42,7 +42,7 @@ const HOST_R11: u8 = 11;
 
 impl Emitter<'_> {
     /// Offset of guest register `r`'s slot from `rbx`.
-    fn slot(&self, r: u8) -> i32 {
+    pub(super) fn slot(&self, r: u8) -> i32 {
         self.o.gpr + 8 * i32::from(r)
     }
 
@@ -151,30 +151,35 @@ impl Emitter<'_> {
             self.flags = None;
             return;
         }
-        let bits = u32::from(size) * 8;
-        let known = KnownFlags { op, bits };
-        self.flags = Some(known);
         match op {
             FlagOp::Logic => {
                 dynasm!(self.a ; .arch x64 ; mov r11, rdx);
-                self.flags_in_registers = Some(known);
+                self.hold_flags(op, size);
             }
             FlagOp::Add | FlagOp::Sub | FlagOp::Neg => {
                 dynasm!(self.a ; .arch x64 ; mov r9, rax ; mov r10, rcx ; mov r11, rdx);
-                self.flags_in_registers = Some(known);
+                self.hold_flags(op, size);
             }
             _ => {
-                let o = &self.o;
-                dynasm!(self.a
-                    ; .arch x64
-                    ; mov BYTE [rbx + o.f_op], op as i8
-                    ; mov DWORD [rbx + o.f_bits], bits as i32
-                    ; mov QWORD [rbx + o.f_dst], rax
-                    ; mov QWORD [rbx + o.f_src], rcx
-                    ; mov QWORD [rbx + o.f_res], rdx
-                );
+                let known = KnownFlags {
+                    op,
+                    bits: u32::from(size) * 8,
+                };
+                self.store_flags(known, [HOST_RAX, HOST_RCX, HOST_RDX]);
+                self.flags = Some(known);
             }
         }
+    }
+
+    /// Notes that the flags of `op` at `size` bytes are held in `r9`-`r11` (see
+    /// `Emitter::flags_in_registers`), where the code just put dst, src and the result.
+    fn hold_flags(&mut self, op: FlagOp, size: u8) {
+        let known = KnownFlags {
+            op,
+            bits: u32::from(size) * 8,
+        };
+        self.flags = Some(known);
+        self.flags_in_registers = Some(known);
     }
 
     /// Emits `insn`, of template `kind`, as host code; false if it must go to its handler.
@@ -256,12 +261,7 @@ impl Emitter<'_> {
                         e.operand_to(HOST_R10, src, size);
                         dynasm!(e.a ; .arch x64 ; mov r11, r9);
                         e.alu_regs(op, size, HOST_R11, HOST_R10);
-                        let known = KnownFlags {
-                            op: lazy_op(op),
-                            bits: u32::from(size) * 8,
-                        };
-                        e.flags = Some(known);
-                        e.flags_in_registers = Some(known);
+                        e.hold_flags(lazy_op(op), size);
                         if op != alu::CMP {
                             e.store_mem(HOST_R11, size);
                         }
@@ -302,12 +302,7 @@ impl Emitter<'_> {
                     self.load(HOST_R11, d, size);
                     self.operand_rcx(src, size);
                     self.alu_regs(alu::AND, size, HOST_R11, HOST_RCX);
-                    let known = KnownFlags {
-                        op: FlagOp::Logic,
-                        bits: u32::from(size) * 8,
-                    };
-                    self.flags = Some(known);
-                    self.flags_in_registers = Some(known);
+                    self.hold_flags(FlagOp::Logic, size);
                     self.host_flags_left = true;
                     return true;
                 }
@@ -591,10 +586,6 @@ impl Emitter<'_> {
             self.store(HOST_RDX, d, size);
             return true;
         }
-        let known = KnownFlags {
-            op: lazy_op(op),
-            bits: u32::from(size) * 8,
-        };
         // Whatever the registers held is overwritten (or dead, when these are).
         self.flags_in_registers = None;
         let result = if self.flags_dead {
@@ -603,7 +594,7 @@ impl Emitter<'_> {
             self.flags = None;
             HOST_RAX
         } else {
-            if known.op == FlagOp::Logic {
+            if lazy_op(op) == FlagOp::Logic {
                 self.load(HOST_R11, d, size);
             } else {
                 self.load(HOST_R9, d, size);
@@ -613,8 +604,7 @@ impl Emitter<'_> {
                 dynasm!(self.a ; .arch x64 ; mov r11, r9);
             }
             self.alu_regs(op, size, HOST_R11, src);
-            self.flags = Some(known);
-            self.flags_in_registers = Some(known);
+            self.hold_flags(lazy_op(op), size);
             HOST_R11
         };
         if op != alu::CMP {

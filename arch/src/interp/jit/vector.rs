@@ -336,7 +336,7 @@ impl Emitter<'_> {
     /// register (zero-extended to 64 bits).
     fn mask(&mut self, insn: &Insn) -> bool {
         let s = self.xmm_slot(insn.r1);
-        let d = self.o.gpr + 8 * i32::from(insn.r0);
+        let d = self.slot(insn.r0);
         dynasm!(self.a ; .arch x64 ; movdqu xmm0, [rbx + s]);
         match insn.op {
             Mnemonic::Movmskps => dynasm!(self.a ; .arch x64 ; movmskps eax, xmm0),
