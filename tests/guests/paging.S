@@ -203,17 +203,9 @@ main64:
     mov $0xc30000000bb8, %rax   /* mov $0xb, %eax; ret */
     mov %rax, page_fb(%rip)
     lea page_fa(%rip), %rax
-    or $(PTE_P | PTE_RW), %rax
-    mov %rax, pt + 5 * 8(%rip)
-    mov %cr3, %rax
-    mov %rax, %cr3
     call hot_calls
     mov %r12, %r13
     lea page_fb(%rip), %rax
-    or $(PTE_P | PTE_RW), %rax
-    mov %rax, pt + 5 * 8(%rip)
-    mov %cr3, %rax
-    mov %rax, %cr3
     call hot_calls
     CHECK %r13, $4000
     CHECK %r12, $4400
@@ -226,7 +218,12 @@ main64:
 
     FINISH paging
 
-hot_calls:                      /* r12 = sum of 200 direct and 200 indirect calls */
+hot_calls:                      /* maps the page at rax to VA+0x5000, reloads CR3;
+                                   r12 = sum of 200 direct and 200 indirect calls there */
+    or $(PTE_P | PTE_RW), %rax
+    mov %rax, pt + 5 * 8(%rip)
+    mov %cr3, %rax
+    mov %rax, %cr3
     xor %r12d, %r12d
     mov $200, %ecx
     mov $VA + 0x5000, %rbx
