@@ -35,6 +35,8 @@ sse_one:     .double 1.0
 sse_zero:    .double 0.0
 sse_result:  .double 0.0
 mxcsr_value: .long 0
+    .balign 8
+sse_runs:    .quad 0
     .popsection
 
     .pushsection .bss
@@ -198,8 +200,14 @@ main64:
     ldmxcsr mxcsr_value(%rip)
     movsd sse_one(%rip), %xmm0
     xor %r13d, %r13d
+    xor %r14d, %r14d
     mov $100, %r12d
 sse_again:
+    /* A count of runs, written in the same block before the SSE instruction:
+     * translated code keeps r14 in a host register, which must reach the
+     * guest's state when that instruction leaves the block with #NM/#XM. */
+    add $1, %r14
+    mov %r14, sse_runs(%rip)
     TRY divsd sse_zero(%rip), %xmm0
     cmp $1, %r13d
     je sse_nm_done
@@ -231,6 +239,8 @@ sse_nm_done:
     RIP_OFFSET
     CHECK_BASIC 7
     CHECK %r15, $0
+    CHECK %r14, $101
+    CHECK sse_runs(%rip), $101
     LINE_BEGIN
     PRINT "#NM in hot SSE code: "
     PRINT_VEC
@@ -245,6 +255,7 @@ sse_xm_done:
     RIP_OFFSET
     CHECK_BASIC 19
     CHECK %r15, $0
+    CHECK %r14, $102
     movl $0x1f80, mxcsr_value(%rip)
     ldmxcsr mxcsr_value(%rip)
     LINE_BEGIN

@@ -114,6 +114,9 @@ pub struct Core {
     /// Set by translated code leaving through an exit that is not linked yet: the exit's
     /// chain slot plus one (0: none).
     pub(crate) chain_request: u32,
+    /// The TLB and code epochs (`tlb << 32 | code`) when translated code was last entered
+    /// from the dispatcher: its exits check links and its own code against them.
+    pub(crate) chain_stamp: u64,
 }
 
 impl Core {
@@ -151,6 +154,7 @@ impl Core {
             wait_for_sipi: index != 0,
             loop_budget: 0,
             chain_request: 0,
+            chain_stamp: 0,
         }
     }
 

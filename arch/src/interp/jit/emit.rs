@@ -1,12 +1,15 @@
 //! Host code for one block: its frame, its exits (with chaining), handler calls, and the
 //! driver that emits each instruction by template (see `ops.rs`) or through its handler.
 //!
-//! Register use in translated code: `rbx` holds the core; `r12d` and `r13d` the TLB and code
-//! epochs seen when the chain of blocks was entered, `r14` both as one stamp (`r12 << 32 |
-//! r13`), `rbp` the TLB's read table for the code's privilege level, `r15` the block budget (written back to the
-//! core on the way out); the stack slot at `rsp` and everything else is scratch. Guest state lives in the core, where the handlers
+//! Register use in translated code: `rbx` holds the core, `rbp` the TLB's read table for the
+//! code's privilege level, `r9`-`r11` lazy flags not yet stored (see
+//! `Emitter::flags_in_registers`), `r12`-`r15` the guest registers the block keeps in host
+//! registers (see `regs.rs`); the stack slot at `rsp` and everything else is scratch. The
+//! epochs seen when the chain of blocks was entered are in [`Core::chain_stamp`], the budget
+//! of block runs in [`Core::loop_budget`]. Guest state lives in the core, where the handlers
 //! expect it: a template reads and writes the same fields its handler would (registers, the
-//! lazy flags), so emitted and handled instructions mix freely. RIP is stored only where it
+//! lazy flags), so emitted and handled instructions mix freely; a register held on the host
+//! goes back to the core before anything else may read it there. RIP is stored only where it
 //! is read: before a handler runs and when the block exits.
 //!
 //! Every exit of a block whose last instruction did not end it early leads through a stub
@@ -32,6 +35,7 @@ use super::super::state::{Mode, State};
 use super::super::Core;
 use super::chain::{Slots, LOOKUP_ENTRIES};
 use super::classify::{kind, Kind};
+use super::regs::{self, Held};
 use super::JitExit;
 
 /// The assembler translated code is written with.
@@ -47,6 +51,7 @@ pub(super) struct Offsets {
     pub tlb_generation: i32,
     pub budget: i32,
     pub chain_request: i32,
+    pub chain_stamp: i32,
     pub seg_base: [i32; 6],
     pub f_op: i32,
     pub f_bits: i32,
@@ -76,6 +81,7 @@ fn offsets() -> Offsets {
         tlb_generation: i(offset_of!(Core, tlb) + offset_of!(Tlb, generation)),
         budget: i(offset_of!(Core, loop_budget)),
         chain_request: i(offset_of!(Core, chain_request)),
+        chain_stamp: i(offset_of!(Core, chain_stamp)),
         seg_base: std::array::from_fn(|n| {
             i(seg + n * seg_size + offset_of!(kvm_bindings::kvm_segment, base))
         }),
@@ -112,6 +118,8 @@ pub(super) struct Slow {
     pub guest_mxcsr: bool,
     pub flags_before: Option<KnownFlags>,
     pub flags_after: Option<KnownFlags>,
+    /// Held registers the core does not have yet where the path leaves (see `regs.rs`).
+    pub dirty: u16,
 }
 
 /// An exit of the block, at `label`.
@@ -120,6 +128,8 @@ struct ExitStub {
     to: ExitTo,
     /// Flags held in registers, which the core gets on the way out.
     flags: Option<KnownFlags>,
+    /// Held guest registers the core does not have yet, which it gets on the way out.
+    dirty: u16,
 }
 
 /// Where an exit leads.
@@ -172,8 +182,8 @@ pub(super) struct Emitter<'a> {
     ended: DynamicLabel,
     declined: DynamicLabel,
     /// Out-of-line exits that decline the instruction at their RIP (see [`JitExit::Declined`]),
-    /// with the flags held in registers there.
-    pub declines: Vec<(DynamicLabel, u64, Option<KnownFlags>)>,
+    /// with the flags held in registers there and the guest registers the core lacks.
+    pub declines: Vec<(DynamicLabel, u64, Option<KnownFlags>, u16)>,
     /// Whether the SSE state checks (CR0.EM/TS, CR4.OSFXSR) were made since the last handler
     /// call: no template changes them.
     pub vector_checked: bool,
@@ -186,9 +196,14 @@ pub(super) struct Emitter<'a> {
     lookup: Option<u64>,
     /// The linear page of the block's first byte.
     page: u64,
-    /// RIP of the block's first instruction, and where its body starts.
+    /// RIP of the block's first instruction.
     start: u64,
-    body: DynamicLabel,
+    /// Where its body goes on once the held registers are loaded (a loop jumps back there).
+    loaded: DynamicLabel,
+    /// The guest registers the block holds in host registers (see `regs.rs`).
+    pub held: Held,
+    /// Those of them the core does not have yet (a mask of register numbers).
+    pub dirty: u16,
     /// Slots this block uses, with the label of the code that asks for each to be linked.
     pub requests: Vec<(u32, DynamicLabel)>,
     pub flags: Option<KnownFlags>,
@@ -247,6 +262,7 @@ pub(super) fn block(
     let ended = a.new_dynamic_label();
     let declined = a.new_dynamic_label();
     let body = a.new_dynamic_label();
+    let loaded = a.new_dynamic_label();
     let cpl = core.s.mode.cpl;
     let tlb = core.tlb.layout();
     let read_table = tlb.tables + usize::from(cpl == 3) * tlb.table_bytes;
@@ -260,16 +276,15 @@ pub(super) fn block(
         ; push r15
         ; sub rsp, 8
         ; mov rbx, rdi
-        ; mov r15, QWORD [rbx + o.budget]
         // Code emitted for one privilege level runs only at that level.
         ; cmp BYTE [rbx + o.cpl], cpl as i8
         ; jne =>declined
-        ; mov r12d, DWORD [rbx + o.tlb_epoch]
-        ; mov rax, QWORD code_epoch as i64
-        ; mov r13d, DWORD [rax]
-        ; mov r14, r12
-        ; shl r14, 32
-        ; or r14, r13
+        ; mov eax, DWORD [rbx + o.tlb_epoch]
+        ; shl rax, 32
+        ; mov rcx, QWORD code_epoch as i64
+        ; mov ecx, DWORD [rcx]
+        ; or rax, rcx
+        ; mov QWORD [rbx + o.chain_stamp], rax
         ; mov rbp, QWORD read_table as i64
         ; =>body
     );
@@ -294,7 +309,9 @@ pub(super) fn block(
         start: insns
             .first()
             .map_or(u64::MAX, |i| i.next.wrapping_sub(u64::from(i.len))),
-        body,
+        loaded,
+        held: regs::choose(insns),
+        dirty: 0,
         requests: Vec::new(),
         flags: None,
         flags_dead: false,
@@ -303,6 +320,9 @@ pub(super) fn block(
         host_flags_live: false,
         o,
     };
+    e.load_held();
+    dynasm!(e.a ; .arch x64 ; =>loaded);
+    e.dirty = e.held.written;
     let dead = dead_flags(insns);
     for (k, insn) in insns.iter().enumerate() {
         let last = k + 1 == insns.len();
@@ -453,6 +473,7 @@ impl Emitter<'_> {
             label,
             to,
             flags: self.flags_in_registers,
+            dirty: self.dirty,
         });
         Some(label)
     }
@@ -487,9 +508,12 @@ impl Emitter<'_> {
     }
 
     /// Calls the handler of `insn` through `step` (RIP set to the next instruction first, as
-    /// the interpreter does); `eax` is then the [`JitExit`].
+    /// the interpreter does), with the flags and held registers in the core around it; `eax`
+    /// is then the [`JitExit`].
     pub(super) fn call_handler(&mut self, insn: &Insn) {
         self.flush_flags();
+        let dirty = std::mem::take(&mut self.dirty);
+        self.store_held(dirty);
         let next = insn.next as i64;
         let insn = insn as *const Insn as i64;
         let step = self.helpers.step as i64;
@@ -502,6 +526,7 @@ impl Emitter<'_> {
             ; mov rax, QWORD step
             ; call rax
         );
+        self.load_held();
         self.flags = None;
         self.vector_checked = false;
     }
@@ -654,14 +679,15 @@ impl Emitter<'_> {
 
     /// For a link (at `rax`) whose TLB-epoch stamp did not match: jumps to `request` unless
     /// its global stamp, at offset `at`, is `global_epoch << 32 | code_epoch` (the code
-    /// epoch, in `r13d`, was checked already). Clobbers `rdx`.
+    /// epoch, in the chain stamp's low half, was checked already). Clobbers `rcx`, `rdx`.
     fn global_stamp_check(&mut self, at: i32, request: DynamicLabel) {
-        let global_epoch = self.o.global_epoch;
+        let (global_epoch, stamp) = (self.o.global_epoch, self.o.chain_stamp);
         dynasm!(self.a
             ; .arch x64
             ; mov edx, DWORD [rbx + global_epoch]
             ; shl rdx, 32
-            ; or rdx, r13
+            ; mov ecx, DWORD [rbx + stamp]
+            ; or rdx, rcx
             ; cmp rdx, QWORD [rax + at]
             ; jne =>request
         );
@@ -677,6 +703,7 @@ impl Emitter<'_> {
             self.mxcsr_close();
             // The call stores the flags held in registers first.
             self.flags_in_registers = s.flags_before;
+            self.dirty = s.dirty;
             // SAFETY: the pointer is one of the block's instructions, alive for the whole
             // translation.
             self.call_handler(unsafe { &*s.insn });
@@ -698,10 +725,11 @@ impl Emitter<'_> {
             dynasm!(self.a ; .arch x64 ; jmp =>s.resume);
         }
         let o_rip = self.o.rip;
-        for (label, rip, flags) in std::mem::take(&mut self.declines) {
+        for (label, rip, flags, dirty) in std::mem::take(&mut self.declines) {
             dynasm!(self.a ; .arch x64 ; =>label);
             self.flags_in_registers = flags;
             self.flush_flags();
+            self.store_held(dirty);
             dynasm!(self.a
                 ; .arch x64
                 ; mov rax, QWORD rip as i64
@@ -712,7 +740,6 @@ impl Emitter<'_> {
         for stub in std::mem::take(&mut self.exits) {
             self.exit_stub(&stub, cpl);
         }
-        let o_budget = self.o.budget;
         dynasm!(self.a
             ; .arch x64
             ; =>declined
@@ -721,7 +748,6 @@ impl Emitter<'_> {
             ; =>ended
             ; mov eax, JitExit::Ended as i32
             ; =>exit
-            ; mov QWORD [rbx + o_budget], r15
             ; add rsp, 8
             ; pop r15
             ; pop r14
@@ -745,26 +771,40 @@ impl Emitter<'_> {
         dynasm!(self.a ; .arch x64 ; =>stub.label);
         self.flags_in_registers = stub.flags;
         self.flush_flags();
+        // The core gets the held registers, but for a loop back into this block's body those
+        // its start takes as not in the core yet (see `regs.rs`), which it gets on leaving.
+        let (written, again) = (self.held.written, matches!(stub.to, ExitTo::Again));
+        self.store_held(if again {
+            stub.dirty & !written
+        } else {
+            stub.dirty
+        });
         let (o_rip, o_chain_request) = (self.o.rip, self.o.chain_request);
+        let (stamp, budget) = (self.o.chain_stamp, self.o.budget);
         dynasm!(self.a
             ; .arch x64
             ; mov rax, QWORD self.pending as i64
             ; cmp BYTE [rax], 0
             ; jne =>leave
             ; mov rax, QWORD self.code_epoch as i64
-            ; cmp DWORD [rax], r13d
+            ; mov ecx, DWORD [rax]
+            ; cmp ecx, DWORD [rbx + stamp]
             ; jne =>leave
         );
         let (request, code) = match stub.to {
             ExitTo::Again => {
                 // This very block: its code is current while the code epoch is.
-                let (body, start) = (self.body, self.start);
+                let (loaded, start) = (self.loaded, self.start);
                 dynasm!(self.a
                     ; .arch x64
-                    ; sub r15, 1
+                    ; sub QWORD [rbx + budget], 1
                     ; jbe =>leave
-                    ; jmp =>body
+                    ; jmp =>loaded
                     ; =>leave
+                );
+                self.store_held(stub.dirty & written);
+                dynasm!(self.a
+                    ; .arch x64
                     ; mov rax, QWORD start as i64
                     ; mov QWORD [rbx + o_rip], rax
                     ; jmp =>ended
@@ -781,7 +821,7 @@ impl Emitter<'_> {
                 dynasm!(self.a
                     ; .arch x64
                     ; mov rax, QWORD slot_address as i64
-                    ; mov rcx, r14
+                    ; mov rcx, QWORD [rbx + stamp]
                     ; and rcx, QWORD [rax + 24]
                     ; cmp rcx, QWORD [rax]
                     ; je =>linked
@@ -810,7 +850,12 @@ impl Emitter<'_> {
                     ; jne =>request
                 );
                 let linked = self.a.new_dynamic_label();
-                dynasm!(self.a ; .arch x64 ; cmp r14, QWORD [rax] ; je =>linked);
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rcx, QWORD [rbx + stamp]
+                    ; cmp rcx, QWORD [rax]
+                    ; je =>linked
+                );
                 self.global_stamp_check(24, request);
                 dynasm!(self.a ; .arch x64 ; =>linked);
                 (request, LOOKUP_REQUEST - u32::from(cpl))
@@ -822,7 +867,7 @@ impl Emitter<'_> {
         };
         dynasm!(self.a
             ; .arch x64
-            ; sub r15, 1
+            ; sub QWORD [rbx + budget], 1
             ; jbe =>leave
             ; jmp QWORD [rax + 8]
             ; =>request

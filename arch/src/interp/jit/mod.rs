@@ -18,6 +18,7 @@ mod chain;
 mod classify;
 mod emit;
 mod ops;
+mod regs;
 mod vector;
 
 use std::any::Any;

@@ -14,6 +14,7 @@ use super::super::insn::{size_mask, Insn, HIGH_BYTE, LOCK, MEM, ZERO};
 use super::super::state::{FS, RCX, RSP};
 use super::classify::Kind;
 use super::emit::{Emitter, KnownFlags, Slow};
+use super::regs::Gpr;
 
 /// Whether `r` names a whole general register (not a high byte, not the zero register).
 fn gpr(r: u8) -> bool {
@@ -25,11 +26,27 @@ fn wide(size: u8) -> bool {
     matches!(size, 4 | 8)
 }
 
-/// A second operand: a register slot (offset from `rbx`) or an immediate.
+/// A second operand: a guest register, an immediate, or a value already in a host register
+/// (zero-extended from the operand size).
 #[derive(Clone, Copy)]
 enum Operand {
-    Reg(i32),
+    Reg(Gpr),
     Imm(u64),
+    Host(u8),
+}
+
+/// Expands `$sized!(mnemonic)` for the host instruction of ALU operation `$op` (ADD, OR, AND,
+/// XOR, and SUB for anything else: SUB and CMP compute the same).
+macro_rules! by_alu_op {
+    ($op:expr, $sized:ident) => {
+        match $op {
+            alu::ADD => $sized!(add),
+            alu::OR => $sized!(or),
+            alu::AND => $sized!(and),
+            alu::XOR => $sized!(xor),
+            _ => $sized!(sub),
+        }
+    };
 }
 
 /// Host registers by number, for the templates that pick them.
@@ -41,11 +58,6 @@ const HOST_R10: u8 = 10;
 const HOST_R11: u8 = 11;
 
 impl Emitter<'_> {
-    /// Offset of guest register `r`'s slot from `rbx`.
-    pub(super) fn slot(&self, r: u8) -> i32 {
-        self.o.gpr + 8 * i32::from(r)
-    }
-
     /// `rcx` = `imm` cut to `size` bytes.
     fn imm_rcx(&mut self, imm: u64, size: u8) {
         self.imm_to(HOST_RCX, imm, size);
@@ -81,41 +93,13 @@ impl Emitter<'_> {
     }
 
     /// Host register `h` = `src` at `size` bytes, zero-extended.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
     fn operand_to(&mut self, h: u8, src: Operand, size: u8) {
         match src {
             Operand::Reg(at) => self.load(h, at, size),
             Operand::Imm(v) => self.imm_to(h, v, size),
-        }
-    }
-
-    /// Where register operand `r` of `size` bytes lives, from `rbx` (AH..BH one byte into
-    /// their register); None for what the templates do not handle.
-    fn reg(&self, r: u8, size: u8) -> Option<i32> {
-        if r & HIGH_BYTE != 0 {
-            return (size == 1 && r & 0xf < 4).then(|| self.slot(r & 0xf) + 1);
-        }
-        (r < ZERO && matches!(size, 1 | 2 | 4 | 8)).then(|| self.slot(r))
-    }
-
-    /// Host register `h` = the `size` bytes at `[rbx + at]`, zero-extended.
-    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
-    fn load(&mut self, h: u8, at: i32, size: u8) {
-        match size {
-            1 => dynasm!(self.a ; .arch x64 ; movzx Rd(h), BYTE [rbx + at]),
-            2 => dynasm!(self.a ; .arch x64 ; movzx Rd(h), WORD [rbx + at]),
-            4 => dynasm!(self.a ; .arch x64 ; mov Rd(h), DWORD [rbx + at]),
-            _ => dynasm!(self.a ; .arch x64 ; mov Rq(h), QWORD [rbx + at]),
-        }
-    }
-
-    /// `[rbx + at]` = the low `size` bytes of host register `h`; for 4 bytes the whole
-    /// register, which holds a zero-extended value (a guest write of 32 bits clears the top).
-    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
-    fn store(&mut self, h: u8, at: i32, size: u8) {
-        match size {
-            1 => dynasm!(self.a ; .arch x64 ; mov BYTE [rbx + at], Rb(h)),
-            2 => dynasm!(self.a ; .arch x64 ; mov WORD [rbx + at], Rw(h)),
-            _ => dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + at], Rq(h)),
+            Operand::Host(from) if from == h => {}
+            Operand::Host(from) => dynasm!(self.a ; .arch x64 ; mov Rq(h), Rq(from)),
         }
     }
 
@@ -192,8 +176,7 @@ impl Emitter<'_> {
                 let (Some(d), Some(r)) = (self.reg(insn.r0, size), self.reg(insn.r1, size)) else {
                     return false;
                 };
-                self.load(HOST_RAX, r, size);
-                self.store(HOST_RAX, d, size);
+                self.copy(d, r, size);
                 true
             }
             Kind::MovRI => {
@@ -204,9 +187,7 @@ impl Emitter<'_> {
                 match i32::try_from(v as i64) {
                     // One store of the sign-extended immediate writes all 64 bits (a 32-bit
                     // value zero-extended is the same when it is below 2^31).
-                    Ok(imm) if wide(size) => {
-                        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + d], imm)
-                    }
+                    Ok(imm) if wide(size) => self.store_imm(d, imm),
                     _ => {
                         dynasm!(self.a ; .arch x64 ; mov rax, QWORD v as i64);
                         self.store(HOST_RAX, d, size);
@@ -219,7 +200,7 @@ impl Emitter<'_> {
                 if size == 4 {
                     dynasm!(self.a ; .arch x64 ; mov eax, eax);
                 }
-                self.store(HOST_RAX, self.slot(insn.r0), 8);
+                self.store(HOST_RAX, Gpr::whole(insn.r0), 8);
                 true
             }
             Kind::AluRR(op) | Kind::AluRI(op) => {
@@ -228,13 +209,16 @@ impl Emitter<'_> {
                 else {
                     return false;
                 };
+                // Only moves follow the operation.
+                self.host_flags_left = true;
+                if self.alu_held(op, size, d, src) {
+                    return true;
+                }
                 self.carry_in(op);
                 // Straight into the register the lazy flags keep it in, when they will.
                 let src_reg = self.alu_source(op);
                 self.operand_to(src_reg, src, size);
                 self.alu(op, size, d, src_reg);
-                // Only moves followed the operation.
-                self.host_flags_left = true;
                 true
             }
             Kind::AluRM(op) => {
@@ -346,18 +330,25 @@ impl Emitter<'_> {
                 let Some(d) = self.reg(insn.r0, size) else {
                     return false;
                 };
-                self.memory(insn, false, |e| {
-                    e.load_mem(HOST_RAX, size);
-                    e.store(HOST_RAX, d, size);
+                self.memory(insn, false, |e| match e.holder_to_write(d) {
+                    // (A 4-byte load clears the top half, as the guest's does.)
+                    Some(x) if wide(size) => e.load_mem(x, size),
+                    _ => {
+                        e.load_mem(HOST_RAX, size);
+                        e.store(HOST_RAX, d, size);
+                    }
                 })
             }
             Kind::MovMR => {
                 let Some(r) = self.reg(insn.r1, size) else {
                     return false;
                 };
-                self.memory(insn, true, |e| {
-                    e.load(HOST_RCX, r, size);
-                    e.store_mem(HOST_RCX, size);
+                self.memory(insn, true, |e| match e.holder(r) {
+                    Some(y) => e.store_mem(y, size),
+                    None => {
+                        e.load(HOST_RCX, r, size);
+                        e.store_mem(HOST_RCX, size);
+                    }
                 })
             }
             Kind::MovMI if matches!(size, 1 | 2 | 4 | 8) => self.memory(insn, true, |e| {
@@ -371,8 +362,10 @@ impl Emitter<'_> {
             Kind::Imul { three } if wide(size) && gpr(insn.r0) => self.imul(insn, three),
             Kind::Setcc if size == 1 && reg_form && gpr(insn.r0 & !HIGH_BYTE) => {
                 self.condition_to_al(insn.cc);
-                let s = self.slot(insn.r0 & !HIGH_BYTE) + i32::from(insn.r0 & HIGH_BYTE != 0);
-                dynasm!(self.a ; .arch x64 ; mov BYTE [rbx + s], al);
+                let Some(d) = self.reg(insn.r0, 1) else {
+                    return false;
+                };
+                self.store(HOST_RAX, d, 1);
                 true
             }
             Kind::Cmov if matches!(size, 2 | 4 | 8) => {
@@ -415,7 +408,7 @@ impl Emitter<'_> {
                 self.vector_template(insn, kind)
             }
             Kind::Bswap if wide(size) && gpr(insn.r0) => {
-                let d = self.slot(insn.r0);
+                let d = Gpr::whole(insn.r0);
                 self.load(HOST_RAX, d, size);
                 if size == 8 {
                     dynasm!(self.a ; .arch x64 ; bswap rax);
@@ -434,38 +427,43 @@ impl Emitter<'_> {
 
     /// `rax` = the effective address of `insn`'s memory operand, masked to its address size.
     /// Clobbers `rcx`.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
     fn effective_address(&mut self, insn: &Insn) {
-        let mut have = false;
-        if insn.base != ZERO {
-            let s = self.slot(insn.base);
-            dynasm!(self.a ; .arch x64 ; mov rax, QWORD [rbx + s]);
-            have = true;
-        }
-        if insn.index != ZERO {
-            let s = self.slot(insn.index);
-            dynasm!(self.a ; .arch x64 ; mov rcx, QWORD [rbx + s]);
-            match (have, insn.scale) {
-                (true, 0) => dynasm!(self.a ; .arch x64 ; add rax, rcx),
-                (true, 1) => dynasm!(self.a ; .arch x64 ; lea rax, [rax + rcx * 2]),
-                (true, 2) => dynasm!(self.a ; .arch x64 ; lea rax, [rax + rcx * 4]),
-                (true, _) => dynasm!(self.a ; .arch x64 ; lea rax, [rax + rcx * 8]),
-                (false, 0) => dynasm!(self.a ; .arch x64 ; mov rax, rcx),
-                (false, 1) => dynasm!(self.a ; .arch x64 ; lea rax, [rcx * 2]),
-                (false, 2) => dynasm!(self.a ; .arch x64 ; lea rax, [rcx * 4]),
-                (false, _) => dynasm!(self.a ; .arch x64 ; lea rax, [rcx * 8]),
-            }
-            have = true;
-        }
+        let base = (insn.base != ZERO).then(|| self.source(Gpr::whole(insn.base), HOST_RAX));
+        let index = (insn.index != ZERO).then(|| self.source(Gpr::whole(insn.index), HOST_RCX));
         let disp = insn.disp;
-        match i32::try_from(disp as i64) {
-            Ok(0) if have => {}
-            Ok(d) if have => dynasm!(self.a ; .arch x64 ; add rax, d),
-            _ if have => dynasm!(self.a
+        let (d, far) = match i32::try_from(disp as i64) {
+            Ok(d) => (d, false),
+            Err(_) => (0, true),
+        };
+        macro_rules! scaled {
+            ($i:ident; $($base:tt)*) => {
+                match insn.scale {
+                    0 => dynasm!(self.a ; .arch x64 ; lea rax, [$($base)* Rq($i) + d]),
+                    1 => dynasm!(self.a ; .arch x64 ; lea rax, [$($base)* Rq($i) * 2 + d]),
+                    2 => dynasm!(self.a ; .arch x64 ; lea rax, [$($base)* Rq($i) * 4 + d]),
+                    _ => dynasm!(self.a ; .arch x64 ; lea rax, [$($base)* Rq($i) * 8 + d]),
+                }
+            };
+        }
+        match (base, index) {
+            (Some(b), Some(i)) => scaled!(i; Rq(b) +),
+            (None, Some(i)) => scaled!(i;),
+            (Some(b), None) if b == HOST_RAX => {
+                if d != 0 {
+                    dynasm!(self.a ; .arch x64 ; add rax, d);
+                }
+            }
+            (Some(b), None) => dynasm!(self.a ; .arch x64 ; lea rax, [Rq(b) + d]),
+            (None, None) if far => dynasm!(self.a ; .arch x64 ; mov rax, QWORD disp as i64),
+            (None, None) => dynasm!(self.a ; .arch x64 ; mov rax, d),
+        }
+        if far && (base.is_some() || index.is_some()) {
+            dynasm!(self.a
                 ; .arch x64
                 ; mov rcx, QWORD disp as i64
                 ; add rax, rcx
-            ),
-            _ => dynasm!(self.a ; .arch x64 ; mov rax, QWORD disp as i64),
+            );
         }
         if insn.asize == 4 {
             dynasm!(self.a ; .arch x64 ; mov eax, eax);
@@ -560,6 +558,7 @@ impl Emitter<'_> {
         let slow = self.a.new_dynamic_label();
         let resume = self.a.new_dynamic_label();
         let flags_before = self.flags_in_registers;
+        let dirty = self.dirty;
         address(self);
         self.host_address(store, size, slow);
         body(self, slow);
@@ -571,15 +570,19 @@ impl Emitter<'_> {
             guest_mxcsr: self.mxcsr_open,
             flags_before,
             flags_after: self.flags_in_registers,
+            dirty,
         });
         true
     }
 
-    /// Register operand `[rbx + d]` OP host register `src` (`rcx`, or `r10` when the flags
+    /// Register operand `d` OP host register `src` (`rcx`, or `r10` when the flags
     /// are live and kept in registers), `size` bytes. With live flags the operation works in
     /// the registers that hold them (see `Emitter::flags_in_registers`): dst in `r9`, src in
     /// `r10`, the result in `r11`.
-    fn alu(&mut self, op: u8, size: u8, d: i32, src: u8) -> bool {
+    fn alu(&mut self, op: u8, size: u8, d: Gpr, src: u8) -> bool {
+        if self.alu_held(op, size, d, Operand::Host(src)) {
+            return true;
+        }
         if matches!(op, alu::ADC | alu::SBB) {
             self.load(HOST_RAX, d, size);
             self.alu_op(op, size);
@@ -613,6 +616,104 @@ impl Emitter<'_> {
         true
     }
 
+    /// ALU `op` (not ADC or SBB) of 4 or 8 bytes into a register the block holds, computed
+    /// in place; false when that does not apply. Live flags go to the registers that keep
+    /// them, as in [`Emitter::alu`].
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn alu_held(&mut self, op: u8, size: u8, d: Gpr, src: Operand) -> bool {
+        let Some(x) = self.holder(d) else {
+            return false;
+        };
+        if !wide(size) || matches!(op, alu::ADC | alu::SBB) {
+            return false;
+        }
+        // Whatever the flag registers held is overwritten (or dead, when these are).
+        self.flags_in_registers = None;
+        if !self.flags_dead && lazy_op(op) != FlagOp::Logic {
+            self.operand_to(HOST_R10, src, size);
+            self.load(HOST_R9, d, size);
+            if op == alu::CMP {
+                dynasm!(self.a ; .arch x64 ; mov r11, r9);
+                self.alu_regs(op, size, HOST_R11, HOST_R10);
+            } else {
+                self.alu_regs(op, size, x, HOST_R10);
+                self.holder_to_write(d);
+                dynasm!(self.a ; .arch x64 ; mov r11, Rq(x));
+            }
+            self.hold_flags(lazy_op(op), size);
+            return true;
+        }
+        if op == alu::CMP {
+            // Dead flags: nothing else of it is visible.
+            self.flags = None;
+            return true;
+        }
+        let imm = |v: u64| {
+            if size == 4 {
+                Some(v as u32 as i32)
+            } else {
+                i32::try_from(v as i64).ok()
+            }
+        };
+        match src {
+            Operand::Imm(v) if imm(v).is_some() => {
+                let v = imm(v).unwrap_or_default();
+                self.alu_imm(op, size, x, v);
+            }
+            Operand::Reg(g) if self.holder(g).is_some() => {
+                let y = self.holder(g).unwrap_or(x);
+                self.alu_regs(op, size, x, y);
+            }
+            Operand::Host(h) => self.alu_regs(op, size, x, h),
+            _ => {
+                self.operand_to(HOST_RCX, src, size);
+                self.alu_regs(op, size, x, HOST_RCX);
+            }
+        }
+        self.holder_to_write(d);
+        if self.flags_dead {
+            self.flags = None;
+        } else {
+            // A logic operation's flags are its result's.
+            dynasm!(self.a ; .arch x64 ; mov r11, Rq(x));
+            self.hold_flags(FlagOp::Logic, size);
+        }
+        true
+    }
+
+    /// Host register `dst` OP= `imm` (sign-extended for 8 bytes) at `size` (4 or 8) bytes,
+    /// OP not ADC, SBB or CMP.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn alu_imm(&mut self, op: u8, size: u8, dst: u8, imm: i32) {
+        macro_rules! sized {
+            ($op:ident) => {
+                if size == 4 {
+                    dynasm!(self.a ; .arch x64 ; $op Rd(dst), imm)
+                } else {
+                    dynasm!(self.a ; .arch x64 ; $op Rq(dst), imm)
+                }
+            };
+        }
+        by_alu_op!(op, sized);
+    }
+
+    /// `d` = `s` at `size` bytes (a 4-byte write clears the top half, as the guest's does).
+    fn copy(&mut self, d: Gpr, s: Gpr, size: u8) {
+        if wide(size) {
+            if let Some(x) = self.holder_to_write(d) {
+                self.load(x, s, size);
+                return;
+            }
+        }
+        match self.holder(s) {
+            Some(y) if size == 8 => self.store(y, d, 8),
+            _ => {
+                self.load(HOST_RAX, s, size);
+                self.store(HOST_RAX, d, size);
+            }
+        }
+    }
+
     /// Where an ALU template of `op` wants its source operand: `r10`, where the lazy flags
     /// keep it, when the flags are live and go to registers (ADD, SUB, CMP); else `rcx`.
     fn alu_source(&self, op: u8) -> u8 {
@@ -638,13 +739,7 @@ impl Emitter<'_> {
                 }
             };
         }
-        match op {
-            alu::ADD => sized!(add),
-            alu::OR => sized!(or),
-            alu::AND => sized!(and),
-            alu::XOR => sized!(xor),
-            _ => sized!(sub),
-        }
+        by_alu_op!(op, sized);
     }
 
     /// `rdx` = `rax` OP `rcx` at `size` bytes (zero-extended), with the lazy flags recorded.
@@ -818,75 +913,71 @@ impl Emitter<'_> {
             if !gpr(insn.r1) {
                 return false;
             }
-            let s = self.slot(insn.r1);
-            self.extend_from(from, signed, size, s, true);
-            self.store(HOST_RAX, self.slot(insn.r0), 8);
+            self.extend_register(from, signed, size, Gpr::whole(insn.r1));
+            self.store(HOST_RAX, Gpr::whole(insn.r0), 8);
             return true;
         }
         self.memory(insn, false, |e| {
-            e.extend_from(from, signed, size, 0, false);
-            e.store(HOST_RAX, e.slot(insn.r0), 8);
+            e.extend_memory(from, signed, size);
+            e.store(HOST_RAX, Gpr::whole(insn.r0), 8);
         })
     }
 
-    /// `rax` = the `from`-byte value at `[rbx + disp]` (`core`) or `[rax + disp]`, extended
-    /// to `size` bytes.
-    fn extend_from(&mut self, from: u8, signed: bool, size: u8, disp: i32, core: bool) {
-        macro_rules! at {
-            ($($ins:tt)*) => {
-                if core {
-                    dynasm!(self.a ; .arch x64 ; $($ins)* [rbx + disp]);
-                } else {
-                    dynasm!(self.a ; .arch x64 ; $($ins)* [rax + disp]);
-                }
-            };
-        }
+    /// `rax` = the `from`-byte value at `[rax]`, extended to `size` bytes.
+    fn extend_memory(&mut self, from: u8, signed: bool, size: u8) {
         match (from, signed, size == 8) {
-            (1, false, _) => at!(movzx eax, BYTE),
-            (2, false, _) => at!(movzx eax, WORD),
-            (1, true, true) => at!(movsx rax, BYTE),
-            (2, true, true) => at!(movsx rax, WORD),
-            (1, true, false) => at!(movsx eax, BYTE),
-            (2, true, false) => at!(movsx eax, WORD),
-            (_, true, true) => at!(movsxd rax, DWORD),
-            _ => at!(mov eax, DWORD),
+            (1, false, _) => dynasm!(self.a ; .arch x64 ; movzx eax, BYTE [rax]),
+            (2, false, _) => dynasm!(self.a ; .arch x64 ; movzx eax, WORD [rax]),
+            (1, true, true) => dynasm!(self.a ; .arch x64 ; movsx rax, BYTE [rax]),
+            (2, true, true) => dynasm!(self.a ; .arch x64 ; movsx rax, WORD [rax]),
+            (1, true, false) => dynasm!(self.a ; .arch x64 ; movsx eax, BYTE [rax]),
+            (2, true, false) => dynasm!(self.a ; .arch x64 ; movsx eax, WORD [rax]),
+            (_, true, true) => dynasm!(self.a ; .arch x64 ; movsxd rax, DWORD [rax]),
+            _ => dynasm!(self.a ; .arch x64 ; mov eax, DWORD [rax]),
+        }
+    }
+
+    /// `rax` = the low `from` bytes of `src`, extended to `size` bytes.
+    fn extend_register(&mut self, from: u8, signed: bool, size: u8, src: Gpr) {
+        self.load(HOST_RAX, src, from);
+        match (from, signed, size == 8) {
+            (_, false, _) => {}
+            (1, true, true) => dynasm!(self.a ; .arch x64 ; movsx rax, al),
+            (2, true, true) => dynasm!(self.a ; .arch x64 ; movsx rax, ax),
+            (1, true, false) => dynasm!(self.a ; .arch x64 ; movsx eax, al),
+            (2, true, false) => dynasm!(self.a ; .arch x64 ; movsx eax, ax),
+            (_, true, true) => dynasm!(self.a ; .arch x64 ; movsxd rax, eax),
+            _ => {}
         }
     }
 
     /// PUSH of a 64-bit register.
     fn push_reg(&mut self, insn: &Insn) -> bool {
-        self.push(insn, |e| e.load(HOST_RCX, e.slot(insn.r0), 8))
+        self.push(insn, |e| e.load(HOST_RCX, Gpr::whole(insn.r0), 8))
     }
 
     /// A 64-bit push of the value `value` leaves in `rcx` (read before RSP moves).
     fn push(&mut self, insn: &Insn, value: impl FnOnce(&mut Self)) -> bool {
-        let stack = self.slot(RSP as u8);
+        let stack = Gpr::whole(RSP as u8);
         let address = |e: &mut Self| {
-            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack] ; sub rax, 8);
+            e.load(HOST_RAX, stack, 8);
+            dynasm!(e.a ; .arch x64 ; sub rax, 8);
         };
         self.access(insn, true, 8, address, |e, _| {
             value(e);
-            dynasm!(e.a
-                ; .arch x64
-                ; mov QWORD [rax], rcx
-                ; sub QWORD [rbx + stack], 8
-            );
+            dynasm!(e.a ; .arch x64 ; mov QWORD [rax], rcx);
+            e.add_imm(stack, -8);
         })
     }
 
     /// POP into a 64-bit register (POP RSP leaves the popped value in RSP).
     fn pop_reg(&mut self, insn: &Insn) -> bool {
-        let stack = self.slot(RSP as u8);
-        let address = |e: &mut Self| {
-            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack]);
-        };
+        let stack = Gpr::whole(RSP as u8);
+        let address = |e: &mut Self| e.load(HOST_RAX, stack, 8);
         self.access(insn, false, 8, address, |e, _| {
-            dynasm!(e.a
-                ; .arch x64
-                ; mov rax, QWORD [rax]
-                ; add QWORD [rbx + stack], 8
-            );
-            e.store(HOST_RAX, e.slot(insn.r0), 8);
+            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rax]);
+            e.add_imm(stack, 8);
+            e.store(HOST_RAX, Gpr::whole(insn.r0), 8);
         })
     }
 
@@ -900,12 +991,10 @@ impl Emitter<'_> {
     /// RET [imm16] (64-bit): pops RIP (a non-canonical one is left to the handler, which
     /// raises #GP) and stores it.
     pub(super) fn ret(&mut self, insn: &Insn) -> bool {
-        let stack = self.slot(RSP as u8);
+        let stack = Gpr::whole(RSP as u8);
         let rip_at = self.o.rip;
         let release = 8 + (insn.imm & 0xffff) as i32;
-        let address = |e: &mut Self| {
-            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rbx + stack]);
-        };
+        let address = |e: &mut Self| e.load(HOST_RAX, stack, 8);
         self.access(insn, false, 8, address, |e, slow| {
             dynasm!(e.a
                 ; .arch x64
@@ -916,8 +1005,8 @@ impl Emitter<'_> {
                 ; cmp rdx, rax
                 ; jne =>slow
                 ; mov QWORD [rbx + rip_at], rax
-                ; add QWORD [rbx + stack], release
             );
+            e.add_imm(stack, release);
         })
     }
 
@@ -942,22 +1031,29 @@ impl Emitter<'_> {
             // A count of 0 keeps the flags: the core must have them on both paths.
             self.flush_flags();
         }
-        self.load(HOST_RAX, d, size);
+        // A register the block holds is shifted in place (but for a 32-bit one by CL: with a
+        // count of 0 the guest's still clears its top half).
+        let w = match self.holder(d) {
+            Some(x) if size == 8 || (size == 4 && !cl) => x,
+            _ => HOST_RAX,
+        };
+        if w == HOST_RAX {
+            self.load(HOST_RAX, d, size);
+        }
         if cl {
-            let count_at = self.slot(RCX as u8);
-            dynasm!(self.a ; .arch x64 ; mov ecx, DWORD [rbx + count_at]);
+            self.load(HOST_RCX, Gpr::whole(RCX as u8), 4);
         }
         macro_rules! shift {
             ($op:ident) => {
                 match (cl, size) {
                     (true, 1) => dynasm!(self.a ; .arch x64 ; $op al, cl),
                     (true, 2) => dynasm!(self.a ; .arch x64 ; $op ax, cl),
-                    (true, 4) => dynasm!(self.a ; .arch x64 ; $op eax, cl),
-                    (true, _) => dynasm!(self.a ; .arch x64 ; $op rax, cl),
+                    (true, 4) => dynasm!(self.a ; .arch x64 ; $op Rd(w), cl),
+                    (true, _) => dynasm!(self.a ; .arch x64 ; $op Rq(w), cl),
                     (false, 1) => dynasm!(self.a ; .arch x64 ; $op al, count),
                     (false, 2) => dynasm!(self.a ; .arch x64 ; $op ax, count),
-                    (false, 4) => dynasm!(self.a ; .arch x64 ; $op eax, count),
-                    (false, _) => dynasm!(self.a ; .arch x64 ; $op rax, count),
+                    (false, 4) => dynasm!(self.a ; .arch x64 ; $op Rd(w), count),
+                    (false, _) => dynasm!(self.a ; .arch x64 ; $op Rq(w), count),
                 }
             };
         }
@@ -972,7 +1068,11 @@ impl Emitter<'_> {
             dynasm!(self.a ; .arch x64 ; pushfq ; pop rdx);
         }
         // (A 32-bit result is zero-extended in rax, as the guest register gets it.)
-        self.store(HOST_RAX, d, size);
+        if w == HOST_RAX {
+            self.store(HOST_RAX, d, size);
+        } else {
+            self.holder_to_write(d);
+        }
         let skip = self.a.new_dynamic_label();
         if cl {
             dynasm!(self.a ; .arch x64 ; test cl, mask as i8 ; jz =>skip);
@@ -991,21 +1091,24 @@ impl Emitter<'_> {
             if three {
                 e.imm_rcx(insn.imm, size);
             } else {
-                e.load(HOST_RCX, e.slot(insn.r0), size);
+                e.load(HOST_RCX, Gpr::whole(insn.r0), size);
             }
             if size == 8 {
-                dynasm!(e.a ; .arch x64 ; imul rax, rcx ; pushfq ; pop rdx);
+                dynasm!(e.a ; .arch x64 ; imul rax, rcx);
             } else {
-                dynasm!(e.a ; .arch x64 ; imul eax, ecx ; pushfq ; pop rdx ; mov eax, eax);
+                dynasm!(e.a ; .arch x64 ; imul eax, ecx);
             }
-            e.store(HOST_RAX, e.slot(insn.r0), 8);
+            if !e.flags_dead {
+                dynasm!(e.a ; .arch x64 ; pushfq ; pop rdx);
+            }
+            e.store(HOST_RAX, Gpr::whole(insn.r0), 8);
             e.host_flags(ARITH);
         };
         if insn.flags & MEM == 0 {
             if !gpr(insn.r1) {
                 return false;
             }
-            self.load(HOST_RAX, self.slot(insn.r1), size);
+            self.load(HOST_RAX, Gpr::whole(insn.r1), size);
             product(self);
             return true;
         }

@@ -23,6 +23,7 @@ use super::super::insn::{Insn, MEM, MEM_DST};
 use super::super::state::{CR0_EM, CR0_TS, CR4_OSFXSR, FS};
 use super::classify::{kind, Kind};
 use super::emit::Emitter;
+use super::regs::Gpr;
 
 /// MXCSR: the six exception flags.
 const FLAGS: i32 = 0x3f;
@@ -194,7 +195,8 @@ impl Emitter<'_> {
     fn decline(&mut self, insn: &Insn) -> DynamicLabel {
         let label = self.a.new_dynamic_label();
         let rip = insn.next.wrapping_sub(u64::from(insn.len));
-        self.declines.push((label, rip, self.flags_in_registers));
+        self.declines
+            .push((label, rip, self.flags_in_registers, self.dirty));
         label
     }
 
@@ -336,14 +338,14 @@ impl Emitter<'_> {
     /// register (zero-extended to 64 bits).
     fn mask(&mut self, insn: &Insn) -> bool {
         let s = self.xmm_slot(insn.r1);
-        let d = self.slot(insn.r0);
+        let d = Gpr::whole(insn.r0);
         dynasm!(self.a ; .arch x64 ; movdqu xmm0, [rbx + s]);
         match insn.op {
             Mnemonic::Movmskps => dynasm!(self.a ; .arch x64 ; movmskps eax, xmm0),
             Mnemonic::Movmskpd => dynasm!(self.a ; .arch x64 ; movmskpd eax, xmm0),
             _ => dynasm!(self.a ; .arch x64 ; pmovmskb eax, xmm0),
         }
-        dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + d], rax);
+        self.store(0, d, 8);
         true
     }
 
