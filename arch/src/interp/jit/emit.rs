@@ -118,6 +118,8 @@ pub(super) struct Slow {
     pub guest_mxcsr: bool,
     pub flags_before: Option<KnownFlags>,
     pub flags_after: Option<KnownFlags>,
+    /// The flags the code it rejoins finds on the host (see `host_flags_left`), redone there.
+    pub host_flags: Option<KnownFlags>,
     /// Held registers the core does not have yet where the path leaves (see `regs.rs`).
     pub dirty: u16,
 }
@@ -721,6 +723,12 @@ impl Emitter<'_> {
                     ; mov r10, QWORD [rbx + o.f_src]
                     ; mov r11, QWORD [rbx + o.f_res]
                 );
+            }
+            if let Some(known) = s.host_flags {
+                self.flags = Some(known);
+                self.flags_in_registers = s.flags_after;
+                // (Every flag but CF for INC and DEC, which never get here.)
+                self.host_flags_for(4);
             }
             dynasm!(self.a ; .arch x64 ; jmp =>s.resume);
         }

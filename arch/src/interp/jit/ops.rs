@@ -227,7 +227,7 @@ impl Emitter<'_> {
                 };
                 self.carry_in(op);
                 let src_reg = self.alu_source(op);
-                self.memory(insn, false, |e| {
+                self.memory_setting_flags(insn, false, |e| {
                     e.load_mem(src_reg, size);
                     e.alu(op, size, d, src_reg);
                 })
@@ -238,7 +238,7 @@ impl Emitter<'_> {
                 };
                 self.carry_in(op);
                 let held = self.alu_source(op) == HOST_R10;
-                self.memory(insn, op != alu::CMP, |e| {
+                self.memory_setting_flags(insn, op != alu::CMP, |e| {
                     if held {
                         // Computed where the lazy flags keep dst, src and the result.
                         e.load_mem(HOST_R9, size);
@@ -290,7 +290,7 @@ impl Emitter<'_> {
                     self.host_flags_left = true;
                     return true;
                 }
-                self.memory(insn, false, |e| {
+                self.memory_setting_flags(insn, false, |e| {
                     e.load_mem(HOST_RAX, size);
                     test(e);
                 })
@@ -524,6 +524,34 @@ impl Emitter<'_> {
         self.memory_checked(insn, store, |e, _| body(e))
     }
 
+    /// [`Emitter::memory`] for a template whose last flag-changing host instruction computes
+    /// the guest's flags: when the host can redo them from the lazy flags (see
+    /// `Emitter::host_flags_for`), its slow path does so and the next instruction finds them
+    /// on the host (see `host_flags_left`).
+    fn memory_setting_flags(
+        &mut self,
+        insn: &Insn,
+        store: bool,
+        body: impl FnOnce(&mut Self),
+    ) -> bool {
+        if !self.memory(insn, store, body) {
+            return false;
+        }
+        if let Some(
+            known @ KnownFlags {
+                op: FlagOp::Add | FlagOp::Sub | FlagOp::Logic,
+                ..
+            },
+        ) = self.flags
+        {
+            if let Some(slow) = self.slow.last_mut() {
+                slow.host_flags = Some(known);
+                self.host_flags_left = true;
+            }
+        }
+        true
+    }
+
     /// [`Emitter::memory`] with a body that may still give up for the handler (by jumping to
     /// the label it is given) before it changes anything.
     pub(super) fn memory_checked(
@@ -570,6 +598,7 @@ impl Emitter<'_> {
             guest_mxcsr: self.mxcsr_open,
             flags_before,
             flags_after: self.flags_in_registers,
+            host_flags: None,
             dirty,
         });
         true
