@@ -189,6 +189,8 @@ pub(super) struct Emitter<'a> {
     /// Whether the SSE state checks (CR0.EM/TS, CR4.OSFXSR) were made since the last handler
     /// call: no template changes them.
     pub vector_checked: bool,
+    /// Whether the host has BMI2 (RORX).
+    pub bmi2: bool,
     /// Whether the host MXCSR holds the guest's rounding and denormal controls and gathers
     /// the exception flags of its SSE arithmetic (see `ops.rs`).
     pub mxcsr_open: bool,
@@ -302,6 +304,7 @@ pub(super) fn block(
         declined,
         declines: Vec::new(),
         vector_checked: false,
+        bmi2: std::arch::is_x86_feature_detected!("bmi2"),
         mxcsr_open: false,
         slow: Vec::new(),
         exits: Vec::new(),

@@ -53,6 +53,7 @@ macro_rules! by_alu_op {
 const HOST_RAX: u8 = 0;
 const HOST_RCX: u8 = 1;
 const HOST_RDX: u8 = 2;
+const HOST_RSI: u8 = 6;
 const HOST_R9: u8 = 9;
 const HOST_R10: u8 = 10;
 const HOST_R11: u8 = 11;
@@ -196,7 +197,7 @@ impl Emitter<'_> {
                 true
             }
             Kind::Lea if wide(size) && gpr(insn.r0) && wide(insn.asize) => {
-                self.effective_address(insn);
+                self.effective_address(insn, HOST_RAX);
                 if size == 4 {
                     dynasm!(self.a ; .arch x64 ; mov eax, eax);
                 }
@@ -425,11 +426,11 @@ impl Emitter<'_> {
         }
     }
 
-    /// `rax` = the effective address of `insn`'s memory operand, masked to its address size.
-    /// Clobbers `rcx`.
+    /// Host register `to` (not `rcx`) = the effective address of `insn`'s memory operand,
+    /// masked to its address size. Clobbers `rcx`.
     #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
-    fn effective_address(&mut self, insn: &Insn) {
-        let base = (insn.base != ZERO).then(|| self.source(Gpr::whole(insn.base), HOST_RAX));
+    fn effective_address(&mut self, insn: &Insn, to: u8) {
+        let base = (insn.base != ZERO).then(|| self.source(Gpr::whole(insn.base), to));
         let index = (insn.index != ZERO).then(|| self.source(Gpr::whole(insn.index), HOST_RCX));
         let disp = insn.disp;
         let (d, far) = match i32::try_from(disp as i64) {
@@ -439,39 +440,39 @@ impl Emitter<'_> {
         macro_rules! scaled {
             ($i:ident; $($base:tt)*) => {
                 match insn.scale {
-                    0 => dynasm!(self.a ; .arch x64 ; lea rax, [$($base)* Rq($i) + d]),
-                    1 => dynasm!(self.a ; .arch x64 ; lea rax, [$($base)* Rq($i) * 2 + d]),
-                    2 => dynasm!(self.a ; .arch x64 ; lea rax, [$($base)* Rq($i) * 4 + d]),
-                    _ => dynasm!(self.a ; .arch x64 ; lea rax, [$($base)* Rq($i) * 8 + d]),
+                    0 => dynasm!(self.a ; .arch x64 ; lea Rq(to), [$($base)* Rq($i) + d]),
+                    1 => dynasm!(self.a ; .arch x64 ; lea Rq(to), [$($base)* Rq($i) * 2 + d]),
+                    2 => dynasm!(self.a ; .arch x64 ; lea Rq(to), [$($base)* Rq($i) * 4 + d]),
+                    _ => dynasm!(self.a ; .arch x64 ; lea Rq(to), [$($base)* Rq($i) * 8 + d]),
                 }
             };
         }
         match (base, index) {
             (Some(b), Some(i)) => scaled!(i; Rq(b) +),
             (None, Some(i)) => scaled!(i;),
-            (Some(b), None) if b == HOST_RAX => {
+            (Some(b), None) if b == to => {
                 if d != 0 {
-                    dynasm!(self.a ; .arch x64 ; add rax, d);
+                    dynasm!(self.a ; .arch x64 ; add Rq(to), d);
                 }
             }
-            (Some(b), None) => dynasm!(self.a ; .arch x64 ; lea rax, [Rq(b) + d]),
-            (None, None) if far => dynasm!(self.a ; .arch x64 ; mov rax, QWORD disp as i64),
-            (None, None) => dynasm!(self.a ; .arch x64 ; mov rax, d),
+            (Some(b), None) => dynasm!(self.a ; .arch x64 ; lea Rq(to), [Rq(b) + d]),
+            (None, None) if far => dynasm!(self.a ; .arch x64 ; mov Rq(to), QWORD disp as i64),
+            (None, None) => dynasm!(self.a ; .arch x64 ; mov Rq(to), d),
         }
         if far && (base.is_some() || index.is_some()) {
             dynasm!(self.a
                 ; .arch x64
                 ; mov rcx, QWORD disp as i64
-                ; add rax, rcx
+                ; add Rq(to), rcx
             );
         }
         if insn.asize == 4 {
-            dynasm!(self.a ; .arch x64 ; mov eax, eax);
+            dynasm!(self.a ; .arch x64 ; mov Rd(to), Rd(to));
         }
     }
 
-    /// `rax` and `rsi` (from a linear address in `rax`) = the host address of the
-    /// `size`-byte operand there, or a jump to `slow`. Clobbers `rcx`, `rdx`, `rdi`.
+    /// `rsi` (a linear address) = the host address of the `size`-byte operand there, or a
+    /// jump to `slow`. Clobbers `rcx`, `rdx`, `rdi`.
     fn host_address(&mut self, store: bool, size: u8, slow: DynamicLabel) {
         // The TLB entry: in the table (access, user), whose read table `rbp` points to (the
         // write table follows the two read tables), at (lin >> 12) & mask, 32 bytes each.
@@ -491,12 +492,16 @@ impl Emitter<'_> {
         // The entry must be for the page of the operand's last byte, in this generation: a
         // miss, an access crossing into the next page and a non-canonical address (the TLB
         // never holds one) all fail that one comparison.
+        if self.bmi2 {
+            // (Bits 12 and up of the address, rotated down to 5: the mask keeps 5 to 16.)
+            dynasm!(self.a ; .arch x64 ; rorx ecx, esi, 7);
+        } else {
+            dynasm!(self.a ; .arch x64 ; mov ecx, esi ; shr ecx, 7);
+        }
         dynasm!(self.a
             ; .arch x64
-            ; mov ecx, eax
-            ; shr ecx, 7
             ; and ecx, mask
-            ; lea rdx, [rax + last]
+            ; lea rdx, [rsi + last]
             ; and rdx, -4096
             ; or rdx, QWORD [rbx + generation]
             ; cmp rdx, QWORD [rbp + rcx + tag]
@@ -511,14 +516,10 @@ impl Emitter<'_> {
                 ; jne =>slow
             );
         }
-        dynasm!(self.a
-            ; .arch x64
-            ; add rax, QWORD [rbp + rcx + addend]
-            ; mov rsi, rax
-        );
+        dynasm!(self.a ; .arch x64 ; add rsi, QWORD [rbp + rcx + addend]);
     }
 
-    /// A memory template: the operand's host address in `rax` and `rsi`, then `body`; the
+    /// A memory template: the operand's host address in `rsi`, then `body`; the
     /// handler runs instead when the fast path does not apply.
     fn memory(&mut self, insn: &Insn, store: bool, body: impl FnOnce(&mut Self)) -> bool {
         self.memory_checked(insn, store, |e, _| body(e))
@@ -564,17 +565,17 @@ impl Emitter<'_> {
             return false;
         }
         let address = |e: &mut Self| {
-            e.effective_address(insn);
+            e.effective_address(insn, HOST_RSI);
             if usize::from(insn.seg) >= FS {
                 let base = e.o.seg_base[usize::from(insn.seg)];
-                dynasm!(e.a ; .arch x64 ; add rax, QWORD [rbx + base]);
+                dynasm!(e.a ; .arch x64 ; add rsi, QWORD [rbx + base]);
             }
         };
         self.access(insn, store, insn.size, address, body)
     }
 
-    /// An access of `size` bytes at the linear address `address` leaves in `rax`: its host
-    /// address in `rax`, then `body`, or else `insn`'s handler, out of line.
+    /// An access of `size` bytes at the linear address `address` leaves in `rsi`: its host
+    /// address in `rsi`, then `body`, or else `insn`'s handler, out of line.
     fn access(
         &mut self,
         insn: &Insn,
@@ -952,17 +953,17 @@ impl Emitter<'_> {
         })
     }
 
-    /// `rax` = the `from`-byte value at `[rax]`, extended to `size` bytes.
+    /// `rax` = the `from`-byte value at `[rsi]`, extended to `size` bytes.
     fn extend_memory(&mut self, from: u8, signed: bool, size: u8) {
         match (from, signed, size == 8) {
-            (1, false, _) => dynasm!(self.a ; .arch x64 ; movzx eax, BYTE [rax]),
-            (2, false, _) => dynasm!(self.a ; .arch x64 ; movzx eax, WORD [rax]),
-            (1, true, true) => dynasm!(self.a ; .arch x64 ; movsx rax, BYTE [rax]),
-            (2, true, true) => dynasm!(self.a ; .arch x64 ; movsx rax, WORD [rax]),
-            (1, true, false) => dynasm!(self.a ; .arch x64 ; movsx eax, BYTE [rax]),
-            (2, true, false) => dynasm!(self.a ; .arch x64 ; movsx eax, WORD [rax]),
-            (_, true, true) => dynasm!(self.a ; .arch x64 ; movsxd rax, DWORD [rax]),
-            _ => dynasm!(self.a ; .arch x64 ; mov eax, DWORD [rax]),
+            (1, false, _) => dynasm!(self.a ; .arch x64 ; movzx eax, BYTE [rsi]),
+            (2, false, _) => dynasm!(self.a ; .arch x64 ; movzx eax, WORD [rsi]),
+            (1, true, true) => dynasm!(self.a ; .arch x64 ; movsx rax, BYTE [rsi]),
+            (2, true, true) => dynasm!(self.a ; .arch x64 ; movsx rax, WORD [rsi]),
+            (1, true, false) => dynasm!(self.a ; .arch x64 ; movsx eax, BYTE [rsi]),
+            (2, true, false) => dynasm!(self.a ; .arch x64 ; movsx eax, WORD [rsi]),
+            (_, true, true) => dynasm!(self.a ; .arch x64 ; movsxd rax, DWORD [rsi]),
+            _ => dynasm!(self.a ; .arch x64 ; mov eax, DWORD [rsi]),
         }
     }
 
@@ -989,12 +990,12 @@ impl Emitter<'_> {
     fn push(&mut self, insn: &Insn, value: impl FnOnce(&mut Self)) -> bool {
         let stack = Gpr::whole(RSP as u8);
         let address = |e: &mut Self| {
-            e.load(HOST_RAX, stack, 8);
-            dynasm!(e.a ; .arch x64 ; sub rax, 8);
+            e.load(HOST_RSI, stack, 8);
+            dynasm!(e.a ; .arch x64 ; sub rsi, 8);
         };
         self.access(insn, true, 8, address, |e, _| {
             value(e);
-            dynasm!(e.a ; .arch x64 ; mov QWORD [rax], rcx);
+            dynasm!(e.a ; .arch x64 ; mov QWORD [rsi], rcx);
             e.add_imm(stack, -8);
         })
     }
@@ -1002,9 +1003,9 @@ impl Emitter<'_> {
     /// POP into a 64-bit register (POP RSP leaves the popped value in RSP).
     fn pop_reg(&mut self, insn: &Insn) -> bool {
         let stack = Gpr::whole(RSP as u8);
-        let address = |e: &mut Self| e.load(HOST_RAX, stack, 8);
+        let address = |e: &mut Self| e.load(HOST_RSI, stack, 8);
         self.access(insn, false, 8, address, |e, _| {
-            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rax]);
+            dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rsi]);
             e.add_imm(stack, 8);
             e.store(HOST_RAX, Gpr::whole(insn.r0), 8);
         })
@@ -1023,11 +1024,11 @@ impl Emitter<'_> {
         let stack = Gpr::whole(RSP as u8);
         let rip_at = self.o.rip;
         let release = 8 + (insn.imm & 0xffff) as i32;
-        let address = |e: &mut Self| e.load(HOST_RAX, stack, 8);
+        let address = |e: &mut Self| e.load(HOST_RSI, stack, 8);
         self.access(insn, false, 8, address, |e, slow| {
             dynasm!(e.a
                 ; .arch x64
-                ; mov rax, QWORD [rax]
+                ; mov rax, QWORD [rsi]
                 ; mov rdx, rax
                 ; shl rdx, 16
                 ; sar rdx, 16
@@ -1143,9 +1144,9 @@ impl Emitter<'_> {
         }
         self.memory(insn, false, |e| {
             if size == 8 {
-                dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rax]);
+                dynasm!(e.a ; .arch x64 ; mov rax, QWORD [rsi]);
             } else {
-                dynasm!(e.a ; .arch x64 ; mov eax, DWORD [rax]);
+                dynasm!(e.a ; .arch x64 ; mov eax, DWORD [rsi]);
             }
             product(e);
         })
