@@ -99,6 +99,12 @@ impl Inbox {
         self.wake.notify_all();
     }
 
+    /// Makes the vCPU look at its inbox between blocks (translated code stops), with nothing
+    /// to deliver and without waking it from HLT.
+    pub fn attend(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+    }
+
     /// The flag behind [`Inbox::is_pending`], for translated code that polls it.
     pub fn pending_flag(&self) -> &AtomicBool {
         &self.pending

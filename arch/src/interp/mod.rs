@@ -132,6 +132,7 @@ impl Core {
         topology: &Topology,
         inbox: Arc<Inbox>,
     ) -> Self {
+        code.notify_writes(inbox.clone());
         Core {
             s: State::default(),
             tlb: Tlb::default(),

@@ -2,8 +2,9 @@
 //! per-page bookkeeping that keeps decoded code coherent with writes from every vCPU.
 
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use super::lapic::Inbox;
 use crate::GuestMemory;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
@@ -128,6 +129,9 @@ impl GuestRam {
 pub struct CodePages {
     has_code: Vec<AtomicU8>,
     generation: Vec<AtomicU32>,
+    /// The inboxes of the vCPUs running this code: each is flagged when code is written, so
+    /// that translated code, which polls only its inbox between blocks, stops too.
+    watchers: RwLock<Vec<Arc<Inbox>>>,
     /// Moves whenever any page holding code is written: caches of recent lookups check it
     /// instead of every page's generation.
     epoch: AtomicU32,
@@ -139,8 +143,18 @@ impl CodePages {
         CodePages {
             has_code: (0..pages).map(|_| AtomicU8::new(0)).collect(),
             generation: (0..pages).map(|_| AtomicU32::new(0)).collect(),
+            watchers: RwLock::new(Vec::new()),
             epoch: AtomicU32::new(0),
         }
+    }
+
+    /// Flags `inbox` (see [`Inbox::attend`]) after every write to a page holding code, once
+    /// the code epoch has moved.
+    pub fn notify_writes(&self, inbox: Arc<Inbox>) {
+        self.watchers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(inbox);
     }
 
     /// Marks page `index` as holding decoded code and returns its generation.
@@ -162,6 +176,14 @@ impl CodePages {
         self.generation[i].fetch_add(1, Ordering::SeqCst);
         self.has_code[i].store(0, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        for inbox in self
+            .watchers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            inbox.attend();
+        }
     }
 
     /// The address of the per-page "holds code" bytes (one per RAM page, indexed like

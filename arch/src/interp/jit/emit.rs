@@ -14,12 +14,13 @@
 //!
 //! Every exit of a block whose last instruction did not end it early leads through a stub
 //! that does what the dispatcher would do between blocks: it leaves when something was posted
-//! to the vCPU (a stop request comes with a kick), the code epoch moved or the block budget
-//! is spent (the TLB epoch needs no check: a handler that moves it ends its block, see
-//! `step`; nor does an interrupt shadow: every instruction that starts one ends its block). Otherwise, if the exit's chain slot (or,
-//! for a target known only at run time, the lookup table's entry for RIP) was linked under
-//! the current epochs, it jumps straight into that block's body; if not, it asks the
-//! dispatcher to link it (see `chain.rs`).
+//! to the vCPU (a stop request comes with a kick, and a write to a page holding code flags
+//! every vCPU's inbox, see `CodePages::notify_writes`) or the block budget is spent (the TLB
+//! epoch needs no check: a handler that moves it ends its block, see `step`; nor does an
+//! interrupt shadow: every instruction that starts one ends its block). Otherwise, if the
+//! exit's chain slot (or, for a target known only at run time, the lookup table's entry for
+//! RIP) was linked under the epochs the chain was entered with, it jumps straight into that
+//! block's body; if not, it asks the dispatcher to link it (see `chain.rs`).
 
 use std::mem::offset_of;
 
@@ -175,8 +176,6 @@ pub(super) struct Emitter<'a> {
     pub a: Asm,
     pub o: Offsets,
     pub tlb: TlbLayout,
-    /// Address of the code epoch.
-    code_epoch: u64,
     pub has_code: u64,
     pub helpers: Helpers,
     pending: u64,
@@ -295,7 +294,6 @@ pub(super) fn block(
     let mut e = Emitter {
         a,
         tlb,
-        code_epoch,
         has_code: core.code.has_code_bytes() as u64,
         helpers,
         pending,
@@ -796,10 +794,6 @@ impl Emitter<'_> {
             ; .arch x64
             ; mov rax, QWORD self.pending as i64
             ; cmp BYTE [rax], 0
-            ; jne =>leave
-            ; mov rax, QWORD self.code_epoch as i64
-            ; mov ecx, DWORD [rax]
-            ; cmp ecx, DWORD [rbx + stamp]
             ; jne =>leave
         );
         let (request, code) = match stub.to {
