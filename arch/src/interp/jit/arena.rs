@@ -5,7 +5,7 @@
 use std::ptr::NonNull;
 
 /// Default size of a vCPU's code arena.
-pub const DEFAULT_ARENA_BYTES: usize = 32 << 20;
+pub const DEFAULT_ARENA_BYTES: usize = 64 << 20;
 
 /// A mapping of readable, writable and executable memory, handed out front to back.
 pub struct Arena {
