@@ -163,7 +163,8 @@ pub(super) const LOOKUP_REQUEST: u32 = u32::MAX;
 /// Addresses of what translated code calls.
 #[derive(Clone, Copy)]
 pub(super) struct Helpers {
-    /// `extern "sysv64" fn(core, insn) -> JitExit`: runs an instruction's handler.
+    /// `extern "sysv64" fn(core, insn) -> JitExit`: runs an instruction's handler, with RIP
+    /// set to the next instruction first.
     pub step: u64,
     /// `extern "sysv64" fn(core, cc) -> bool`: evaluates a condition code on the lazy flags.
     pub condition: u64,
@@ -510,20 +511,17 @@ impl Emitter<'_> {
         }
     }
 
-    /// Calls the handler of `insn` through `step` (RIP set to the next instruction first, as
-    /// the interpreter does), with the flags and held registers in the core around it; `eax`
-    /// is then the [`JitExit`].
+    /// Calls the handler of `insn` through `step` (which sets RIP to the next instruction
+    /// first, as the interpreter does), with the flags and held registers in the core around
+    /// it; `eax` is then the [`JitExit`].
     pub(super) fn call_handler(&mut self, insn: &Insn) {
         self.flush_flags();
         let dirty = std::mem::take(&mut self.dirty);
         self.store_held(dirty);
-        let next = insn.next as i64;
         let insn = insn as *const Insn as i64;
         let step = self.helpers.step as i64;
         dynasm!(self.a
             ; .arch x64
-            ; mov rax, QWORD next
-            ; mov QWORD [rbx + self.o.rip], rax
             ; mov rdi, rbx
             ; mov rsi, QWORD insn
             ; mov rax, QWORD step

@@ -134,6 +134,8 @@ extern "sysv64" fn step(core: *mut Core, insn: *const Insn) -> u32 {
         // SAFETY: translated code passes the vCPU's core (exclusively borrowed by the
         // running block) and one of the block's live instructions.
         let (core, insn) = unsafe { (&mut *core, &*insn) };
+        // Handlers run with RIP at the next instruction, as the interpreter runs them.
+        core.s.rip = insn.next;
         let tlb_epoch = core.tlb.epoch;
         match (insn.exec)(core, insn) {
             Ok(()) if core.end_block || core.tlb.epoch != tlb_epoch => {
