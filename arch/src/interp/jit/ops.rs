@@ -816,8 +816,38 @@ impl Emitter<'_> {
     }
 
     /// `r8` = the guest's CF (0 or 1): from what the translator knows of the flags, or from
-    /// the flags helper. Clobbers the caller-saved registers but `r8`.
+    /// the flags helper. Clobbers the caller-saved registers but `r8`. Flags held in
+    /// registers stay there (the caller sets new ones; a slow path before that stores them).
     fn carry_to_r8(&mut self) {
+        match self.flags_in_registers {
+            Some(KnownFlags {
+                op: FlagOp::Sub,
+                bits,
+            }) => {
+                // (dst and src in r9 and r10, zero-extended below 64 bits.)
+                if bits == 64 {
+                    dynasm!(self.a ; .arch x64 ; cmp r9, r10);
+                } else {
+                    dynasm!(self.a ; .arch x64 ; cmp r9d, r10d);
+                }
+                dynasm!(self.a ; .arch x64 ; setb al ; movzx r8d, al);
+                return;
+            }
+            Some(KnownFlags {
+                op: FlagOp::Add, ..
+            }) => {
+                // A carry left the (zero-extended) result in r11 below dst in r9.
+                dynasm!(self.a ; .arch x64 ; cmp r11, r9 ; setb al ; movzx r8d, al);
+                return;
+            }
+            Some(KnownFlags {
+                op: FlagOp::Logic, ..
+            }) => {
+                dynasm!(self.a ; .arch x64 ; xor r8d, r8d);
+                return;
+            }
+            _ => {}
+        }
         self.flush_flags();
         let o = &self.o;
         match self.flags {

@@ -76,12 +76,16 @@ fn named(insn: &Insn, k: Kind) -> ([Option<u8>; 2], bool) {
 
 /// Chooses the registers a block of `insns` holds: those its templates name most often, when
 /// that is at least twice and more often than the block calls handlers (each call stores and
-/// reloads them).
+/// reloads them). Names before the block's first conditional branch count most, and each
+/// branch halves the weight of those after it: a hot loop is often the head of a longer
+/// block that it leaves early.
 pub(super) fn choose(insns: &[Insn]) -> Held {
     let mut uses = [0u32; 16];
+    let mut weight = [0u32; 16];
     let mut high = 0u16;
     let mut written = 0u16;
     let mut calls = 0;
+    let mut w = 8;
     for insn in insns {
         let Some(k) = kind(insn.exec) else {
             calls += 1;
@@ -92,6 +96,7 @@ pub(super) fn choose(insns: &[Insn]) -> Held {
                 high |= 1 << (r & 0xf);
             } else if r < ZERO {
                 uses[usize::from(r)] += 1;
+                weight[usize::from(r)] += w;
             }
         };
         let ([first, second], writes) = named(insn, k);
@@ -107,16 +112,21 @@ pub(super) fn choose(insns: &[Insn]) -> Held {
         match k {
             Kind::PushReg | Kind::PopReg | Kind::CallRel | Kind::Ret => {
                 uses[RSP] += 2;
+                weight[RSP] += 2 * w;
                 written |= 1 << RSP;
             }
-            Kind::Shift { cl: true } => uses[RCX] += 1,
+            Kind::Shift { cl: true } => {
+                uses[RCX] += 1;
+                weight[RCX] += w;
+            }
+            Kind::Jcc(_) => w = (w / 2).max(1),
             _ => {}
         }
     }
     let mut order: Vec<usize> = (0..16)
         .filter(|&r| high & (1 << r) == 0 && uses[r] >= 2 && uses[r] > calls)
         .collect();
-    order.sort_by_key(|&r| std::cmp::Reverse(uses[r]));
+    order.sort_by_key(|&r| std::cmp::Reverse(weight[r]));
     let mut held = Held::default();
     let mut mask = 0u16;
     for (&r, &h) in order.iter().zip(HOLDERS.iter()) {
