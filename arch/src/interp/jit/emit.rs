@@ -225,6 +225,9 @@ pub(super) struct Emitter<'a> {
     pub host_flags_left: bool,
     /// Whether the host flags are the guest's at the start of this instruction.
     host_flags_live: bool,
+    /// Whether the block may observe the flags it is entered with (see [`dead_flags`]): if
+    /// not, a loop back to its start need not store those held in registers.
+    flags_live_at_entry: bool,
 }
 
 /// A block's code before it is placed: the bytes (assembled for `base`), where its body
@@ -322,12 +325,14 @@ pub(super) fn block(
         flags_in_registers: None,
         host_flags_left: false,
         host_flags_live: false,
+        flags_live_at_entry: true,
         o,
     };
     e.load_held();
     dynasm!(e.a ; .arch x64 ; =>loaded);
     e.dirty = e.held.written;
-    let dead = dead_flags(insns);
+    let (dead, live_at_entry) = dead_flags(insns);
+    e.flags_live_at_entry = live_at_entry;
     for (k, insn) in insns.iter().enumerate() {
         let last = k + 1 == insns.len();
         // Where RIP points after this instruction: None when its handler stored it.
@@ -435,7 +440,9 @@ fn flag_use(insn: &Insn) -> FlagUse {
 
 /// For each instruction of a block, whether the flags it sets are dead: overwritten by a
 /// later instruction before anything can observe them. The flags leaving the block are live.
-fn dead_flags(insns: &[Insn]) -> Vec<bool> {
+/// Also whether those entering it are (false: the block sets them all before anything can
+/// observe them).
+fn dead_flags(insns: &[Insn]) -> (Vec<bool>, bool) {
     let mut dead = vec![false; insns.len()];
     let mut live = true;
     for (k, insn) in insns.iter().enumerate().rev() {
@@ -447,7 +454,7 @@ fn dead_flags(insns: &[Insn]) -> Vec<bool> {
             FlagUse::Observes => live = true,
         }
     }
-    dead
+    (dead, live)
 }
 
 impl Emitter<'_> {
@@ -776,11 +783,16 @@ impl Emitter<'_> {
             ExitTo::Dynamic { .. } => ended,
         };
         dynasm!(self.a ; .arch x64 ; =>stub.label);
+        let (written, again) = (self.held.written, matches!(stub.to, ExitTo::Again));
+        // A loop back into this block's start keeps flags held in registers when the block
+        // sets them all before it could observe them; they go to the core only on leaving.
+        let keep_flags = again && !self.flags_live_at_entry;
         self.flags_in_registers = stub.flags;
-        self.flush_flags();
+        if !keep_flags {
+            self.flush_flags();
+        }
         // The core gets the held registers, but for a loop back into this block's body those
         // its start takes as not in the core yet (see `regs.rs`), which it gets on leaving.
-        let (written, again) = (self.held.written, matches!(stub.to, ExitTo::Again));
         self.store_held(if again {
             stub.dirty & !written
         } else {
@@ -805,6 +817,7 @@ impl Emitter<'_> {
                     ; jmp =>loaded
                     ; =>leave
                 );
+                self.flush_flags();
                 self.store_held(stub.dirty & written);
                 dynasm!(self.a
                     ; .arch x64
