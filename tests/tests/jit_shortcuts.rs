@@ -1,7 +1,8 @@
 //! Directed cases for the translator's shortcuts that random sequences reach too rarely: a
 //! condition read straight from the host flags an arithmetic or TEST template left (INC/DEC
-//! keep CF, which the host's own step does not), at every operand width, from edge-case
-//! operands.
+//! keep CF, which the host's own step does not, and take it from flags still in registers),
+//! at every operand width, from edge-case operands; and guest registers held in host
+//! registers where a template must not load one over another.
 //! Each case runs in the differential test's machine on the interpreter and on the JIT (every
 //! block translated before its first run); the interpreter is the oracle here, as the
 //! differential suites check it against KVM.
@@ -87,6 +88,24 @@ const SEQUENCES: &[(&str, &[u8])] = &[
         // xor ecx, ecx; dec ecx; setb dl  (CF from before the XOR: clear)
         "xor, dec, setb",
         &[0x31, 0xc9, 0xff, 0xc9, 0x0f, 0x92, 0xc2],
+    ),
+    (
+        // cmp rax, rbx; dec ecx; setb dl  (CF of the compare, still in registers)
+        "cmp, dec, setb",
+        &[0x48, 0x39, 0xd8, 0xff, 0xc9, 0x0f, 0x92, 0xc2],
+    ),
+    (
+        // add eax, ebx; inc ecx; setb dl  (CF of the addition, still in registers)
+        "add, inc, setb",
+        &[0x01, 0xd8, 0xff, 0xc1, 0x0f, 0x92, 0xc2],
+    ),
+    (
+        // lea rbx, [rsi + rbx*2]; add rax, rbx; add rbx, 1: rbx, named four times, is held
+        // in a host register; rsi, named once, is not, and must not be loaded over it.
+        "lea into a held index register",
+        &[
+            0x48, 0x8d, 0x1c, 0x5e, 0x48, 0x01, 0xd8, 0x48, 0x83, 0xc3, 0x01,
+        ],
     ),
 ];
 

@@ -197,11 +197,23 @@ impl Emitter<'_> {
                 true
             }
             Kind::Lea if wide(size) && gpr(insn.r0) && wide(insn.asize) => {
-                self.effective_address(insn, HOST_RAX);
+                let d = Gpr::whole(insn.r0);
+                // Straight into a held destination, unless a base register in the core would
+                // be loaded there first (over the index, when that is the destination).
+                let base_held = insn.base == ZERO || self.holder(Gpr::whole(insn.base)).is_some();
+                let to = match self.holder(d) {
+                    Some(x) if base_held => x,
+                    _ => HOST_RAX,
+                };
+                self.effective_address(insn, to);
                 if size == 4 {
-                    dynasm!(self.a ; .arch x64 ; mov eax, eax);
+                    self.clear_top(to);
                 }
-                self.store(HOST_RAX, Gpr::whole(insn.r0), 8);
+                if to == HOST_RAX {
+                    self.store(HOST_RAX, d, 8);
+                } else {
+                    self.holder_to_write(d);
+                }
                 true
             }
             Kind::AluRR(op) | Kind::AluRI(op) => {
@@ -467,8 +479,14 @@ impl Emitter<'_> {
             );
         }
         if insn.asize == 4 {
-            dynasm!(self.a ; .arch x64 ; mov Rd(to), Rd(to));
+            self.clear_top(to);
         }
+    }
+
+    /// Clears the top 32 bits of host register `h`.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn clear_top(&mut self, h: u8) {
+        dynasm!(self.a ; .arch x64 ; mov Rd(h), Rd(h));
     }
 
     /// `rsi` (a linear address) = the host address of the `size`-byte operand there, or a
