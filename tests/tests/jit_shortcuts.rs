@@ -100,6 +100,11 @@ const SEQUENCES: &[(&str, &[u8])] = &[
         &[0x01, 0xd8, 0xff, 0xc1, 0x0f, 0x92, 0xc2],
     ),
     (
+        // dec ecx; cmovz rsi, rdi; setb dl  (the CMOV must not lose DEC's carry-in)
+        "dec, cmovz, setb",
+        &[0xff, 0xc9, 0x48, 0x0f, 0x44, 0xf7, 0x0f, 0x92, 0xc2],
+    ),
+    (
         // lea rbx, [rsi + rbx*2]; add rax, rbx; add rbx, 1: rbx, named four times, is held
         // in a host register; rsi, named once, is not, and must not be loaded over it.
         "lea into a held index register",

@@ -216,7 +216,8 @@ pub(super) struct Emitter<'a> {
     /// them.
     pub flags_dead: bool,
     /// Flags the core does not have yet: their operation, with dst, src and res in `r9`,
-    /// `r10` and `r11` (which templates leave alone). Whatever may observe the flags (a
+    /// `r10` and `r11` (which templates leave alone), and for INC and DEC their carry-in in
+    /// `r8` (which a template that needs `r8` stores first). Whatever may observe the flags (a
     /// handler, a helper, an exit, a slow path) first stores them.
     pub flags_in_registers: Option<KnownFlags>,
     /// Set by a template whose last flag-changing host instruction computed the guest's
@@ -516,6 +517,10 @@ impl Emitter<'_> {
                 ; mov QWORD [rbx + o.f_src], Rq(src)
             );
         }
+        if matches!(op, FlagOp::Inc | FlagOp::Dec) {
+            // Their carry-in, in r8 (see `flags_in_registers`).
+            dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + o.f_aux], r8);
+        }
     }
 
     /// Calls the handler of `insn` through `step` (which sets RIP to the next instruction
@@ -729,6 +734,13 @@ impl Emitter<'_> {
                     ; mov r10, QWORD [rbx + o.f_src]
                     ; mov r11, QWORD [rbx + o.f_res]
                 );
+                if let Some(KnownFlags {
+                    op: FlagOp::Inc | FlagOp::Dec,
+                    ..
+                }) = s.flags_after
+                {
+                    dynasm!(self.a ; .arch x64 ; mov r8, QWORD [rbx + o.f_aux]);
+                }
             }
             if let Some(known) = s.host_flags {
                 self.flags = Some(known);

@@ -141,7 +141,8 @@ impl Emitter<'_> {
                 dynasm!(self.a ; .arch x64 ; mov r11, rdx);
                 self.hold_flags(op, size);
             }
-            FlagOp::Add | FlagOp::Sub | FlagOp::Neg => {
+            // (INC and DEC come with their carry-in in r8, which stays there.)
+            FlagOp::Add | FlagOp::Sub | FlagOp::Neg | FlagOp::Inc | FlagOp::Dec => {
                 dynasm!(self.a ; .arch x64 ; mov r9, rax ; mov r10, rcx ; mov r11, rdx);
                 self.hold_flags(op, size);
             }
@@ -395,8 +396,18 @@ impl Emitter<'_> {
                 } else {
                     None
                 };
-                // The condition first: its helper, if called, keeps only r8.
+                // The condition first: its helper, if called, keeps only r8, which holds the
+                // carry of INC/DEC flags held in registers (stored first).
                 self.condition_to_al(insn.cc);
+                if matches!(
+                    self.flags_in_registers,
+                    Some(KnownFlags {
+                        op: FlagOp::Inc | FlagOp::Dec,
+                        ..
+                    })
+                ) {
+                    self.flush_flags();
+                }
                 dynasm!(self.a ; .arch x64 ; movzx r8d, al);
                 let select = move |e: &mut Self| {
                     e.load(HOST_RAX, d, size);
@@ -864,6 +875,11 @@ impl Emitter<'_> {
                 dynasm!(self.a ; .arch x64 ; xor r8d, r8d);
                 return;
             }
+            // The carry INC/DEC took, which they keep, is in r8 already.
+            Some(KnownFlags {
+                op: FlagOp::Inc | FlagOp::Dec,
+                ..
+            }) => return,
             _ => {}
         }
         self.flush_flags();
@@ -958,13 +974,7 @@ impl Emitter<'_> {
                 sized!(add);
             }
         };
-        let record = |e: &mut Self| {
-            e.set_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
-            if !e.flags_dead {
-                let aux = e.o.f_aux;
-                dynasm!(e.a ; .arch x64 ; mov QWORD [rbx + aux], r8);
-            }
-        };
+        let record = |e: &mut Self| e.set_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
         match register {
             Some(d) => {
                 self.load(HOST_RAX, d, size);
