@@ -81,6 +81,11 @@ fn self_modifying_code_agrees() {
 }
 
 #[test]
+fn flags_across_translated_blocks_agree() {
+    both("flags", "", b"", "flags: PASS\n", 1);
+}
+
+#[test]
 fn serial_input_agrees() {
     both("echo", "", b"abc\nq", "bye\n", 1);
 }

@@ -131,6 +131,9 @@ struct ExitStub {
     to: ExitTo,
     /// Flags held in registers, which the core gets on the way out.
     flags: Option<KnownFlags>,
+    /// Whether the code it leads to sets the flags before it could observe them (see
+    /// `flags_dead_at`): only the way out to the dispatcher stores them then.
+    keep_flags: bool,
     /// Held guest registers the core does not have yet, which it gets on the way out.
     dirty: u16,
 }
@@ -226,9 +229,12 @@ pub(super) struct Emitter<'a> {
     pub host_flags_left: bool,
     /// Whether the host flags are the guest's at the start of this instruction.
     host_flags_live: bool,
-    /// Whether the block may observe the flags it is entered with (see [`dead_flags`]): if
-    /// not, a loop back to its start need not store those held in registers.
-    flags_live_at_entry: bool,
+    /// Addresses of this block's instructions from which it sets all flags before anything
+    /// could observe them (see [`dead_flags`]). Code entered there (this block's own start,
+    /// or a block starting there, whose first instructions are these, on the same pages)
+    /// never looks at the flags it is entered with: a linked exit to it need not store the
+    /// flags held in registers, only its way out to the dispatcher does.
+    flags_dead_at: Vec<u64>,
 }
 
 /// A block's code before it is placed: the bytes (assembled for `base`), where its body
@@ -326,14 +332,19 @@ pub(super) fn block(
         flags_in_registers: None,
         host_flags_left: false,
         host_flags_live: false,
-        flags_live_at_entry: true,
+        flags_dead_at: Vec::new(),
         o,
     };
     e.load_held();
     dynasm!(e.a ; .arch x64 ; =>loaded);
     e.dirty = e.held.written;
-    let (dead, live_at_entry) = dead_flags(insns);
-    e.flags_live_at_entry = live_at_entry;
+    let (dead, live_before) = dead_flags(insns);
+    e.flags_dead_at = insns
+        .iter()
+        .zip(&live_before)
+        .filter(|&(_, &live)| !live)
+        .map(|(i, _)| i.next.wrapping_sub(u64::from(i.len)))
+        .collect();
     for (k, insn) in insns.iter().enumerate() {
         let last = k + 1 == insns.len();
         // Where RIP points after this instruction: None when its handler stored it.
@@ -440,11 +451,12 @@ fn flag_use(insn: &Insn) -> FlagUse {
 }
 
 /// For each instruction of a block, whether the flags it sets are dead: overwritten by a
-/// later instruction before anything can observe them. The flags leaving the block are live.
-/// Also whether those entering it are (false: the block sets them all before anything can
-/// observe them).
-fn dead_flags(insns: &[Insn]) -> (Vec<bool>, bool) {
+/// later instruction before anything can observe them (the flags leaving the block are
+/// live); and whether those entering it are (false: from there on the block sets them all
+/// before anything can observe them).
+fn dead_flags(insns: &[Insn]) -> (Vec<bool>, Vec<bool>) {
     let mut dead = vec![false; insns.len()];
+    let mut live_before = vec![true; insns.len()];
     let mut live = true;
     for (k, insn) in insns.iter().enumerate().rev() {
         dead[k] = !live;
@@ -454,8 +466,9 @@ fn dead_flags(insns: &[Insn]) -> (Vec<bool>, bool) {
             FlagUse::Merges => {}
             FlagUse::Observes => live = true,
         }
+        live_before[k] = live;
     }
-    (dead, live)
+    (dead, live_before)
 }
 
 impl Emitter<'_> {
@@ -481,10 +494,12 @@ impl Emitter<'_> {
                 request,
             },
         };
+        let keep_flags = target.is_some_and(|t| self.flags_dead_at.contains(&t));
         self.exits.push(ExitStub {
             label,
             to,
             flags: self.flags_in_registers,
+            keep_flags,
             dirty: self.dirty,
         });
         Some(label)
@@ -796,11 +811,10 @@ impl Emitter<'_> {
         };
         dynasm!(self.a ; .arch x64 ; =>stub.label);
         let (written, again) = (self.held.written, matches!(stub.to, ExitTo::Again));
-        // A loop back into this block's start keeps flags held in registers when the block
-        // sets them all before it could observe them; they go to the core only on leaving.
-        let keep_flags = again && !self.flags_live_at_entry;
+        // Flags held in registers that the code linked to sets before it could observe them
+        // go to the core only on the way out to the dispatcher.
         self.flags_in_registers = stub.flags;
-        if !keep_flags {
+        if !stub.keep_flags {
             self.flush_flags();
         }
         // The core gets the held registers, but for a loop back into this block's body those
@@ -902,13 +916,19 @@ impl Emitter<'_> {
             ; mov DWORD [rbx + o_chain_request], code as i32
         );
         match stub.to {
-            ExitTo::Static { target, .. } => dynasm!(self.a
-                ; .arch x64
-                ; =>leave
-                ; mov rax, QWORD target as i64
-                ; mov QWORD [rbx + o_rip], rax
-                ; jmp =>ended
-            ),
+            ExitTo::Static { target, .. } => {
+                dynasm!(self.a ; .arch x64 ; =>leave);
+                if stub.keep_flags {
+                    self.flags_in_registers = stub.flags;
+                    self.flush_flags();
+                }
+                dynasm!(self.a
+                    ; .arch x64
+                    ; mov rax, QWORD target as i64
+                    ; mov QWORD [rbx + o_rip], rax
+                    ; jmp =>ended
+                );
+            }
             ExitTo::Dynamic { .. } | ExitTo::Again => {
                 dynasm!(self.a ; .arch x64 ; jmp =>ended)
             }
