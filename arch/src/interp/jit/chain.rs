@@ -17,7 +17,7 @@
 //! privilege level (supervisor, user), filled the same way. A link never outlives the code it
 //! points to, as slots, table and code are dropped together.
 
-/// One exit's link, as translated code reads it (field offsets 0, 8, 16, 24 and 40).
+/// One exit's link, as translated code reads it (field offsets 0, 8, 16, 24, 40 and 49).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(super) struct ChainSlot {
@@ -36,6 +36,21 @@ pub(super) struct ChainSlot {
     global_stamp: u64,
     /// The privilege level of the code the exit belongs to.
     cpl: u8,
+    /// Whether the linked block sets the flags before it could observe them: the exit need
+    /// not store lazy flags it holds in registers (1) or must (0).
+    flags_dead: u8,
+}
+
+/// Offset of [`ChainSlot`]'s `flags_dead` byte, which translated code reads.
+pub(super) const FLAGS_DEAD_OFFSET: i32 = 49;
+
+/// The block a slot is linked to: its entry, the privilege level it was made for, and
+/// whether it sets the flags before it could observe them.
+#[derive(Clone, Copy)]
+pub(super) struct LinkTarget {
+    pub entry: u64,
+    pub cpl: u8,
+    pub flags_dead: bool,
 }
 
 /// The slots of one code arena: a fixed-capacity table that never moves, emptied with it.
@@ -67,6 +82,7 @@ impl Slots {
             page,
             global_stamp: u64::MAX,
             cpl,
+            flags_dead: 0,
         });
         let address = &self.slots[index as usize] as *const ChainSlot as u64;
         Some((index, address))
@@ -81,19 +97,22 @@ impl Slots {
         }
     }
 
-    /// Links slot `index` to code entered at `entry`, made for privilege `cpl`, run at RIP
-    /// `rip`, under `stamps`; `page` is the linear page of that block when it lies on one
-    /// page. Refused (false) across privilege levels or when `rip` is not the exit's target
-    /// (something ran in between).
+    /// Links slot `index` to `to`, run at RIP `rip`, under `stamps`; `page` is the linear page
+    /// of that block when it lies on one page. Refused (false) across privilege levels or when
+    /// `rip` is not the exit's target (something ran in between).
     pub fn link(
         &mut self,
         index: u32,
-        entry: u64,
-        cpl: u8,
+        to: LinkTarget,
         rip: u64,
         stamps: LinkStamps,
         page: Option<u64>,
     ) -> bool {
+        let LinkTarget {
+            entry,
+            cpl,
+            flags_dead,
+        } = to;
         match self.slots.get_mut(index as usize) {
             Some(s) if s.cpl == cpl && s.target == rip => {
                 s.mask = if page == Some(s.page) {
@@ -102,6 +121,7 @@ impl Slots {
                     u64::MAX
                 };
                 s.entry = entry;
+                s.flags_dead = u8::from(flags_dead);
                 s.stamp = stamps.any & s.mask;
                 s.global_stamp = stamps.global.unwrap_or(u64::MAX);
                 true
@@ -221,23 +241,30 @@ mod tests {
         assert_eq!(pb - pa, std::mem::size_of::<ChainSlot>() as u64);
         assert!(s.allocate(0, 0x4000, 0x4000).is_none());
         let stamps = |any, global| LinkStamps { any, global };
+        let to = |cpl| LinkTarget {
+            entry: 0x1000,
+            cpl,
+            flags_dead: false,
+        };
         assert!(
-            !s.link(b, 0x1000, 0, 0x4000, stamps(7, None), None),
+            !s.link(b, to(0), 0x4000, stamps(7, None), None),
             "cpl 3 exit, cpl 0 target"
         );
         assert!(
-            !s.link(a, 0x1000, 0, 0x5000, stamps(7, None), None),
+            !s.link(a, to(0), 0x5000, stamps(7, None), None),
             "not the exit's target"
         );
-        assert!(s.link(a, 0x1000, 0, 0x4000, stamps((5 << 32) | 7, None), None));
+        assert!(s.link(a, to(0), 0x4000, stamps((5 << 32) | 7, None), None));
         assert_eq!(
             (s.slots[0].stamp, s.slots[0].mask, s.slots[0].global_stamp),
             ((5 << 32) | 7, u64::MAX, u64::MAX)
         );
         assert!(s.link(
             a,
-            0x1000,
-            0,
+            LinkTarget {
+                flags_dead: true,
+                ..to(0)
+            },
             0x4000,
             stamps((5 << 32) | 7, Some(9)),
             Some(0x4000)
@@ -247,9 +274,14 @@ mod tests {
             (7, CODE_EPOCH, 9),
             "same page, global"
         );
+        assert_eq!(s.slots[0].flags_dead, 1);
         // Translated code reads the fields at these offsets.
         assert_eq!(std::mem::offset_of!(ChainSlot, mask), 24);
         assert_eq!(std::mem::offset_of!(ChainSlot, global_stamp), 40);
+        assert_eq!(
+            std::mem::offset_of!(ChainSlot, flags_dead) as i32,
+            FLAGS_DEAD_OFFSET
+        );
         s.clear();
         assert_eq!(s.allocate(0, 0, 0).unwrap().1, pa);
     }

@@ -34,7 +34,7 @@ use super::super::mmu::{Tlb, TlbLayout};
 use super::super::segment::is_canonical;
 use super::super::state::{Mode, State};
 use super::super::Core;
-use super::chain::{Slots, LOOKUP_ENTRIES};
+use super::chain::{Slots, FLAGS_DEAD_OFFSET, LOOKUP_ENTRIES};
 use super::classify::{kind, Kind};
 use super::regs::{self, Held};
 use super::JitExit;
@@ -243,6 +243,8 @@ pub(super) struct Emitted {
     pub bytes: Vec<u8>,
     pub body: usize,
     pub requests: Vec<(u32, usize)>,
+    /// Whether the block sets the flags before it could observe those it is entered with.
+    pub flags_dead: bool,
 }
 
 /// Where a block's code goes and what it uses: assembled to run at `base`, with chain slots
@@ -385,6 +387,7 @@ pub(super) fn block(
         dynasm!(e.a ; .arch x64 ; xor eax, eax ; jmp =>exit);
     }
     e.finish(cpl);
+    let flags_dead = e.flags_dead_at.contains(&e.start);
     let Emitter { a, requests, .. } = e;
     let body = a.labels().resolve_dynamic(body).ok()?.0;
     let requests = requests
@@ -396,6 +399,7 @@ pub(super) fn block(
         bytes,
         body,
         requests,
+        flags_dead,
     })
 }
 
@@ -811,10 +815,13 @@ impl Emitter<'_> {
         };
         dynasm!(self.a ; .arch x64 ; =>stub.label);
         let (written, again) = (self.held.written, matches!(stub.to, ExitTo::Again));
-        // Flags held in registers that the code linked to sets before it could observe them
-        // go to the core only on the way out to the dispatcher.
+        // Flags held in registers go to the core on the way out to the dispatcher, but a
+        // linked jump to code that sets them before it could observe them leaves them: known
+        // here for a target in this block (`keep_flags`), else in the slot at link time.
+        let static_exit = matches!(stub.to, ExitTo::Static { .. });
+        let deferred = stub.keep_flags || (static_exit && stub.flags.is_some());
         self.flags_in_registers = stub.flags;
-        if !stub.keep_flags {
+        if !deferred {
             self.flush_flags();
         }
         // The core gets the held registers, but for a loop back into this block's body those
@@ -911,6 +918,21 @@ impl Emitter<'_> {
             ; .arch x64
             ; sub QWORD [rbx + budget], 1
             ; jbe =>leave
+        );
+        if deferred && !stub.keep_flags {
+            // (rax: the slot.)
+            let go = self.a.new_dynamic_label();
+            dynasm!(self.a
+                ; .arch x64
+                ; cmp BYTE [rax + FLAGS_DEAD_OFFSET], 0
+                ; jne =>go
+            );
+            self.flags_in_registers = stub.flags;
+            self.flush_flags();
+            dynasm!(self.a ; .arch x64 ; =>go);
+        }
+        dynasm!(self.a
+            ; .arch x64
             ; jmp QWORD [rax + 8]
             ; =>request
             ; mov DWORD [rbx + o_chain_request], code as i32
@@ -918,7 +940,7 @@ impl Emitter<'_> {
         match stub.to {
             ExitTo::Static { target, .. } => {
                 dynasm!(self.a ; .arch x64 ; =>leave);
-                if stub.keep_flags {
+                if deferred {
                     self.flags_in_registers = stub.flags;
                     self.flush_flags();
                 }

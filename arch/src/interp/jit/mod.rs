@@ -30,7 +30,7 @@ use super::Core;
 
 use arena::Arena;
 pub use arena::DEFAULT_ARENA_BYTES;
-use chain::{LinkStamps, Lookup, Slots};
+use chain::{LinkStamps, LinkTarget, Lookup, Slots};
 
 /// How a vCPU translates: whether it does, after how many runs of a block, and how much
 /// memory its code may take.
@@ -89,6 +89,8 @@ pub struct Code {
     body: usize,
     generation: u32,
     cpl: u8,
+    /// Whether the block sets the flags before it could observe those it is entered with.
+    flags_dead: bool,
 }
 
 impl Code {
@@ -311,6 +313,7 @@ impl Jit {
             body: entry + emitted.body,
             generation: arena.generation(),
             cpl: core.s.mode.cpl,
+            flags_dead: emitted.flags_dead,
         })
     }
 
@@ -356,7 +359,12 @@ impl Jit {
         let (entry, rip) = (code.body as u64, core.s.rip);
         match request.slot {
             Some(slot) => {
-                self.slots.link(slot, entry, code.cpl, rip, stamps, page);
+                let to = LinkTarget {
+                    entry,
+                    cpl: code.cpl,
+                    flags_dead: code.flags_dead,
+                };
+                self.slots.link(slot, to, rip, stamps, page);
             }
             None if request.cpl == code.cpl => {
                 if let Some(lookup) = self.lookup.as_mut() {
