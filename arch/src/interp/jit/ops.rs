@@ -957,25 +957,24 @@ impl Emitter<'_> {
             self.carry_to_r8();
         }
         let step = |e: &mut Self| {
-            macro_rules! sized {
-                ($op:ident) => {
-                    match size {
-                        1 => dynasm!(e.a ; .arch x64 ; $op dl, 1),
-                        2 => dynasm!(e.a ; .arch x64 ; $op dx, 1),
-                        4 => dynasm!(e.a ; .arch x64 ; $op edx, 1),
-                        _ => dynasm!(e.a ; .arch x64 ; $op rdx, 1),
-                    }
-                };
-            }
             dynasm!(e.a ; .arch x64 ; mov ecx, 1 ; mov rdx, rax);
-            if dec {
-                sized!(sub);
-            } else {
-                sized!(add);
-            }
+            e.step_by_one(dec, size, HOST_RDX);
         };
         let record = |e: &mut Self| e.set_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
         match register {
+            Some(d) if !self.flags_dead => {
+                // In the registers the lazy flags keep dst, src and the result in.
+                self.load(HOST_R9, d, size);
+                dynasm!(self.a ; .arch x64 ; mov r11, r9);
+                self.step_by_one(dec, size, HOST_R11);
+                self.store(HOST_R11, d, size);
+                dynasm!(self.a ; .arch x64 ; mov r10d, 1);
+                self.flags_in_registers = None;
+                self.hold_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
+                // Only moves followed the step (whose CF is not the guest's).
+                self.host_flags_left = true;
+                true
+            }
             Some(d) => {
                 self.load(HOST_RAX, d, size);
                 step(self);
@@ -991,6 +990,26 @@ impl Emitter<'_> {
                 e.store_mem(HOST_RDX, size);
                 record(e);
             }),
+        }
+    }
+
+    /// Host register `h` -= 1 (`dec`) or += 1 at `size` bytes, setting the host flags.
+    #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
+    fn step_by_one(&mut self, dec: bool, size: u8, h: u8) {
+        macro_rules! sized {
+            ($op:ident) => {
+                match size {
+                    1 => dynasm!(self.a ; .arch x64 ; $op Rb(h), 1),
+                    2 => dynasm!(self.a ; .arch x64 ; $op Rw(h), 1),
+                    4 => dynasm!(self.a ; .arch x64 ; $op Rd(h), 1),
+                    _ => dynasm!(self.a ; .arch x64 ; $op Rq(h), 1),
+                }
+            };
+        }
+        if dec {
+            sized!(sub);
+        } else {
+            sized!(add);
         }
     }
 
