@@ -841,7 +841,8 @@ impl Emitter<'_> {
         );
         let (request, code) = match stub.to {
             ExitTo::Again => {
-                // This very block: its code is current while the code epoch is.
+                // This very block: its code is current until a write to code, which flags
+                // the inbox polled above.
                 let (loaded, start) = (self.loaded, self.start);
                 dynasm!(self.a
                     ; .arch x64

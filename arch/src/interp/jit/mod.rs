@@ -8,10 +8,10 @@
 //!
 //! A block that runs to its end goes on into the next translated block directly when its
 //! exit was linked to it (`chain.rs`), after the checks the dispatcher makes between blocks
-//! (`emit.rs`): anything posted to the vCPU (interrupts, kicks), the code epoch and the block
-//! budget (what moves the TLB epoch ends its block). The translated code, the chain slots and the copies of the
-//! instructions the code refers to live and die together: code never refers to anything
-//! dropped before it.
+//! (`emit.rs`): anything posted to the vCPU (interrupts, kicks, and writes to code, which
+//! flag every vCPU's inbox) and the block budget (what moves the TLB epoch ends its block).
+//! The translated code, the chain slots and the copies of the instructions the code refers
+//! to live and die together: code never refers to anything dropped before it.
 
 mod arena;
 mod chain;
