@@ -210,13 +210,12 @@ impl Emitter<'_> {
     /// top).
     #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
     pub(super) fn store(&mut self, h: u8, g: Gpr, size: u8) {
-        if let Some(x) = self.holder(g) {
+        if let Some(x) = self.holder_to_write(g) {
             match size {
                 1 => dynasm!(self.a ; .arch x64 ; mov Rb(x), Rb(h)),
                 2 => dynasm!(self.a ; .arch x64 ; mov Rw(x), Rw(h)),
                 _ => dynasm!(self.a ; .arch x64 ; mov Rq(x), Rq(h)),
             }
-            self.dirty |= 1 << g.index;
             return;
         }
         let at = self.at(g);
@@ -230,9 +229,8 @@ impl Emitter<'_> {
     /// All 64 bits of `g` = `imm`, sign-extended.
     #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
     pub(super) fn store_imm(&mut self, g: Gpr, imm: i32) {
-        if let Some(x) = self.holder(g) {
+        if let Some(x) = self.holder_to_write(g) {
             dynasm!(self.a ; .arch x64 ; mov Rq(x), imm);
-            self.dirty |= 1 << g.index;
             return;
         }
         let at = self.at(g);
@@ -242,9 +240,8 @@ impl Emitter<'_> {
     /// `g` += `v` in 64 bits (the host flags change).
     #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
     pub(super) fn add_imm(&mut self, g: Gpr, v: i32) {
-        if let Some(x) = self.holder(g) {
+        if let Some(x) = self.holder_to_write(g) {
             dynasm!(self.a ; .arch x64 ; add Rq(x), v);
-            self.dirty |= 1 << g.index;
             return;
         }
         let at = self.at(g);
