@@ -302,12 +302,13 @@ impl BlockCache {
         }
         let block = &self.blocks[idx as usize];
         if let Some(code) = block.jit.filter(|&c| whole && self.jit.is_current(c)) {
+            let stamps = Stamps::of(core);
             if let Some(request) = request {
                 let page = (block.npages == 1).then_some(block.lin_pages[0]);
                 let global = core.reached_globally(block);
-                self.jit
-                    .link(request, code, core, page, &Stamps::of(core), global);
+                self.jit.link(request, code, core, page, &stamps, global);
             }
+            core.chain_stamp = stamps.any;
             core.loop_budget = budget.max(1);
             // SAFETY: the code is from the current arena generation.
             let exit = unsafe { code.run(core) };

@@ -114,8 +114,8 @@ pub struct Core {
     /// Set by translated code leaving through an exit that is not linked yet: the exit's
     /// chain slot plus one (0: none).
     pub(crate) chain_request: u32,
-    /// The TLB and code epochs (`tlb << 32 | code`) when translated code was last entered
-    /// from the dispatcher: its exits check links and its own code against them.
+    /// The TLB and code epochs (`tlb << 32 | code`, see `jit::Stamps`) the dispatcher last
+    /// entered translated code under: its exits check links against them.
     pub(crate) chain_stamp: u64,
 }
 

@@ -192,11 +192,6 @@ impl CodePages {
         self.has_code.as_ptr() as usize
     }
 
-    /// The counter behind [`CodePages::epoch`], for translated code that polls it.
-    pub fn epoch_flag(&self) -> &AtomicU32 {
-        &self.epoch
-    }
-
     /// The code epoch: it changes whenever a page with code is written.
     #[inline(always)]
     pub fn epoch(&self) -> u32 {

@@ -47,7 +47,6 @@ pub(super) struct Offsets {
     pub gpr: i32,
     pub rip: i32,
     pub cpl: i32,
-    pub tlb_epoch: i32,
     pub global_epoch: i32,
     pub tlb_generation: i32,
     pub budget: i32,
@@ -77,7 +76,6 @@ fn offsets() -> Offsets {
         gpr: i(s + offset_of!(State, gpr)),
         rip: i(s + offset_of!(State, rip)),
         cpl: i(s + offset_of!(State, mode) + offset_of!(Mode, cpl)),
-        tlb_epoch: i(offset_of!(Core, tlb) + offset_of!(Tlb, epoch)),
         global_epoch: i(offset_of!(Core, tlb) + offset_of!(Tlb, global_epoch)),
         tlb_generation: i(offset_of!(Core, tlb) + offset_of!(Tlb, generation)),
         budget: i(offset_of!(Core, loop_budget)),
@@ -272,7 +270,6 @@ pub(super) fn block(
     } = placement;
     let mut a = Asm::new(base);
     let o = offsets();
-    let code_epoch = core.code.epoch_flag() as *const _ as u64;
     let pending = core.lapic.inbox().pending_flag() as *const _ as u64;
     let exit = a.new_dynamic_label();
     let ended = a.new_dynamic_label();
@@ -295,12 +292,6 @@ pub(super) fn block(
         // Code emitted for one privilege level runs only at that level.
         ; cmp BYTE [rbx + o.cpl], cpl as i8
         ; jne =>declined
-        ; mov eax, DWORD [rbx + o.tlb_epoch]
-        ; shl rax, 32
-        ; mov rcx, QWORD code_epoch as i64
-        ; mov ecx, DWORD [rcx]
-        ; or rax, rcx
-        ; mov QWORD [rbx + o.chain_stamp], rax
         ; mov rbp, QWORD read_table as i64
         ; =>body
     );
