@@ -105,6 +105,16 @@ const SEQUENCES: &[(&str, &[u8])] = &[
         &[0xff, 0xc9, 0x48, 0x0f, 0x44, 0xf7, 0x0f, 0x92, 0xc2],
     ),
     (
+        // add rax, 5; and eax, 0xfff; add rax, rbx; sub rbx, 3; xor ebx, eax; setz cl: rax
+        // and rbx are held in host registers and computed in place, from immediates and
+        // from each other, with dead flags and then live ones.
+        "in-place arithmetic on held registers",
+        &[
+            0x48, 0x83, 0xc0, 0x05, 0x25, 0xff, 0x0f, 0x00, 0x00, 0x48, 0x01, 0xd8, 0x48, 0x83,
+            0xeb, 0x03, 0x31, 0xc3, 0x0f, 0x94, 0xc1,
+        ],
+    ),
+    (
         // lea rbx, [rsi + rbx*2]; add rax, rbx; add rbx, 1: rbx, named four times, is held
         // in a host register; rsi, named once, is not, and must not be loaded over it.
         "lea into a held index register",
