@@ -191,7 +191,7 @@ impl Emitter<'_> {
                     // value zero-extended is the same when it is below 2^31).
                     Ok(imm) if wide(size) => self.store_imm(d, imm),
                     _ => {
-                        dynasm!(self.a ; .arch x64 ; mov rax, QWORD v as i64);
+                        self.imm_to(HOST_RAX, v, size);
                         self.store(HOST_RAX, d, size);
                     }
                 }
@@ -707,24 +707,17 @@ impl Emitter<'_> {
             self.flags = None;
             return true;
         }
-        let imm = |v: u64| {
-            if size == 4 {
-                Some(v as u32 as i32)
-            } else {
-                i32::try_from(v as i64).ok()
-            }
+        // The source as an immediate the host instruction takes, or as a host register.
+        let (imm, reg) = match src {
+            Operand::Imm(v) if size == 4 => (Some(v as u32 as i32), None),
+            Operand::Imm(v) => (i32::try_from(v as i64).ok(), None),
+            Operand::Reg(g) => (None, self.holder(g)),
+            Operand::Host(h) => (None, Some(h)),
         };
-        match src {
-            Operand::Imm(v) if imm(v).is_some() => {
-                let v = imm(v).unwrap_or_default();
-                self.alu_imm(op, size, x, v);
-            }
-            Operand::Reg(g) if self.holder(g).is_some() => {
-                let y = self.holder(g).unwrap_or(x);
-                self.alu_regs(op, size, x, y);
-            }
-            Operand::Host(h) => self.alu_regs(op, size, x, h),
-            _ => {
+        match (imm, reg) {
+            (Some(v), _) => self.alu_imm(op, size, x, v),
+            (None, Some(y)) => self.alu_regs(op, size, x, y),
+            (None, None) => {
                 self.operand_to(HOST_RCX, src, size);
                 self.alu_regs(op, size, x, HOST_RCX);
             }
@@ -956,39 +949,33 @@ impl Emitter<'_> {
         if !self.flags_dead {
             self.carry_to_r8();
         }
-        let step = |e: &mut Self| {
-            dynasm!(e.a ; .arch x64 ; mov ecx, 1 ; mov rdx, rax);
-            e.step_by_one(dec, size, HOST_RDX);
-        };
-        let record = |e: &mut Self| e.set_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
+        let op = if dec { FlagOp::Dec } else { FlagOp::Inc };
         match register {
-            Some(d) if !self.flags_dead => {
+            Some(d) => {
                 // In the registers the lazy flags keep dst, src and the result in.
-                self.load(HOST_R9, d, size);
-                dynasm!(self.a ; .arch x64 ; mov r11, r9);
+                self.load(HOST_R11, d, size);
+                if !self.flags_dead {
+                    dynasm!(self.a ; .arch x64 ; mov r9, r11);
+                }
                 self.step_by_one(dec, size, HOST_R11);
                 self.store(HOST_R11, d, size);
-                dynasm!(self.a ; .arch x64 ; mov r10d, 1);
                 self.flags_in_registers = None;
-                self.hold_flags(if dec { FlagOp::Dec } else { FlagOp::Inc }, size);
-                // Only moves followed the step (whose CF is not the guest's).
-                self.host_flags_left = true;
-                true
-            }
-            Some(d) => {
-                self.load(HOST_RAX, d, size);
-                step(self);
-                self.store(HOST_RDX, d, size);
-                record(self);
+                if self.flags_dead {
+                    self.flags = None;
+                } else {
+                    dynasm!(self.a ; .arch x64 ; mov r10d, 1);
+                    self.hold_flags(op, size);
+                }
                 // Only moves followed the step (whose CF is not the guest's).
                 self.host_flags_left = true;
                 true
             }
             None => self.memory(insn, true, |e| {
                 e.load_mem(HOST_RAX, size);
-                step(e);
+                dynasm!(e.a ; .arch x64 ; mov ecx, 1 ; mov rdx, rax);
+                e.step_by_one(dec, size, HOST_RDX);
                 e.store_mem(HOST_RDX, size);
-                record(e);
+                e.set_flags(op, size);
             }),
         }
     }
