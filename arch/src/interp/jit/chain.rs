@@ -42,7 +42,7 @@ pub(super) struct ChainSlot {
 }
 
 /// Offset of [`ChainSlot`]'s `flags_dead` byte, which translated code reads.
-pub(super) const FLAGS_DEAD_OFFSET: i32 = 49;
+pub(super) const FLAGS_DEAD_OFFSET: i32 = std::mem::offset_of!(ChainSlot, flags_dead) as i32;
 
 /// The block a slot is linked to: its entry, the privilege level it was made for, and
 /// whether it sets the flags before it could observe them.

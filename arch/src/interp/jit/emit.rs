@@ -507,6 +507,13 @@ impl Emitter<'_> {
         }
     }
 
+    /// Stores `flags`, held in registers at a point of the block emitted earlier (an exit,
+    /// a declined instruction), in the core.
+    fn flush_flags_of(&mut self, flags: Option<KnownFlags>) {
+        self.flags_in_registers = flags;
+        self.flush_flags();
+    }
+
     /// Records lazy flags `known` in the core, with dst, src and res from the host registers
     /// `regs` (a logic operation's flags depend on its result alone).
     #[allow(clippy::useless_conversion)] // dynasm converts dynamic registers with into()
@@ -763,8 +770,7 @@ impl Emitter<'_> {
         let o_rip = self.o.rip;
         for (label, rip, flags, dirty) in std::mem::take(&mut self.declines) {
             dynasm!(self.a ; .arch x64 ; =>label);
-            self.flags_in_registers = flags;
-            self.flush_flags();
+            self.flush_flags_of(flags);
             self.store_held(dirty);
             dynasm!(self.a
                 ; .arch x64
@@ -811,9 +817,8 @@ impl Emitter<'_> {
         // here for a target in this block (`keep_flags`), else in the slot at link time.
         let static_exit = matches!(stub.to, ExitTo::Static { .. });
         let deferred = stub.keep_flags || (static_exit && stub.flags.is_some());
-        self.flags_in_registers = stub.flags;
         if !deferred {
-            self.flush_flags();
+            self.flush_flags_of(stub.flags);
         }
         // The core gets the held registers, but for a loop back into this block's body those
         // its start takes as not in the core yet (see `regs.rs`), which it gets on leaving.
@@ -842,7 +847,9 @@ impl Emitter<'_> {
                     ; jmp =>loaded
                     ; =>leave
                 );
-                self.flush_flags();
+                if deferred {
+                    self.flush_flags_of(stub.flags);
+                }
                 self.store_held(stub.dirty & written);
                 dynasm!(self.a
                     ; .arch x64
@@ -919,8 +926,7 @@ impl Emitter<'_> {
                 ; cmp BYTE [rax + FLAGS_DEAD_OFFSET], 0
                 ; jne =>go
             );
-            self.flags_in_registers = stub.flags;
-            self.flush_flags();
+            self.flush_flags_of(stub.flags);
             dynasm!(self.a ; .arch x64 ; =>go);
         }
         dynasm!(self.a
@@ -933,8 +939,7 @@ impl Emitter<'_> {
             ExitTo::Static { target, .. } => {
                 dynasm!(self.a ; .arch x64 ; =>leave);
                 if deferred {
-                    self.flags_in_registers = stub.flags;
-                    self.flush_flags();
+                    self.flush_flags_of(stub.flags);
                 }
                 dynasm!(self.a
                     ; .arch x64

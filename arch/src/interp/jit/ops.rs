@@ -50,7 +50,7 @@ macro_rules! by_alu_op {
 }
 
 /// Host registers by number, for the templates that pick them.
-const HOST_RAX: u8 = 0;
+pub(super) const HOST_RAX: u8 = 0;
 const HOST_RCX: u8 = 1;
 const HOST_RDX: u8 = 2;
 const HOST_RSI: u8 = 6;

@@ -23,6 +23,7 @@ use super::super::insn::{Insn, MEM, MEM_DST};
 use super::super::state::{CR0_EM, CR0_TS, CR4_OSFXSR, FS};
 use super::classify::{kind, Kind};
 use super::emit::Emitter;
+use super::ops::HOST_RAX;
 use super::regs::Gpr;
 
 /// MXCSR: the six exception flags.
@@ -187,7 +188,7 @@ impl Emitter<'_> {
             Kind::VecMove => self.move128(insn),
             Kind::VecMoveScalar => self.move_scalar(insn),
             Kind::VecMask => self.mask(insn),
-            _ => self.float(insn),
+            _ => self.xmm_arithmetic(insn),
         }
     }
 
@@ -345,13 +346,13 @@ impl Emitter<'_> {
             Mnemonic::Movmskpd => dynasm!(self.a ; .arch x64 ; movmskpd eax, xmm0),
             _ => dynasm!(self.a ; .arch x64 ; pmovmskb eax, xmm0),
         }
-        self.store(0, d, 8);
+        self.store(HOST_RAX, d, 8);
         true
     }
 
     /// SSE arithmetic `xmm0 = xmm0 OP xmm1` for `insn`'s destination and source (floating
     /// point or integer).
-    fn float(&mut self, insn: &Insn) -> bool {
+    fn xmm_arithmetic(&mut self, insn: &Insn) -> bool {
         let Some(op) = arithmetic(insn.op).or_else(|| integer(insn.op)) else {
             return false;
         };
